@@ -1,0 +1,203 @@
+/*
+ * forkpool — a pre-fork process pool server.
+ *
+ * A master process binds the listening sockets, forks N workers, watches
+ * them and replaces any that die or hang.  Each worker builds its own
+ * libevent loop and runs its on_start hooks, then main, then its
+ * on_shutdown hooks.  SIGTERM stops a worker gracefully, SIGINT
+ * interrupts it.
+ *
+ * Conventions: functions that can fail return 0 or a negative errno value;
+ * fpool_strerror() turns it into text.  Every fpool_*_free(NULL) is a no-op.
+ * Callbacks end in _cb.  The library never calls exit() in the master.
+ */
+#ifndef FORKPOOL_H
+#define FORKPOOL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define FPOOL_EXPORT __attribute__((visibility("default")))
+#define FPOOL_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define FPOOL_EXPORT
+#define FPOOL_PRINTF(f, a)
+#endif
+
+#define FPOOL_VERSION "0.1.0"
+
+/* Exit status of a worker whose start failed (an on_start hook or the
+ * worker's setup failed).  The master counts it as a failed start. */
+#define FPOOL_EXIT_START_FAILED 3
+
+/* Upper bound on the pool size, so a typo cannot fork-bomb the machine. */
+#define FPOOL_MAX_WORKERS 4096
+
+struct event_base;
+struct fpool_pool;
+struct fpool_worker;
+
+/* ---- Errors and logging ------------------------------------------------ */
+
+/* Text for a value returned by a forkpool function (0 or -errno). */
+FPOOL_EXPORT const char *fpool_strerror(int err);
+
+enum fpool_log_level {
+	FPOOL_LOG_DEBUG,
+	FPOOL_LOG_INFO,
+	FPOOL_LOG_WARNING,
+	FPOOL_LOG_ERROR,
+};
+
+/* Log one record at `level`.  In the master it carries the origin
+ * "master"; in a worker "worker ID pid PID". */
+FPOOL_EXPORT void fpool_log(enum fpool_log_level level, const char *fmt, ...)
+	FPOOL_PRINTF(2, 3);
+/* Records below `level` are dropped. */
+FPOOL_EXPORT void fpool_log_set_level(enum fpool_log_level level);
+/* Parse "debug", "info", "warning" or "error"; 0 or -EINVAL. */
+FPOOL_EXPORT int fpool_log_level_parse(const char *s, enum fpool_log_level *out);
+
+/* ---- Describing a worker ----------------------------------------------- */
+
+/* A worker hook: on_start, on_stop or on_shutdown.  Return 0 on success;
+ * a non-zero on_start result makes the worker exit as a failed start.
+ * `arg` is the pointer given when the hook was connected. */
+typedef int (*fpool_worker_hook_cb)(struct fpool_worker *w, void *arg);
+
+/* A worker's main.  Either event-driven (add events to
+ * fpool_worker_base() and return fpool_worker_loop()) or blocking
+ * (loop while fpool_worker_is_running()).  Its result is the exit status. */
+typedef int (*fpool_worker_main_cb)(struct fpool_worker *w, void *arg);
+
+/*
+ * What a worker is.  Built-in workers, worker modules (.so) and programs
+ * using the library all describe their worker with this struct.
+ */
+struct fpool_worker_def {
+	const char *name;        /* short name, e.g. "echo" */
+	const char *description; /* one line for --help */
+	/* Called first in a new worker process, with the worker arguments
+	 * (those after `--` on the command line; argv[0] is the worker's
+	 * name).  It may connect more hooks with fpool_worker_on_*().
+	 * Non-zero: the start failed.  May be NULL. */
+	int (*setup)(struct fpool_worker *w, int argc, char **argv);
+	fpool_worker_hook_cb on_start;    /* first on_start hook, or NULL */
+	fpool_worker_hook_cb on_stop;     /* first on_stop hook, or NULL */
+	fpool_worker_hook_cb on_shutdown; /* first on_shutdown hook, or NULL */
+	fpool_worker_main_cb main;        /* required */
+	void *arg;                        /* passed to the hooks and main above */
+};
+
+/*
+ * A worker module (a .so given to `forkpool --worker PATH.so`) exports its
+ * definition under this symbol name:
+ *
+ *     FPOOL_WORKER_MODULE(my_def);
+ *
+ * expands to an exported `const struct fpool_worker_def *fpool_worker_module`.
+ */
+#define FPOOL_WORKER_SYMBOL "fpool_worker_module"
+#define FPOOL_WORKER_MODULE(def)                                              \
+	FPOOL_EXPORT const struct fpool_worker_def *fpool_worker_module = &(def)
+
+/* ---- The pool (master side) -------------------------------------------- */
+
+/* Pool settings.  Initialise with fpool_config_init(), then change fields. */
+struct fpool_config {
+	unsigned workers;            /* pool size, 1..FPOOL_MAX_WORKERS */
+	double worker_timeout;       /* s without heartbeat before SIGKILL */
+	double graceful_timeout;     /* s a stopping worker may take */
+	double check_interval;       /* s between master checks; heartbeat period */
+	double min_uptime;           /* s a worker must live to count as started */
+	const struct fpool_worker_def *worker; /* what every slot runs */
+	int worker_argc;             /* arguments handed to def->setup */
+	char **worker_argv;          /* (not copied: must outlive the pool) */
+};
+
+/* Fill `cfg` with the defaults: workers = number of CPUs, timeouts 30 s,
+ * check interval 1 s, min uptime 1 s, no worker. */
+FPOOL_EXPORT void fpool_config_init(struct fpool_config *cfg);
+
+/* A master hook, run in the master before the first fork (on_start) or
+ * after the last worker exited (on_shutdown). */
+typedef int (*fpool_pool_hook_cb)(struct fpool_pool *pool, void *arg);
+
+/* Create a pool; the config is copied.  0 or -EINVAL/-ENOMEM. */
+FPOOL_EXPORT int fpool_pool_new(struct fpool_pool **out,
+				const struct fpool_config *cfg);
+/* Bind a listener ("HOST:PORT", "[V6]:PORT" or "unix:PATH") that every
+ * worker inherits.  0, -EINVAL for a bad address, or the bind error. */
+FPOOL_EXPORT int fpool_pool_listen(struct fpool_pool *pool, const char *addr);
+/* Keep `fd` open in every worker (it is closed in workers otherwise). */
+FPOOL_EXPORT int fpool_preserve_fd(struct fpool_pool *pool, int fd);
+/* Connect a master hook; hooks run in the order they were connected. */
+FPOOL_EXPORT int fpool_pool_on_start(struct fpool_pool *pool,
+				     fpool_pool_hook_cb cb, void *arg);
+FPOOL_EXPORT int fpool_pool_on_shutdown(struct fpool_pool *pool,
+					fpool_pool_hook_cb cb, void *arg);
+/* The master's event loop, for a program's own master-side events. */
+FPOOL_EXPORT struct event_base *fpool_pool_base(struct fpool_pool *pool);
+/* Run the master: hooks, fork the workers, serve until SIGTERM/SIGINT/
+ * SIGQUIT or fpool_pool_stop(), shut down.  0, or a negative errno. */
+FPOOL_EXPORT int fpool_pool_run(struct fpool_pool *pool);
+/* Ask a running pool to stop: gracefully (SIGTERM to workers) or not
+ * (SIGINT).  Returns at once; fpool_pool_run() returns when done. */
+FPOOL_EXPORT void fpool_pool_stop(struct fpool_pool *pool, int graceful);
+/* Start a worker in slot `id` (an id >= the pool size grows the pool).
+ * -EEXIST if that slot already runs one. */
+FPOOL_EXPORT int fpool_pool_add_worker(struct fpool_pool *pool, unsigned id);
+/* Stop the worker in slot `id` gracefully and do not replace it.
+ * -ENOENT if no such slot is active; -EBUSY for the last one. */
+FPOOL_EXPORT int fpool_pool_remove_worker(struct fpool_pool *pool, unsigned id);
+/* Number of slots meant to run a worker. */
+FPOOL_EXPORT unsigned fpool_pool_size(const struct fpool_pool *pool);
+/* Free the pool, close its listeners (removing unix socket files). */
+FPOOL_EXPORT void fpool_pool_free(struct fpool_pool *pool);
+
+/* ---- Inside a worker --------------------------------------------------- */
+
+/* The worker's logical slot id (0..N-1); it survives respawns. */
+FPOOL_EXPORT unsigned fpool_worker_id(const struct fpool_worker *w);
+/* The worker's process id. */
+FPOOL_EXPORT pid_t fpool_worker_pid(const struct fpool_worker *w);
+/* The worker's own event loop (a fresh one, not the master's). */
+FPOOL_EXPORT struct event_base *fpool_worker_base(struct fpool_worker *w);
+/* The listening sockets inherited from the master; sets *n. */
+FPOOL_EXPORT const int *fpool_worker_listeners(const struct fpool_worker *w,
+					       size_t *n);
+/* Connect hooks; each list runs in the order hooks were connected. */
+FPOOL_EXPORT int fpool_worker_on_start(struct fpool_worker *w,
+				       fpool_worker_hook_cb cb, void *arg);
+FPOOL_EXPORT int fpool_worker_on_stop(struct fpool_worker *w,
+				      fpool_worker_hook_cb cb, void *arg);
+FPOOL_EXPORT int fpool_worker_on_shutdown(struct fpool_worker *w,
+					  fpool_worker_hook_cb cb, void *arg);
+/* A pointer of the worker's own, for state shared by its hooks. */
+FPOOL_EXPORT void fpool_worker_set_data(struct fpool_worker *w, void *data);
+FPOOL_EXPORT void *fpool_worker_data(const struct fpool_worker *w);
+/* For blocking mains: run one non-blocking loop turn (signals, heartbeat)
+ * and tell whether the worker should go on. */
+FPOOL_EXPORT int fpool_worker_is_running(struct fpool_worker *w);
+/* For event-driven mains: run the loop until the worker is stopped and
+ * its own events are gone (SIGTERM), or at once (SIGINT).  0 or -errno. */
+FPOOL_EXPORT int fpool_worker_loop(struct fpool_worker *w);
+/* Stop the worker gracefully, as SIGTERM does (on_stop hooks run). */
+FPOOL_EXPORT void fpool_worker_stop(struct fpool_worker *w);
+/* Non-zero once the worker was interrupted (SIGINT): main was cancelled. */
+FPOOL_EXPORT int fpool_worker_interrupted(const struct fpool_worker *w);
+/* Count `n` more requests served; reported with the heartbeat. */
+FPOOL_EXPORT void fpool_worker_count_requests(struct fpool_worker *w,
+					      uint64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FORKPOOL_H */

@@ -1,0 +1,250 @@
+/*
+ * Internal declarations of libforkpool, grouped by source file.
+ * Internal non-static names start with fpool__ (libuv's habit), so they can
+ * never clash with the public fpool_ API.
+ */
+#ifndef FPOOL_INT_H
+#define FPOOL_INT_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "forkpool.h"
+
+#define FPOOL_HIDDEN __attribute__((visibility("hidden")))
+#define FPOOL_NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+struct event;
+struct event_base;
+
+/* ---- util.c ------------------------------------------------------------ */
+
+/* Monotonic clock in seconds. */
+double fpool__now(void);
+/* A struct timeval for a duration in seconds (for event_add). */
+struct timeval fpool__tv(double seconds);
+/* Name of a signal ("SIGTERM"), or "signal N" in a static buffer. */
+const char *fpool__signame(int sig);
+/* Describe a wait status: "exited with status 1", "killed by SIGKILL". */
+void fpool__describe_status(int status, char *buf, size_t len);
+/* A growable array of (callback, arg) pairs: the hook lists. */
+struct fpool__hook {
+	void (*fn)(void);
+	void *arg;
+};
+struct fpool__hooks {
+	struct fpool__hook *v;
+	size_t n, cap;
+};
+int fpool__hooks_add(struct fpool__hooks *h, void (*fn)(void), void *arg);
+void fpool__hooks_free(struct fpool__hooks *h);
+
+/* ---- log.c ------------------------------------------------------------- */
+
+/* Set the origin printed with every record of this process ("master",
+ * "worker 3 pid 4711"). */
+void fpool__log_set_origin(const char *fmt, ...) FPOOL_PRINTF(1, 2);
+/* Log with ": strerror(err)" appended; err is a positive errno. */
+void fpool__log_errno(enum fpool_log_level level, int err, const char *fmt, ...)
+	FPOOL_PRINTF(3, 4);
+/* Route libevent's own warnings into our log. */
+void fpool__log_libevent(void);
+
+/* ---- config.c ---------------------------------------------------------- */
+
+/* Longest duration accepted, in seconds (one week). */
+#define FPOOL_MAX_DURATION (7.0 * 24 * 3600)
+/* Parse a duration: "1", "0.25", "250ms", "2s", "1.5m".  Must be > 0 and
+ * <= FPOOL_MAX_DURATION.  0 or -EINVAL (-ERANGE when out of range). */
+int fpool__parse_duration(const char *s, double *out);
+/* Parse a decimal integer in [min, max].  0, -EINVAL or -ERANGE. */
+int fpool__parse_uint(const char *s, unsigned min, unsigned max,
+		      unsigned *out);
+
+/* ---- listen.c ---------------------------------------------------------- */
+
+struct fpool__addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char text[128]; /* canonical form, for messages */
+};
+/* Parse "HOST:PORT" (HOST a numeric IPv4 address, "localhost", "*" or
+ * empty for every address), "[V6ADDR]:PORT" or "unix:PATH".  No DNS.
+ * 0 or -EINVAL; `why` (may be NULL) says what is wrong. */
+int fpool__addr_parse(const char *s, struct fpool__addr *out,
+		      const char **why);
+/* Create a listening socket (CLOEXEC, NONBLOCK) bound to `a`.
+ * 0 and *fd, or -errno. */
+int fpool__addr_listen(const struct fpool__addr *a, int backlog, int *fd);
+/* Format a bound socket's local address into buf. */
+void fpool__sockname(int fd, char *buf, size_t len);
+
+/* ---- backoff.c --------------------------------------------------------- */
+
+/* Delay before the next start of a slot after `failed` consecutive failed
+ * starts: 0 for failed <= 2, then 0.1 s * 2^(failed-3), capped at 10 s. */
+double fpool__backoff_delay(unsigned failed);
+
+/* ---- channel.c --------------------------------------------------------- */
+
+/* Largest channel packet; bigger ones are refused. */
+#define FPOOL_CHAN_MAX 65536
+
+enum fpool__msg_type {
+	FPOOL_MSG_READY,
+	FPOOL_MSG_HEARTBEAT,
+};
+struct fpool__msg {
+	enum fpool__msg_type type;
+	uint64_t requests; /* heartbeat: requests served so far */
+};
+/* Encode a message as one JSON object into buf.  0 and *len, or -errno. */
+int fpool__msg_encode(const struct fpool__msg *m, char *buf, size_t cap,
+		      size_t *len);
+/* Decode one packet.  0, or -EINVAL for anything malformed. */
+int fpool__msg_decode(const char *buf, size_t len, struct fpool__msg *m);
+/* Send one message.  `block`: wait for room (else -EAGAIN when full). */
+int fpool__msg_send(int fd, const struct fpool__msg *m, bool block);
+
+/* ---- slot.c: one worker slot seen from the master ---------------------- */
+
+enum fpool__slot_state {
+	SLOT_IDLE,     /* no process; not wanted (removed, or pool stopping) */
+	SLOT_STARTING, /* forked, "ready" not yet received */
+	SLOT_READY,    /* serving */
+	SLOT_STOPPING, /* told to stop (SIGTERM/SIGINT), waiting for exit */
+	SLOT_BACKOFF,  /* no process; waiting before the next start */
+};
+
+struct fpool__slot {
+	struct fpool_pool *pool;
+	unsigned id;
+	enum fpool__slot_state state;
+	bool wanted;        /* keep a worker in this slot (respawn) */
+	pid_t pid;          /* 0 when no process */
+	int pidfd;          /* -1 when none (or pidfd_open unsupported) */
+	int chan;           /* master end of the channel, -1 when none */
+	struct event *chan_ev;  /* EV_READ on chan */
+	struct event *pidfd_ev; /* EV_READ on pidfd: the process exited */
+	struct event *timer;    /* backoff delay, or stop deadline */
+	double started;         /* fpool__now() at fork */
+	double ready_at;        /* at "ready", 0 before */
+	double last_seen;       /* last message from the worker */
+	double stop_sent;       /* when SIGTERM/SIGINT was sent */
+	double due;             /* backoff: when the next start is due */
+	bool killed;            /* SIGKILL already sent */
+	unsigned failed;        /* consecutive failed starts */
+	unsigned restarts;      /* processes started in this slot, minus one */
+	uint64_t requests;      /* last reported by the worker */
+};
+
+struct fpool__slot *fpool__slot_new(struct fpool_pool *pool, unsigned id);
+void fpool__slot_free(struct fpool__slot *s);
+/* Fork a worker into the slot.  0 or -errno (then the slot backs off). */
+int fpool__slot_spawn(struct fpool__slot *s);
+/* Send a signal to the slot's process (through its pidfd when it has
+ * one).  0 or -errno. */
+int fpool__slot_signal(struct fpool__slot *s, int sig);
+/* Ask the worker to stop with SIGTERM (graceful) or SIGINT; a deadline of
+ * graceful_timeout then ends it with SIGKILL. */
+void fpool__slot_stop(struct fpool__slot *s, bool graceful);
+/* The process of the slot was reaped with wait status `status`. */
+void fpool__slot_exited(struct fpool__slot *s, int status);
+/* Periodic check: hung worker, overdue stop. */
+void fpool__slot_check(struct fpool__slot *s, double now);
+/* Release what a slot holds without touching any process: used by a new
+ * worker to drop the master's state it inherited. */
+void fpool__slot_forget(struct fpool__slot *s);
+
+/* ---- pool.c: the master ------------------------------------------------ */
+
+enum fpool__pool_state {
+	POOL_NEW,
+	POOL_RUNNING,
+	POOL_STOPPING,
+	POOL_DONE,
+};
+
+struct fpool__listener {
+	int fd;
+	struct fpool__addr addr;
+	char *unlink_path; /* unix socket file to remove at exit, or NULL */
+};
+
+struct fpool_pool {
+	struct fpool_config cfg;
+	enum fpool__pool_state state;
+	pid_t master_pid;
+	struct event_base *base;
+	struct fpool__slot **slots; /* indexed by id; NULL = never used */
+	unsigned nslots;            /* length of slots */
+	unsigned target;            /* how many slots are wanted */
+	struct fpool__listener *listeners;
+	size_t nlisteners;
+	int *preserved;
+	size_t npreserved;
+	struct fpool__hooks on_start, on_shutdown;
+	struct event *sigev[16];
+	size_t nsigev;
+	struct event *check_ev;
+	sigset_t saved_mask;   /* the mask to restore after fork */
+	bool graceful;         /* how the current stop was asked */
+	int result;            /* what fpool_pool_run returns */
+};
+
+/* Reap every exited child, ours or not, and act on our slots' exits. */
+void fpool__pool_reap(struct fpool_pool *pool);
+/* A slot changed state; the pool decides whether it is done stopping. */
+void fpool__pool_slot_idle(struct fpool_pool *pool);
+/* Number of slots with a live process. */
+unsigned fpool__pool_live(const struct fpool_pool *pool);
+/* In a new worker: free the master's state it inherited (after
+ * event_reinit of the master's base), keeping listeners and preserved fds
+ * open and touching no process. */
+void fpool__pool_forget(struct fpool_pool *pool);
+/* The signals the master handles; a worker resets them to SIG_DFL. */
+extern const int fpool__master_signals[];
+extern const size_t fpool__n_master_signals;
+
+/* ---- worker.c: the child side ------------------------------------------ */
+
+/* Run a worker in a freshly forked child.  Never returns. */
+void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
+		       int chan) __attribute__((noreturn));
+/* Flush stdio and leave the process: the only exit of a child. */
+void fpool__child_exit(int status) __attribute__((noreturn));
+
+/* ---- cli.c and module.c: the forkpool program, not the library ------- */
+
+/* What the command line asked for. */
+struct fpool_cli {
+	struct fpool_config cfg;
+	const char **binds; /* --bind values, in order */
+	size_t nbinds;
+	const char *worker; /* --worker: a built-in name or a .so path */
+	enum fpool_log_level log_level;
+	bool help, version;
+	int worker_argc;    /* arguments after `--` */
+	char **worker_argv;
+};
+/* Parse argv.  0, or 2 (a usage error) with one line in err[]. */
+int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
+		     size_t errlen);
+void fpool__cli_free(struct fpool_cli *o);
+/* Print --help. */
+void fpool__cli_usage(FILE *out);
+
+/* Find a worker: a built-in name, or a path to a worker module (.so)
+ * whose FPOOL_WORKER_SYMBOL holds its definition.  0, or -errno with one
+ * line in err[].  *handle gets the dlopen handle or NULL. */
+int fpool__module_find(const char *name, const struct fpool_worker_def **out,
+		       void **handle, char *err, size_t errlen);
+/* The built-in workers, NULL-terminated. */
+extern const struct fpool_worker_def *const fpool__builtin_workers[];
+
+#endif /* FPOOL_INT_H */

@@ -1,0 +1,517 @@
+/*
+ * The master: the pool of slots, the master's signals, the check timer and
+ * the order of start-up and shutdown.
+ *
+ * Signals are libevent signal events on the master's base, so their
+ * callbacks are ordinary loop callbacks that may change state and fork;
+ * nothing runs in a real signal handler (pgbouncer's and httpd's habit).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "fpool-int.h"
+
+typedef void (*pool_signal_fn)(struct fpool_pool *pool, int signo);
+
+static void on_stop_signal(struct fpool_pool *pool, int signo);
+static void on_sigchld(struct fpool_pool *pool, int signo);
+static void on_ttin(struct fpool_pool *pool, int signo);
+static void on_ttou(struct fpool_pool *pool, int signo);
+static void on_not_yet(struct fpool_pool *pool, int signo);
+
+/* The master's signal table (nginx's habit): what each signal does. */
+static const struct {
+	int signo;
+	pool_signal_fn fn;
+} signal_table[] = {
+	{SIGTERM, on_stop_signal}, /* graceful stop */
+	{SIGQUIT, on_stop_signal}, /* graceful stop, as nginx does */
+	{SIGINT, on_stop_signal},  /* interrupt */
+	{SIGCHLD, on_sigchld},     /* reap and respawn */
+	{SIGTTIN, on_ttin},        /* one worker more */
+	{SIGTTOU, on_ttou},        /* one worker fewer */
+	{SIGHUP, on_not_yet},      /* rolling reload: not built yet */
+	{SIGUSR1, on_not_yet},     /* reopen logs: not built yet */
+};
+
+const int fpool__master_signals[] = {
+	SIGTERM, SIGQUIT, SIGINT, SIGCHLD, SIGTTIN, SIGTTOU, SIGHUP, SIGUSR1,
+	SIGPIPE,
+};
+const size_t fpool__n_master_signals = FPOOL_NELEM(fpool__master_signals);
+
+static int pool_grow(struct fpool_pool *pool, unsigned n)
+{
+	struct fpool__slot **v;
+
+	if (n <= pool->nslots)
+		return 0;
+	v = realloc(pool->slots, n * sizeof(*v));
+	if (v == NULL)
+		return -ENOMEM;
+	memset(v + pool->nslots, 0, (n - pool->nslots) * sizeof(*v));
+	pool->slots = v;
+	pool->nslots = n;
+	return 0;
+}
+
+int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
+{
+	struct fpool_pool *pool;
+	int err = -ENOMEM;
+
+	*out = NULL;
+	if (cfg->workers < 1 || cfg->workers > FPOOL_MAX_WORKERS ||
+	    cfg->worker == NULL || cfg->worker->main == NULL ||
+	    !(cfg->worker_timeout > 0) || !(cfg->graceful_timeout > 0) ||
+	    !(cfg->check_interval > 0) || !(cfg->min_uptime >= 0))
+		return -EINVAL;
+	pool = calloc(1, sizeof(*pool));
+	if (pool == NULL)
+		return -ENOMEM;
+	pool->cfg = *cfg;
+	pool->state = POOL_NEW;
+	pool->master_pid = getpid();
+	pool->base = event_base_new();
+	if (pool->base == NULL)
+		goto err;
+	if ((err = pool_grow(pool, cfg->workers)) != 0)
+		goto err;
+	for (unsigned i = 0; i < cfg->workers; i++) {
+		pool->slots[i] = fpool__slot_new(pool, i);
+		if (pool->slots[i] == NULL) {
+			err = -ENOMEM;
+			goto err;
+		}
+		pool->slots[i]->wanted = true;
+	}
+	*out = pool;
+	return 0;
+err:
+	fpool_pool_free(pool);
+	return err;
+}
+
+int fpool_pool_listen(struct fpool_pool *pool, const char *addr)
+{
+	struct fpool__listener *v, *l;
+	struct fpool__addr a;
+	char name[160];
+	const char *why = NULL;
+	int fd, err;
+
+	if (fpool__addr_parse(addr, &a, &why) != 0)
+		return -EINVAL;
+	v = realloc(pool->listeners, (pool->nlisteners + 1) * sizeof(*v));
+	if (v == NULL)
+		return -ENOMEM;
+	pool->listeners = v;
+	if ((err = fpool__addr_listen(&a, SOMAXCONN, &fd)) != 0)
+		return err;
+	l = &pool->listeners[pool->nlisteners++];
+	memset(l, 0, sizeof(*l));
+	l->fd = fd;
+	l->addr = a;
+	if (a.ss.ss_family == AF_UNIX) {
+		l->unlink_path =
+			strdup(((struct sockaddr_un *)&a.ss)->sun_path);
+		if (l->unlink_path == NULL)
+			fpool_log(FPOOL_LOG_WARNING,
+				  "out of memory: %s will not be removed at "
+				  "exit", a.text);
+	}
+	fpool__sockname(fd, name, sizeof(name));
+	fpool_log(FPOOL_LOG_INFO, "listening on %s", name);
+	return 0;
+}
+
+int fpool_preserve_fd(struct fpool_pool *pool, int fd)
+{
+	int *v;
+
+	if (fd < 0)
+		return -EBADF;
+	v = realloc(pool->preserved, (pool->npreserved + 1) * sizeof(*v));
+	if (v == NULL)
+		return -ENOMEM;
+	v[pool->npreserved++] = fd;
+	pool->preserved = v;
+	return 0;
+}
+
+int fpool_pool_on_start(struct fpool_pool *pool, fpool_pool_hook_cb cb,
+			void *arg)
+{
+	return fpool__hooks_add(&pool->on_start, (void (*)(void))cb, arg);
+}
+
+int fpool_pool_on_shutdown(struct fpool_pool *pool, fpool_pool_hook_cb cb,
+			   void *arg)
+{
+	return fpool__hooks_add(&pool->on_shutdown, (void (*)(void))cb, arg);
+}
+
+struct event_base *fpool_pool_base(struct fpool_pool *pool)
+{
+	return pool->base;
+}
+
+unsigned fpool_pool_size(const struct fpool_pool *pool)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < pool->nslots; i++)
+		if (pool->slots[i] != NULL && pool->slots[i]->wanted)
+			n++;
+	return n;
+}
+
+unsigned fpool__pool_live(const struct fpool_pool *pool)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < pool->nslots; i++)
+		if (pool->slots[i] != NULL && pool->slots[i]->pid > 0)
+			n++;
+	return n;
+}
+
+void fpool__pool_slot_idle(struct fpool_pool *pool)
+{
+	if (pool->state == POOL_STOPPING && fpool__pool_live(pool) == 0)
+		event_base_loopexit(pool->base, NULL);
+}
+
+void fpool__pool_reap(struct fpool_pool *pool)
+{
+	for (;;) {
+		int status;
+		pid_t pid = waitpid(-1, &status, WNOHANG);
+		struct fpool__slot *s = NULL;
+
+		if (pid < 0 && errno == EINTR)
+			continue;
+		if (pid < 0 && errno != ECHILD)
+			fpool__log_errno(FPOOL_LOG_ERROR, errno, "waitpid");
+		if (pid <= 0)
+			return;
+		for (unsigned i = 0; i < pool->nslots && s == NULL; i++)
+			if (pool->slots[i] != NULL &&
+			    pool->slots[i]->pid == pid)
+				s = pool->slots[i];
+		if (s != NULL) {
+			fpool__slot_exited(s, status);
+		} else {
+			/* Not a worker: a child of a master hook, or an
+			 * orphan re-parented to us as PID 1.  Reaping it is
+			 * all there is to do. */
+			char how[96];
+
+			fpool__describe_status(status, how, sizeof(how));
+			fpool_log(FPOOL_LOG_DEBUG, "reaped pid %d (%s)",
+				  (int)pid, how);
+		}
+	}
+}
+
+int fpool_pool_add_worker(struct fpool_pool *pool, unsigned id)
+{
+	struct fpool__slot *s;
+	int err;
+
+	if (id >= FPOOL_MAX_WORKERS)
+		return -EINVAL;
+	if ((err = pool_grow(pool, id + 1)) != 0)
+		return err;
+	s = pool->slots[id];
+	if (s != NULL && s->wanted)
+		return -EEXIST;
+	if (s == NULL) {
+		s = pool->slots[id] = fpool__slot_new(pool, id);
+		if (s == NULL)
+			return -ENOMEM;
+	}
+	s->wanted = true;
+	s->failed = 0;
+	/* A slot still stopping is respawned when its old process exits. */
+	if (pool->state == POOL_RUNNING && s->state == SLOT_IDLE)
+		fpool__slot_spawn(s);
+	return 0;
+}
+
+int fpool_pool_remove_worker(struct fpool_pool *pool, unsigned id)
+{
+	struct fpool__slot *s;
+
+	if (id >= pool->nslots || pool->slots[id] == NULL ||
+	    !pool->slots[id]->wanted)
+		return -ENOENT;
+	if (fpool_pool_size(pool) <= 1)
+		return -EBUSY;
+	s = pool->slots[id];
+	s->wanted = false;
+	if (pool->state == POOL_RUNNING)
+		fpool__slot_stop(s, true);
+	return 0;
+}
+
+void fpool_pool_stop(struct fpool_pool *pool, int graceful)
+{
+	if (pool->state == POOL_STOPPING && graceful)
+		return;
+	if (pool->state == POOL_RUNNING) {
+		pool->state = POOL_STOPPING;
+		pool->graceful = graceful;
+		fpool_log(FPOOL_LOG_INFO, "shutting down (%s): %u workers",
+			  graceful ? "graceful" : "interrupt",
+			  fpool__pool_live(pool));
+	} else if (pool->state == POOL_STOPPING) {
+		fpool_log(FPOOL_LOG_INFO,
+			  "interrupt during graceful shutdown: interrupting "
+			  "%u workers", fpool__pool_live(pool));
+	} else {
+		return;
+	}
+	for (unsigned i = 0; i < pool->nslots; i++)
+		if (pool->slots[i] != NULL)
+			fpool__slot_stop(pool->slots[i], graceful);
+	fpool__pool_slot_idle(pool);
+}
+
+static void on_stop_signal(struct fpool_pool *pool, int signo)
+{
+	fpool_log(FPOOL_LOG_INFO, "got %s", fpool__signame(signo));
+	fpool_pool_stop(pool, signo != SIGINT);
+}
+
+static void on_sigchld(struct fpool_pool *pool, int signo)
+{
+	(void)signo;
+	fpool__pool_reap(pool);
+}
+
+static void on_ttin(struct fpool_pool *pool, int signo)
+{
+	unsigned id = 0;
+	int err;
+
+	(void)signo;
+	if (pool->state != POOL_RUNNING)
+		return;
+	while (id < pool->nslots && pool->slots[id] != NULL &&
+	       pool->slots[id]->wanted)
+		id++;
+	err = fpool_pool_add_worker(pool, id);
+	if (err != 0)
+		fpool_log(FPOOL_LOG_WARNING, "SIGTTIN: cannot add worker %u: %s",
+			  id, fpool_strerror(err));
+	else
+		fpool_log(FPOOL_LOG_INFO, "SIGTTIN: added worker %u (%u now)",
+			  id, fpool_pool_size(pool));
+}
+
+static void on_ttou(struct fpool_pool *pool, int signo)
+{
+	int err;
+
+	(void)signo;
+	if (pool->state != POOL_RUNNING)
+		return;
+	for (unsigned id = pool->nslots; id-- > 0;) {
+		if (pool->slots[id] == NULL || !pool->slots[id]->wanted)
+			continue;
+		err = fpool_pool_remove_worker(pool, id);
+		if (err != 0)
+			fpool_log(FPOOL_LOG_WARNING,
+				  "SIGTTOU: not removing worker %u: %s", id,
+				  err == -EBUSY ? "it is the last one"
+						: fpool_strerror(err));
+		else
+			fpool_log(FPOOL_LOG_INFO,
+				  "SIGTTOU: removing worker %u (%u left)", id,
+				  fpool_pool_size(pool));
+		return;
+	}
+}
+
+static void on_not_yet(struct fpool_pool *pool, int signo)
+{
+	(void)pool;
+	fpool_log(FPOOL_LOG_WARNING, "got %s: not supported yet; ignored",
+		  fpool__signame(signo));
+}
+
+static void pool_signal_cb(evutil_socket_t signo, short what, void *arg)
+{
+	struct fpool_pool *pool = arg;
+
+	(void)what;
+	for (size_t i = 0; i < FPOOL_NELEM(signal_table); i++)
+		if (signal_table[i].signo == (int)signo)
+			signal_table[i].fn(pool, (int)signo);
+}
+
+static void pool_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fpool_pool *pool = arg;
+	double now = fpool__now();
+
+	(void)fd;
+	(void)what;
+	for (unsigned i = 0; i < pool->nslots; i++)
+		if (pool->slots[i] != NULL)
+			fpool__slot_check(pool->slots[i], now);
+}
+
+static void pool_events_del(struct fpool_pool *pool)
+{
+	for (size_t i = 0; i < pool->nsigev; i++)
+		event_free(pool->sigev[i]);
+	pool->nsigev = 0;
+	if (pool->check_ev != NULL) {
+		event_free(pool->check_ev);
+		pool->check_ev = NULL;
+	}
+}
+
+static int pool_events_add(struct fpool_pool *pool)
+{
+	struct timeval tv = fpool__tv(pool->cfg.check_interval);
+
+	for (size_t i = 0; i < FPOOL_NELEM(signal_table); i++) {
+		struct event *ev = evsignal_new(pool->base,
+						signal_table[i].signo,
+						pool_signal_cb, pool);
+
+		if (ev == NULL || evsignal_add(ev, NULL) != 0) {
+			fpool_log(FPOOL_LOG_ERROR, "cannot handle %s",
+				  fpool__signame(signal_table[i].signo));
+			if (ev != NULL)
+				event_free(ev);
+			return -ENOMEM;
+		}
+		pool->sigev[pool->nsigev++] = ev;
+	}
+	pool->check_ev = event_new(pool->base, -1, EV_PERSIST, pool_check_cb,
+				   pool);
+	if (pool->check_ev == NULL || event_add(pool->check_ev, &tv) != 0) {
+		fpool_log(FPOOL_LOG_ERROR, "cannot start the check timer");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int run_hooks(struct fpool_pool *pool, struct fpool__hooks *h,
+		     const char *what)
+{
+	for (size_t i = 0; i < h->n; i++) {
+		fpool_pool_hook_cb cb = (fpool_pool_hook_cb)h->v[i].fn;
+		int r = cb(pool, h->v[i].arg);
+
+		if (r != 0) {
+			fpool_log(FPOOL_LOG_ERROR, "master %s hook %zu failed "
+				  "(%d)", what, i + 1, r);
+			return r;
+		}
+	}
+	return 0;
+}
+
+int fpool_pool_run(struct fpool_pool *pool)
+{
+	int err;
+
+	if (pool->state != POOL_NEW)
+		return -EALREADY;
+	pool->master_pid = getpid();
+	fpool__log_libevent();
+	/* Writes to a peer that went away must fail with EPIPE, not kill
+	 * the master.  Workers restore the default. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "cannot ignore SIGPIPE");
+	if ((err = pool_events_add(pool)) != 0)
+		goto out;
+	if (run_hooks(pool, &pool->on_start, "on_start") != 0) {
+		err = -ECANCELED;
+		goto out;
+	}
+	pool->state = POOL_RUNNING;
+	fpool_log(FPOOL_LOG_INFO, "master pid %d starting %u workers (%s)",
+		  (int)pool->master_pid, fpool_pool_size(pool),
+		  pool->cfg.worker->name ? pool->cfg.worker->name : "worker");
+	for (unsigned i = 0; i < pool->nslots; i++)
+		if (pool->slots[i] != NULL && pool->slots[i]->wanted)
+			fpool__slot_spawn(pool->slots[i]);
+
+	if (event_base_dispatch(pool->base) < 0) {
+		fpool_log(FPOOL_LOG_ERROR, "the master's event loop failed");
+		err = -EIO;
+	}
+	/* Reap whatever is left, e.g. when the loop failed. */
+	fpool__pool_reap(pool);
+	if (run_hooks(pool, &pool->on_shutdown, "on_shutdown") != 0 &&
+	    err == 0)
+		err = -ECANCELED;
+	if (err == 0)
+		err = pool->result;
+	fpool_log(FPOOL_LOG_INFO, "shutdown complete");
+out:
+	pool->state = POOL_DONE;
+	pool_events_del(pool);
+	return err;
+}
+
+/*
+ * Free the pool's memory and events.  The master (`owner`) also closes the
+ * listeners and removes unix socket files; a new worker keeps its copies of
+ * the listeners open and must remove nothing.
+ */
+static void pool_release(struct fpool_pool *pool, bool owner)
+{
+	pool_events_del(pool);
+	for (unsigned i = 0; i < pool->nslots; i++)
+		fpool__slot_free(pool->slots[i]);
+	free(pool->slots);
+	for (size_t i = 0; owner && i < pool->nlisteners; i++) {
+		struct fpool__listener *l = &pool->listeners[i];
+
+		if (close(l->fd) < 0)
+			fpool__log_errno(FPOOL_LOG_WARNING, errno,
+					 "closing listener %s", l->addr.text);
+		if (l->unlink_path != NULL && unlink(l->unlink_path) < 0 &&
+		    errno != ENOENT)
+			fpool__log_errno(FPOOL_LOG_WARNING, errno,
+					 "removing %s", l->unlink_path);
+	}
+	for (size_t i = 0; i < pool->nlisteners; i++)
+		free(pool->listeners[i].unlink_path);
+	free(pool->listeners);
+	free(pool->preserved);
+	fpool__hooks_free(&pool->on_start);
+	fpool__hooks_free(&pool->on_shutdown);
+	if (pool->base != NULL)
+		event_base_free(pool->base);
+	free(pool);
+}
+
+void fpool__pool_forget(struct fpool_pool *pool)
+{
+	/* The caller ran event_reinit(), so freeing the loop here does not
+	 * touch the master's epoll instance. */
+	pool_release(pool, false);
+}
+
+void fpool_pool_free(struct fpool_pool *pool)
+{
+	if (pool != NULL)
+		pool_release(pool, true);
+}

@@ -1,0 +1,93 @@
+/*
+ * Small helpers shared by the master and the workers: clocks, signal names,
+ * wait statuses, hook lists and error text.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+
+#include "fpool-int.h"
+
+double fpool__now(void)
+{
+	struct timespec ts;
+
+	/* CLOCK_MONOTONIC cannot fail with a valid clock id. */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+struct timeval fpool__tv(double seconds)
+{
+	struct timeval tv;
+
+	if (seconds < 0)
+		seconds = 0;
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	return tv;
+}
+
+const char *fpool__signame(int sig)
+{
+	static char buf[32];
+	/* sigabbrev_np() is glibc 2.32+; it is there on every Linux we
+	 * build for, and avoids a table of our own. */
+	const char *abbrev = sigabbrev_np(sig);
+
+	if (abbrev == NULL) {
+		snprintf(buf, sizeof(buf), "signal %d", sig);
+		return buf;
+	}
+	snprintf(buf, sizeof(buf), "SIG%s", abbrev);
+	return buf;
+}
+
+void fpool__describe_status(int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, len, "exited with status %d",
+			 WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "killed by %s%s",
+			 fpool__signame(WTERMSIG(status)),
+			 WCOREDUMP(status) ? " (core dumped)" : "");
+	else
+		snprintf(buf, len, "changed state (wait status 0x%x)", status);
+}
+
+int fpool__hooks_add(struct fpool__hooks *h, void (*fn)(void), void *arg)
+{
+	if (fn == NULL)
+		return -EINVAL;
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 4;
+		struct fpool__hook *v = realloc(h->v, cap * sizeof(*v));
+
+		if (v == NULL)
+			return -ENOMEM;
+		h->v = v;
+		h->cap = cap;
+	}
+	h->v[h->n].fn = fn;
+	h->v[h->n].arg = arg;
+	h->n++;
+	return 0;
+}
+
+void fpool__hooks_free(struct fpool__hooks *h)
+{
+	free(h->v);
+	h->v = NULL;
+	h->n = h->cap = 0;
+}
+
+const char *fpool_strerror(int err)
+{
+	if (err == 0)
+		return "success";
+	return strerror(err < 0 ? -err : err);
+}

@@ -1,0 +1,495 @@
+/*
+ * The child side: what a freshly forked worker does, in DESIGN.md's order.
+ *
+ *  1. Drop the master's state: re-initialise the inherited event_base (its
+ *     epoll instance is shared with the master) and free it, reset the
+ *     master's signals to SIG_DFL, ask for SIGTERM when the master dies,
+ *     close every fd but stdio, the channel, listeners and preserved fds.
+ *  2. Build a fresh loop with SIGTERM/SIGINT events, then unblock signals.
+ *  3. setup, then on_start hooks; a failure exits FPOOL_EXIT_START_FAILED.
+ *  4. Tell the master "ready", start the heartbeat, run main.
+ *  5. on_shutdown hooks, free everything, exit with main's status.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdio_ext.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "fpool-int.h"
+
+/* A stopping worker that outlives graceful_timeout by this much is killed
+ * by its own timer; normally the master's SIGKILL comes first, so this
+ * only matters when the master is gone. */
+#define ORPHAN_MARGIN 0.5
+
+struct fpool_worker {
+	unsigned id;
+	pid_t pid;
+	pid_t master_pid;
+	struct event_base *base;
+	int chan;
+	int *listeners;
+	size_t nlisteners;
+	const struct fpool_worker_def *def;
+	int argc;
+	char **argv;
+	double heartbeat_interval;
+	double graceful_timeout;
+	struct fpool__hooks on_start, on_stop, on_shutdown;
+	struct event *sigterm_ev, *sigint_ev, *heartbeat_ev, *chan_ev;
+	int lib_events; /* library events counted in the base (signals) */
+	bool stopping, interrupted;
+	bool deadline_armed;
+	timer_t deadline;
+	uint64_t requests;
+	void *data;
+};
+
+void fpool__child_exit(int status)
+{
+	fflush(NULL);
+	_exit(status);
+}
+
+unsigned fpool_worker_id(const struct fpool_worker *w)
+{
+	return w->id;
+}
+
+pid_t fpool_worker_pid(const struct fpool_worker *w)
+{
+	return w->pid;
+}
+
+struct event_base *fpool_worker_base(struct fpool_worker *w)
+{
+	return w->base;
+}
+
+const int *fpool_worker_listeners(const struct fpool_worker *w, size_t *n)
+{
+	*n = w->nlisteners;
+	return w->listeners;
+}
+
+int fpool_worker_on_start(struct fpool_worker *w, fpool_worker_hook_cb cb,
+			  void *arg)
+{
+	return fpool__hooks_add(&w->on_start, (void (*)(void))cb, arg);
+}
+
+int fpool_worker_on_stop(struct fpool_worker *w, fpool_worker_hook_cb cb,
+			 void *arg)
+{
+	return fpool__hooks_add(&w->on_stop, (void (*)(void))cb, arg);
+}
+
+int fpool_worker_on_shutdown(struct fpool_worker *w, fpool_worker_hook_cb cb,
+			     void *arg)
+{
+	return fpool__hooks_add(&w->on_shutdown, (void (*)(void))cb, arg);
+}
+
+void fpool_worker_set_data(struct fpool_worker *w, void *data)
+{
+	w->data = data;
+}
+
+void *fpool_worker_data(const struct fpool_worker *w)
+{
+	return w->data;
+}
+
+int fpool_worker_interrupted(const struct fpool_worker *w)
+{
+	return w->interrupted;
+}
+
+void fpool_worker_count_requests(struct fpool_worker *w, uint64_t n)
+{
+	w->requests += n;
+}
+
+/* Run a hook list in order; stop at the first failure when `strict`. */
+static int run_hooks(struct fpool_worker *w, struct fpool__hooks *h,
+		     const char *what, bool strict)
+{
+	int result = 0;
+
+	for (size_t i = 0; i < h->n; i++) {
+		fpool_worker_hook_cb cb = (fpool_worker_hook_cb)h->v[i].fn;
+		int r = cb(w, h->v[i].arg);
+
+		if (r == 0)
+			continue;
+		fpool_log(FPOOL_LOG_ERROR, "%s hook %zu of %zu failed (%d)",
+			  what, i + 1, h->n, r);
+		result = r;
+		if (strict)
+			break;
+	}
+	return result;
+}
+
+/*
+ * Arm a timer that SIGKILLs this process once a stop has taken
+ * graceful_timeout (plus a margin).  The master enforces the same deadline,
+ * but a worker whose master died must bound itself.  A POSIX timer with
+ * SIGKILL needs no handler and no cooperation from the loop.
+ */
+static void arm_deadline(struct fpool_worker *w)
+{
+	struct sigevent sev = {.sigev_notify = SIGEV_SIGNAL,
+			       .sigev_signo = SIGKILL};
+	struct itimerspec its = {0};
+	double t = w->graceful_timeout + ORPHAN_MARGIN;
+
+	if (w->deadline_armed)
+		return;
+	if (timer_create(CLOCK_MONOTONIC, &sev, &w->deadline) < 0) {
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "timer_create for the stop deadline");
+		return;
+	}
+	its.it_value.tv_sec = (time_t)t;
+	its.it_value.tv_nsec = (long)((t - (double)(time_t)t) * 1e9);
+	if (timer_settime(w->deadline, 0, &its, NULL) < 0) {
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "timer_settime for the stop deadline");
+		timer_delete(w->deadline);
+		return;
+	}
+	w->deadline_armed = true;
+}
+
+/* Remove the library's own events that would keep the loop alive. */
+static void drop_library_events(struct fpool_worker *w)
+{
+	if (w->heartbeat_ev != NULL) {
+		event_free(w->heartbeat_ev);
+		w->heartbeat_ev = NULL;
+	}
+	if (w->chan_ev != NULL) {
+		event_free(w->chan_ev);
+		w->chan_ev = NULL;
+	}
+}
+
+void fpool_worker_stop(struct fpool_worker *w)
+{
+	if (w->stopping || w->interrupted)
+		return;
+	w->stopping = true;
+	arm_deadline(w);
+	drop_library_events(w);
+	run_hooks(w, &w->on_stop, "on_stop", false);
+	/* Leave event_base_dispatch() so that fpool_worker_loop() can go on
+	 * in drain mode, where it ends once the worker's own events are
+	 * gone. */
+	event_base_loopbreak(w->base);
+}
+
+static void worker_interrupt(struct fpool_worker *w)
+{
+	w->interrupted = true;
+	arm_deadline(w);
+	drop_library_events(w);
+	event_base_loopbreak(w->base);
+}
+
+static void worker_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct fpool_worker *w = arg;
+
+	(void)what;
+	if (sig == SIGINT)
+		worker_interrupt(w);
+	else
+		fpool_worker_stop(w);
+}
+
+static void master_gone(struct fpool_worker *w, const char *why)
+{
+	fpool_log(FPOOL_LOG_WARNING, "master pid %d is gone (%s); stopping",
+		  (int)w->master_pid, why);
+	fpool_worker_stop(w);
+}
+
+static void worker_chan_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fpool_worker *w = arg;
+	char buf[256];
+	ssize_t n;
+
+	(void)what;
+	/* The master sends nothing yet; what matters is EOF, which means
+	 * the master died (PR_SET_PDEATHSIG tells the same, by SIGTERM). */
+	n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	if (n == 0)
+		master_gone(w, "channel closed");
+	else if (n < 0 && errno != EAGAIN && errno != EINTR)
+		master_gone(w, strerror(errno));
+}
+
+static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fpool_worker *w = arg;
+	struct fpool__msg m = {.type = FPOOL_MSG_HEARTBEAT,
+			       .requests = w->requests};
+	int r;
+
+	(void)fd;
+	(void)what;
+	/* Heartbeats never block: a busy master skips one, no harm done. */
+	r = fpool__msg_send(w->chan, &m, false);
+	if (r == -EPIPE || r == -ECONNRESET)
+		master_gone(w, "channel closed");
+	else if (r != 0 && r != -EAGAIN)
+		fpool__log_errno(FPOOL_LOG_WARNING, -r, "sending heartbeat");
+}
+
+static int worker_has_own_events(struct fpool_worker *w)
+{
+	return event_base_get_num_events(w->base, EVENT_BASE_COUNT_ADDED) >
+		       w->lib_events ||
+	       event_base_get_num_events(w->base, EVENT_BASE_COUNT_ACTIVE) > 0;
+}
+
+int fpool_worker_loop(struct fpool_worker *w)
+{
+	/* Until stopped, the library's own events keep the loop alive, so
+	 * dispatch returns only through loopbreak (stop or interrupt). */
+	if (!w->stopping && !w->interrupted) {
+		if (event_base_dispatch(w->base) < 0)
+			return -EIO;
+		if (!w->stopping)
+			return 0; /* the worker broke its own loop */
+	}
+	/* Drain: serve in-flight work until the worker's events are gone. */
+	while (w->stopping && !w->interrupted && worker_has_own_events(w))
+		if (event_base_loop(w->base, EVLOOP_ONCE) < 0)
+			return -EIO;
+	return 0;
+}
+
+int fpool_worker_is_running(struct fpool_worker *w)
+{
+	if (!w->stopping && !w->interrupted &&
+	    event_base_loop(w->base, EVLOOP_NONBLOCK) < 0)
+		fpool_log(FPOOL_LOG_ERROR, "worker loop turn failed");
+	return !w->stopping && !w->interrupted;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Close every fd not in keep[] (sorted).  close_range() is Linux 5.9+;
+ * without it, walk /proc/self/fd. */
+static void close_other_fds(int *keep, size_t n)
+{
+	unsigned lo = 0;
+	DIR *d;
+	struct dirent *e;
+
+	qsort(keep, n, sizeof(*keep), cmp_int);
+	for (size_t i = 0; i <= n; i++) {
+		unsigned hi = i < n ? (unsigned)keep[i] : ~0U;
+
+		if (hi > lo && close_range(lo, hi - 1, 0) < 0)
+			goto fallback;
+		if (i < n)
+			lo = (unsigned)keep[i] + 1;
+	}
+	return;
+fallback:
+	d = opendir("/proc/self/fd");
+	if (d == NULL) {
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "close_range and /proc/self/fd both failed; "
+				 "inherited fds stay open");
+		return;
+	}
+	while ((e = readdir(d)) != NULL) {
+		int fd = atoi(e->d_name);
+
+		if (e->d_name[0] == '.' || fd == dirfd(d) ||
+		    bsearch(&fd, keep, n, sizeof(*keep), cmp_int) != NULL)
+			continue;
+		close(fd);
+	}
+	closedir(d);
+}
+
+static void worker_fail(const char *what)
+{
+	fpool_log(FPOOL_LOG_ERROR, "worker start failed: %s", what);
+	fpool__child_exit(FPOOL_EXIT_START_FAILED);
+}
+
+/* Step 1: leave nothing of the master in this process but what it keeps. */
+static void forget_master(struct fpool_worker *w, struct fpool_pool *pool)
+{
+	size_t nkeep = 4 + pool->nlisteners + pool->npreserved, k = 0;
+	int *keep = calloc(nkeep, sizeof(*keep));
+
+	w->listeners = calloc(pool->nlisteners ? pool->nlisteners : 1,
+			      sizeof(int));
+	if (keep == NULL || w->listeners == NULL)
+		worker_fail("out of memory");
+	keep[k++] = STDIN_FILENO;
+	keep[k++] = STDOUT_FILENO;
+	keep[k++] = STDERR_FILENO;
+	keep[k++] = w->chan;
+	for (size_t i = 0; i < pool->nlisteners; i++)
+		keep[k++] = w->listeners[w->nlisteners++] =
+			pool->listeners[i].fd;
+	for (size_t i = 0; i < pool->npreserved; i++)
+		keep[k++] = pool->preserved[i];
+
+	/* The master's loop shares its epoll instance and signal socketpair
+	 * with us: event_reinit() gives this copy its own before it is
+	 * freed, so freeing it cannot unregister the master's fds. */
+	if (event_reinit(pool->base) != 0)
+		worker_fail("event_reinit of the inherited loop failed");
+	fpool__pool_forget(pool);
+
+	for (size_t i = 0; i < fpool__n_master_signals; i++)
+		if (signal(fpool__master_signals[i], SIG_DFL) == SIG_ERR)
+			fpool__log_errno(FPOOL_LOG_WARNING, errno,
+					 "resetting %s",
+					 fpool__signame(
+						 fpool__master_signals[i]));
+	/* A worker writing to a closed connection must get EPIPE. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno, "ignoring SIGPIPE");
+
+	/* Die with the master; then check it did not die already, before
+	 * the prctl took effect (we would have been re-parented). */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "prctl(PR_SET_PDEATHSIG)");
+	if (getppid() != w->master_pid) {
+		fpool_log(FPOOL_LOG_WARNING, "master died during fork");
+		fpool__child_exit(FPOOL_EXIT_START_FAILED);
+	}
+	close_other_fds(keep, k);
+	free(keep);
+}
+
+/* Step 2: the worker's own loop. */
+static void build_loop(struct fpool_worker *w)
+{
+	struct timeval hb = fpool__tv(w->heartbeat_interval);
+
+	w->base = event_base_new();
+	if (w->base == NULL)
+		worker_fail("event_base_new failed");
+	w->sigterm_ev = evsignal_new(w->base, SIGTERM, worker_signal_cb, w);
+	w->sigint_ev = evsignal_new(w->base, SIGINT, worker_signal_cb, w);
+	w->chan_ev = event_new(w->base, w->chan, EV_READ | EV_PERSIST,
+			       worker_chan_cb, w);
+	w->heartbeat_ev = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, w);
+	if (w->sigterm_ev == NULL || w->sigint_ev == NULL ||
+	    w->chan_ev == NULL || w->heartbeat_ev == NULL ||
+	    evsignal_add(w->sigterm_ev, NULL) != 0 ||
+	    evsignal_add(w->sigint_ev, NULL) != 0 ||
+	    event_add(w->chan_ev, NULL) != 0 ||
+	    event_add(w->heartbeat_ev, &hb) != 0)
+		worker_fail("cannot set up the worker's events");
+	w->lib_events = 2; /* the two signal events stay to the end */
+}
+
+static void free_worker(struct fpool_worker *w)
+{
+	drop_library_events(w);
+	if (w->sigterm_ev != NULL)
+		event_free(w->sigterm_ev);
+	if (w->sigint_ev != NULL)
+		event_free(w->sigint_ev);
+	if (w->base != NULL)
+		event_base_free(w->base);
+	if (w->deadline_armed)
+		timer_delete(w->deadline);
+	fpool__hooks_free(&w->on_start);
+	fpool__hooks_free(&w->on_stop);
+	fpool__hooks_free(&w->on_shutdown);
+	free(w->listeners);
+	close(w->chan);
+}
+
+void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
+		       int chan)
+{
+	struct fpool_worker w = {0};
+	const struct fpool_worker_def *def = pool->cfg.worker;
+	struct fpool__msg ready = {.type = FPOOL_MSG_READY};
+	sigset_t mask = pool->saved_mask;
+	int status, r;
+
+	/* Output the master buffered but did not flush is the master's to
+	 * write, not ours. */
+	__fpurge(stdout);
+	__fpurge(stderr);
+	w.id = s->id;
+	w.pid = getpid();
+	w.master_pid = pool->master_pid;
+	w.chan = chan;
+	w.def = def;
+	w.argc = pool->cfg.worker_argc;
+	w.argv = pool->cfg.worker_argv;
+	w.graceful_timeout = pool->cfg.graceful_timeout;
+	w.heartbeat_interval = pool->cfg.check_interval;
+	if (w.heartbeat_interval > pool->cfg.worker_timeout / 3)
+		w.heartbeat_interval = pool->cfg.worker_timeout / 3;
+	fpool__log_set_origin("worker %u pid %d", w.id, (int)w.pid);
+
+	forget_master(&w, pool); /* frees pool and s */
+	build_loop(&w);
+	if (sigprocmask(SIG_SETMASK, &mask, NULL) < 0)
+		worker_fail("sigprocmask");
+
+	/* Step 3: the definition's own hooks come first in each list. */
+	if ((def->on_start &&
+	     fpool_worker_on_start(&w, def->on_start, def->arg) != 0) ||
+	    (def->on_stop &&
+	     fpool_worker_on_stop(&w, def->on_stop, def->arg) != 0) ||
+	    (def->on_shutdown &&
+	     fpool_worker_on_shutdown(&w, def->on_shutdown, def->arg) != 0))
+		worker_fail("out of memory");
+	if (def->setup != NULL && def->setup(&w, w.argc, w.argv) != 0)
+		worker_fail("the worker's setup failed");
+	if (run_hooks(&w, &w.on_start, "on_start", true) != 0)
+		worker_fail("an on_start hook failed");
+
+	/* Step 4. */
+	if ((r = fpool__msg_send(w.chan, &ready, true)) != 0) {
+		fpool__log_errno(FPOOL_LOG_ERROR, -r, "sending ready");
+		fpool__child_exit(FPOOL_EXIT_START_FAILED);
+	}
+	status = def->main(&w, def->arg);
+	if (status < 0 || status > 255) {
+		fpool_log(FPOOL_LOG_ERROR, "main returned %d", status);
+		status = 1;
+	}
+
+	/* Step 5.  Freeing the signal events restores SIG_DFL; a late
+	 * SIGTERM must not kill a worker that is exiting cleanly anyway. */
+	run_hooks(&w, &w.on_shutdown, "on_shutdown", false);
+	sigfillset(&mask);
+	sigprocmask(SIG_SETMASK, &mask, NULL);
+	free_worker(&w);
+	fpool__child_exit(status);
+}

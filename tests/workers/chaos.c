@@ -1,0 +1,232 @@
+/*
+ * chaos: a test-only worker module that misbehaves on purpose, so the
+ * integration tests can check how the master copes.  Built by meson, not
+ * installed.  Use: forkpool -k build/tests/workers/chaos.so -- FLAGS
+ *
+ * Flags (times in milliseconds, counted from the start of main):
+ *   --fail-start        on_start fails: the worker exits with status 3
+ *                       (FPOOL_EXIT_START_FAILED) before "ready"
+ *   --crash-after MS    abort() after MS
+ *   --hang-after MS     block the loop forever after MS: no heartbeat, no
+ *                       signal handled (only SIGKILL ends it)
+ *   --exit-after MS     main returns by itself after MS, with status
+ *   --exit-code N       N (default 0)
+ *   --ignore-term       SIGTERM is ignored from on_start on
+ *   --blocking          blocking-style main (loops on is_running) instead of
+ *                       the event-driven fpool_worker_loop()
+ *
+ * Every hook prints one line to stdout, flushed at once:
+ *   chaos worker ID pid PID: on_start | main | on_stop | main returned |
+ *   main cancelled | on_shutdown
+ * It serves no connections.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "forkpool.h"
+
+struct chaos {
+	int fail_start, ignore_term, blocking, exit_code;
+	long crash_after, hang_after, exit_after; /* ms, -1 = never */
+	struct event *crash_ev, *hang_ev, *exit_ev;
+	int exit_now; /* blocking main: --exit-after is due */
+};
+
+/* One instance per process: a worker module's state may be static. */
+static struct chaos chaos;
+
+static void say(struct fpool_worker *w, const char *what)
+{
+	printf("chaos worker %u pid %d: %s\n", fpool_worker_id(w),
+	       (int)fpool_worker_pid(w), what);
+	fflush(stdout);
+}
+
+static long parse_ms(const char *flag, const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < 0) {
+		fprintf(stderr, "chaos: %s: bad number '%s'\n", flag, s);
+		return -2;
+	}
+	return v;
+}
+
+static int chaos_setup(struct fpool_worker *w, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"fail-start", no_argument, NULL, 'f'},
+		{"crash-after", required_argument, NULL, 'c'},
+		{"hang-after", required_argument, NULL, 'H'},
+		{"exit-after", required_argument, NULL, 'e'},
+		{"exit-code", required_argument, NULL, 'x'},
+		{"ignore-term", no_argument, NULL, 'i'},
+		{"blocking", no_argument, NULL, 'b'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	(void)w;
+	chaos.crash_after = chaos.hang_after = chaos.exit_after = -1;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			chaos.fail_start = 1;
+			break;
+		case 'c':
+			chaos.crash_after = parse_ms("--crash-after", optarg);
+			break;
+		case 'H':
+			chaos.hang_after = parse_ms("--hang-after", optarg);
+			break;
+		case 'e':
+			chaos.exit_after = parse_ms("--exit-after", optarg);
+			break;
+		case 'x':
+			chaos.exit_code = (int)parse_ms("--exit-code", optarg);
+			break;
+		case 'i':
+			chaos.ignore_term = 1;
+			break;
+		case 'b':
+			chaos.blocking = 1;
+			break;
+		default:
+			fprintf(stderr, "chaos: unknown flag\n");
+			return -1;
+		}
+	}
+	if (chaos.crash_after < -1 || chaos.hang_after < -1 ||
+	    chaos.exit_after < -1 || chaos.exit_code < 0)
+		return -1;
+	return 0;
+}
+
+static int chaos_on_start(struct fpool_worker *w, void *arg)
+{
+	(void)arg;
+	say(w, "on_start");
+	if (chaos.fail_start)
+		return -1;
+	if (chaos.ignore_term && signal(SIGTERM, SIG_IGN) == SIG_ERR) {
+		perror("chaos: signal");
+		return -1;
+	}
+	return 0;
+}
+
+static int chaos_on_stop(struct fpool_worker *w, void *arg)
+{
+	(void)arg;
+	say(w, "on_stop");
+	/* Our timers must not keep a stopping worker alive. */
+	if (chaos.crash_ev)
+		event_del(chaos.crash_ev);
+	if (chaos.hang_ev)
+		event_del(chaos.hang_ev);
+	if (chaos.exit_ev)
+		event_del(chaos.exit_ev);
+	return 0;
+}
+
+static int chaos_on_shutdown(struct fpool_worker *w, void *arg)
+{
+	(void)arg;
+	say(w, "on_shutdown");
+	if (chaos.crash_ev)
+		event_free(chaos.crash_ev);
+	if (chaos.hang_ev)
+		event_free(chaos.hang_ev);
+	if (chaos.exit_ev)
+		event_free(chaos.exit_ev);
+	return 0;
+}
+
+static void crash_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	abort();
+}
+
+static void hang_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (;;)
+		pause(); /* signals only set libevent's flag: never handled */
+}
+
+static void exit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fpool_worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	chaos.exit_now = 1;
+	if (!chaos.blocking)
+		event_base_loopbreak(fpool_worker_base(w));
+}
+
+static struct event *after(struct fpool_worker *w, long ms,
+			   event_callback_fn cb)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	struct event *ev;
+
+	if (ms < 0)
+		return NULL;
+	ev = evtimer_new(fpool_worker_base(w), cb, w);
+	if (ev == NULL || evtimer_add(ev, &tv) != 0) {
+		fprintf(stderr, "chaos: cannot arm a timer\n");
+		abort();
+	}
+	return ev;
+}
+
+static int chaos_main(struct fpool_worker *w, void *arg)
+{
+	(void)arg;
+	say(w, "main");
+	chaos.crash_ev = after(w, chaos.crash_after, crash_cb);
+	chaos.hang_ev = after(w, chaos.hang_after, hang_cb);
+	chaos.exit_ev = after(w, chaos.exit_after, exit_cb);
+	if (chaos.blocking) {
+		struct timespec nap = {0, 5 * 1000 * 1000};
+
+		while (fpool_worker_is_running(w) && !chaos.exit_now)
+			nanosleep(&nap, NULL); /* "work" */
+	} else {
+		fpool_worker_loop(w);
+	}
+	say(w, fpool_worker_interrupted(w) ? "main cancelled"
+					   : "main returned");
+	return chaos.exit_now ? chaos.exit_code : 0;
+}
+
+static const struct fpool_worker_def chaos_def = {
+	.name = "chaos",
+	.description = "test worker that misbehaves on purpose",
+	.setup = chaos_setup,
+	.on_start = chaos_on_start,
+	.on_stop = chaos_on_stop,
+	.on_shutdown = chaos_on_shutdown,
+	.main = chaos_main,
+};
+
+FPOOL_WORKER_MODULE(chaos_def);
