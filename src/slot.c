@@ -339,6 +339,12 @@ void fpool__slot_check(struct fpool__slot *s, double now)
 {
 	double age;
 
+	if (s->state == SLOT_BACKOFF) {
+		/* Safety net should the slot's timer not have fired. */
+		if (now > s->due + 1)
+			fpool__slot_spawn(s);
+		return;
+	}
 	if (s->pid <= 0 || s->killed)
 		return;
 	if (s->state == SLOT_STOPPING) {
@@ -370,8 +376,8 @@ void fpool__slot_exited(struct fpool__slot *s, int status)
 	fpool_log(stopping || (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 			  ? FPOOL_LOG_INFO
 			  : FPOOL_LOG_WARNING,
-		  "worker %u pid %d %s after %.3f s", s->id, (int)s->pid, how,
-		  now - s->started);
+		  "worker %u pid %d %s after %.3f s%s", s->id, (int)s->pid, how,
+		  now - s->started, s->ready_at == 0 ? ", before ready" : "");
 
 	/* Read what the worker sent before it died (a late "ready"). */
 	if (s->chan_ev != NULL)
