@@ -372,6 +372,9 @@ void fpool__slot_exited(struct fpool__slot *s, int status)
 	bool failed_start, stopping = s->state == SLOT_STOPPING;
 	char how[96];
 
+	/* Read what the worker sent before it died (a late "ready"). */
+	if (s->chan_ev != NULL)
+		slot_chan_cb(s->chan, EV_READ, s);
 	fpool__describe_status(status, how, sizeof(how));
 	fpool_log(stopping || (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 			  ? FPOOL_LOG_INFO
@@ -379,9 +382,6 @@ void fpool__slot_exited(struct fpool__slot *s, int status)
 		  "worker %u pid %d %s after %.3f s%s", s->id, (int)s->pid, how,
 		  now - s->started, s->ready_at == 0 ? ", before ready" : "");
 
-	/* Read what the worker sent before it died (a late "ready"). */
-	if (s->chan_ev != NULL)
-		slot_chan_cb(s->chan, EV_READ, s);
 	slot_release(s);
 	event_del(s->timer);
 	s->pid = 0;
