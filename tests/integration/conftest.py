@@ -1,0 +1,780 @@
+"""Helpers shared by forkpool's black-box tests.
+
+The tests drive the real binary named by $FORKPOOL_BIN (meson sets it, and
+$FORKPOOL_CHAOS, the test-only chaos worker module).  Everything here uses
+the Python standard library, /proc and 127.0.0.1 only.
+
+Rules these helpers enforce:
+- nothing sleeps for a fixed time where a condition can be polled: wait_for()
+  polls every 10 ms up to a generous deadline (the suite must hold on a busy
+  2-core machine, yet finish fast when things work);
+- ports are picked at run time (bind 127.0.0.1:0, read it, close it);
+- every process a test starts runs in its own session and is SIGKILLed in
+  teardown together with every process of that session and every
+  descendant found through /proc, whatever the test's outcome.
+"""
+
+import collections
+import datetime
+import errno
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+FORKPOOL_BIN = os.environ.get("FORKPOOL_BIN")
+FORKPOOL_CHAOS = os.environ.get("FORKPOOL_CHAOS")
+
+# Deadline for anything that should happen "soon": long enough for a loaded
+# 2-core machine, short enough that a real hang fails in reasonable time.
+TIMEOUT = 20.0
+POLL = 0.01
+
+LOG_LINE_RE = re.compile(
+    r"^(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z) "
+    r"(?P<level>debug|info|warning|error) "
+    r"(?P<origin>master|worker \d+ pid \d+): "
+    r"(?P<msg>.+)$"
+)
+READY_RE = re.compile(r"\bworker (\d+) pid (\d+) ready\b")
+
+
+def pytest_collection_modifyitems(config, items):
+    if FORKPOOL_BIN:
+        return
+    skip = pytest.mark.skip(
+        reason="FORKPOOL_BIN is not set: run these through `meson test -C build "
+        "--suite integration`, or set FORKPOOL_BIN=build/src/forkpool "
+        "(and FORKPOOL_CHAOS=build/tests/workers/chaos.so)"
+    )
+    for item in items:
+        item.add_marker(skip)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Without the binary nothing ran: say "skipped" the way meson (and
+    # automake) understand it, rather than "passed".
+    if not FORKPOOL_BIN and exitstatus == 0:
+        session.exitstatus = 77
+
+
+# ---------------------------------------------------------------------------
+# Waiting
+
+
+def wait_for(pred, timeout=TIMEOUT, interval=POLL, what=None):
+    """Poll pred() until it returns something truthy and return that value.
+
+    Raises AssertionError after `timeout` seconds.  `what` describes the
+    condition in the failure message; it may be a callable returning text
+    (evaluated only on failure, e.g. to append a log tail).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            desc = what() if callable(what) else (what or getattr(pred, "__name__", "condition"))
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {desc}")
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------
+# /proc
+
+
+ProcStat = collections.namedtuple("ProcStat", "pid comm state ppid pgrp session")
+
+
+def proc_stat(pid):
+    """Parse /proc/PID/stat, or None if the process is gone.
+
+    The command name sits in parentheses and may itself contain spaces and
+    parentheses, so the fields are taken after the *last* ')'.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    try:
+        lpar = data.index(b"(")
+        rpar = data.rindex(b")")
+        fields = data[rpar + 2:].split()
+        return ProcStat(
+            pid,
+            data[lpar + 1:rpar].decode(errors="replace"),
+            fields[0].decode(),
+            int(fields[1]),
+            int(fields[2]),
+            int(fields[3]),
+        )
+    except (ValueError, IndexError):
+        return None
+
+
+def all_procs():
+    procs = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = proc_stat(int(name))
+            if st is not None:
+                procs.append(st)
+    return procs
+
+
+def child_procs(ppid):
+    return [p for p in all_procs() if p.ppid == ppid]
+
+
+def is_zombie(pid):
+    st = proc_stat(pid)
+    return st is not None and st.state == "Z"
+
+
+def is_alive(pid):
+    """True if the process exists and is neither a zombie nor dead."""
+    st = proc_stat(pid)
+    return st is not None and st.state not in ("Z", "X", "x")
+
+
+def fd_table(pid):
+    """{fd: readlink target} of /proc/PID/fd ({} if the process is gone)."""
+    table = {}
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return table
+    for name in names:
+        try:
+            table[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return table
+
+
+_INODE_RE = re.compile(r"^(socket|pipe):\[(\d+)\]$")
+
+
+def fd_inodes(pid, kinds=("socket",), min_fd=0):
+    """{fd: inode} for the fds of `pid` that are sockets (or pipes...)."""
+    out = {}
+    for fd, target in fd_table(pid).items():
+        m = _INODE_RE.match(target)
+        if m and m.group(1) in kinds and fd >= min_fd:
+            out[fd] = int(m.group(2))
+    return out
+
+
+def socket_inodes(pid):
+    return set(fd_inodes(pid).values())
+
+
+TcpRow = collections.namedtuple("TcpRow", "local_port remote_port state inode")
+TCP_LISTEN = "0A"
+TCP_ESTABLISHED = "01"
+
+
+def tcp_table():
+    rows = []
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) < 10:
+                continue
+            rows.append(TcpRow(
+                int(parts[1].rsplit(":", 1)[1], 16),
+                int(parts[2].rsplit(":", 1)[1], 16),
+                parts[3],
+                int(parts[9]),
+            ))
+    return rows
+
+
+def listen_inodes(port):
+    """Inodes of the TCP sockets listening on `port`."""
+    return {r.inode for r in tcp_table()
+            if r.local_port == port and r.state == TCP_LISTEN and r.inode}
+
+
+def server_side_inode(client_sock, server_port):
+    """Inode of the accepted socket serving `client_sock` (0 until accepted)."""
+    cport = client_sock.getsockname()[1]
+    for r in tcp_table():
+        if r.local_port == server_port and r.remote_port == cport and r.inode:
+            return r.inode
+    return 0
+
+
+def owner_of_socket(inode, pids):
+    for pid in pids:
+        if inode in socket_inodes(pid):
+            return pid
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Sockets
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port, host="127.0.0.1"):
+    """True if a fresh listener can take the port.
+
+    SO_REUSEADDR only tolerates TIME_WAIT leftovers; no SO_REUSEPORT, so any
+    socket still bound or listening there (an orphan worker's listener, say)
+    makes this fail.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            s.listen(1)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+class EchoClient:
+    """One connection to an echo server; address is (host, port) or a path."""
+
+    def __init__(self, address, timeout=TIMEOUT):
+        if isinstance(address, str):
+            family = socket.AF_UNIX
+        elif ":" in address[0]:
+            family = socket.AF_INET6
+        else:
+            family = socket.AF_INET
+        self.address = address
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(address)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.sock.setblocking(False)
+
+    def echo(self, data, timeout=TIMEOUT):
+        """Send `data` while reading; return what came back (must be all)."""
+        got = bytearray()
+        view = memoryview(data)
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            while len(got) < len(data):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"echo timed out: sent {len(data) - len(view)} of {len(data)} "
+                        f"bytes, got {len(got)} back")
+                for _key, mask in sel.select(min(left, 0.5)):
+                    if mask & selectors.EVENT_READ:
+                        chunk = self.sock.recv(65536)
+                        if not chunk:
+                            raise ConnectionError(
+                                f"connection closed after {len(got)} of {len(data)} bytes")
+                        got += chunk
+                    if mask & selectors.EVENT_WRITE and len(view):
+                        n = self.sock.send(view[:65536])
+                        view = view[n:]
+                        if not len(view):
+                            sel.modify(self.sock, selectors.EVENT_READ)
+        assert bytes(got) == bytes(data), "echo returned different bytes"
+        return bytes(got)
+
+    def is_closed_by_peer(self):
+        """True if the server closed or reset the connection (non-blocking)."""
+        try:
+            return self.sock.recv(65536) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+
+    def wait_closed(self, timeout=TIMEOUT):
+        wait_for(self.is_closed_by_peer, timeout, what="the server to close the connection")
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def echo_roundtrip(address, payload=b"hello forkpool\n", timeout=TIMEOUT):
+    with EchoClient(address, timeout) as c:
+        return c.echo(payload, timeout) == payload
+
+
+def not_served(address, wait=0.5):
+    """True if a new connection to `address` gets no echo within `wait` s.
+
+    Refused, reset, closed or silent all count as "not served".  This is
+    the one place a test must watch for something *not* happening, so it
+    needs a window; keep it short.
+    """
+    try:
+        c = EchoClient(address, timeout=wait)
+    except (ConnectionRefusedError, ConnectionResetError, socket.timeout, FileNotFoundError):
+        return True
+    with c:
+        try:
+            c.sock.send(b"ping")
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                data = c.sock.recv(64)
+            except (BlockingIOError, InterruptedError):
+                time.sleep(POLL)
+                continue
+            except ConnectionResetError:
+                return True
+            return data == b""
+        return True
+
+
+# ---------------------------------------------------------------------------
+# The master process
+
+
+class LogFile:
+    """A file another process appends to, read incrementally.
+
+    Only complete lines are exposed, so a regex never matches half a line.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._pos = 0
+        self._pending = b""
+        self._text = ""
+
+    def text(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._pos)
+                new = f.read()
+        except FileNotFoundError:
+            return self._text
+        if new:
+            self._pos += len(new)
+            data = self._pending + new
+            cut = data.rfind(b"\n") + 1
+            self._text += data[:cut].decode(errors="replace")
+            self._pending = data[cut:]
+        return self._text
+
+    def lines(self):
+        return self.text().splitlines()
+
+    def tail(self, n=40):
+        return "\n".join(self.lines()[-n:])
+
+
+def log_time(line):
+    """The timestamp of a master log line, as seconds (float)."""
+    m = LOG_LINE_RE.match(line)
+    assert m, f"not a log line: {line!r}"
+    dt = datetime.datetime.strptime(m.group("ts"), "%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+class Master:
+    """One forkpool master started by a test, with its logs in files."""
+
+    def __init__(self, binary, args, workdir, name="forkpool", port=None):
+        self.binary = binary
+        self.args = [str(a) for a in args]
+        self.port = port
+        self.out = LogFile(os.path.join(workdir, f"{name}.stdout"))
+        self.err = LogFile(os.path.join(workdir, f"{name}.stderr"))
+        self.proc = None
+        self.pid = None
+        self.ready_seen = {}   # pid -> time.monotonic() when its ready line was read
+        self._ready = {}       # slot id -> newest ready pid
+        self._ready_pos = 0
+
+    # -- process control --
+
+    def start(self):
+        with open(self.out.path, "wb") as out, open(self.err.path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [self.binary] + self.args,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                start_new_session=True, close_fds=True)
+        self.pid = self.proc.pid
+        return self
+
+    def signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def alive(self):
+        """Running, and neither stopped (SIGTTIN's default!) nor a zombie."""
+        if self.proc.poll() is not None:
+            return False
+        st = proc_stat(self.pid)
+        return st is not None and st.state not in ("Z", "X", "T", "t")
+
+    def wait_exit(self, timeout=TIMEOUT):
+        """Wait for the master to exit and return its exit status."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"master pid {self.pid} still running after {timeout:g} s\n{self.describe()}")
+
+    def stop(self, sig=None, timeout=TIMEOUT):
+        """Signal the master (SIGTERM by default) and return its exit status."""
+        self.signal(signal.SIGTERM if sig is None else sig)
+        return self.wait_exit(timeout)
+
+    def tree(self, include_zombies=False):
+        """Processes of the master's session plus all its descendants.
+
+        The session catches workers that were orphaned (re-parented to
+        init) after the master died; descendants catch anything that
+        called setsid().
+        """
+        procs = all_procs()
+        by_parent = collections.defaultdict(list)
+        for p in procs:
+            by_parent[p.ppid].append(p)
+        found = {p.pid: p for p in procs if p.session == self.pid}
+        stack = [self.pid]
+        while stack:
+            for child in by_parent.get(stack.pop(), ()):
+                if child.pid not in found:
+                    found[child.pid] = child
+                    stack.append(child.pid)
+        found.pop(self.pid, None)
+        return [p for p in found.values() if include_zombies or p.state != "Z"]
+
+    def kill_all(self):
+        """SIGKILL the master first (so it stops respawning), then the rest."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rest = [p for p in self.tree() if p.state != "Z"]
+            if not rest:
+                break
+            for p in rest:
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(POLL)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    # -- logs --
+
+    def describe(self):
+        return (f"--- master args: {' '.join(self.args)}\n"
+                f"--- stderr (tail):\n{self.err.tail()}\n"
+                f"--- stdout (tail):\n{self.out.tail()}")
+
+    def output_lines(self):
+        """Lines the workers printed, wherever they land.
+
+        Workers inherit the master's stdout/stderr for now; once the master
+        captures their output it re-emits the lines (tagged) on its stderr.
+        Both files are searched, so the tests need not change then.  The
+        lines of one worker stay in order: they all land in the same file.
+        """
+        return self.out.lines() + self.err.lines()
+
+    def find(self, regex, stream="err"):
+        """Every match of `regex` in the master's log (stream="err") or in
+        the workers' output (stream="out", see output_lines())."""
+        lines = self.err.lines() if stream == "err" else self.output_lines()
+        rx = re.compile(regex)
+        return [m for m in map(rx.search, lines) if m]
+
+    def wait_log(self, regex, timeout=TIMEOUT, stream="err", count=1, need_alive=True):
+        """Wait until `regex` matched `count` lines; return the last match.
+
+        The match's `.string` is the whole line.  With need_alive, a
+        master that exits without printing it fails at once.
+        """
+        def check():
+            found = self.find(regex, stream)
+            if len(found) >= count:
+                return found[count - 1]
+            if need_alive and self.proc.poll() is not None:
+                found = self.find(regex, stream)  # a last look after exit
+                if len(found) >= count:
+                    return found[count - 1]
+                raise AssertionError(
+                    f"master exited with {self.proc.returncode} before logging "
+                    f"{regex!r}\n{self.describe()}")
+            return None
+        return wait_for(check, timeout,
+                        what=lambda: f"{regex!r} in {stream}\n{self.describe()}")
+
+    def wait_out(self, regex, timeout=TIMEOUT, **kw):
+        return self.wait_log(regex, timeout, stream="out", **kw)
+
+    def ready_workers(self):
+        """{slot id: pid} from the newest "worker ID pid PID ready" line per id."""
+        text = self.err.text()
+        for m in READY_RE.finditer(text, self._ready_pos):
+            slot, pid = int(m.group(1)), int(m.group(2))
+            self._ready[slot] = pid
+            self.ready_seen.setdefault(pid, time.monotonic())
+        # Only complete lines are in `text`, so the next scan starts there.
+        self._ready_pos = len(text)
+        return dict(self._ready)
+
+    # -- workers --
+
+    def children(self):
+        """Live (non-zombie) child pids of the master."""
+        return {p.pid for p in child_procs(self.pid) if p.state != "Z"}
+
+    def wait_new_child(self, known, timeout=TIMEOUT):
+        """Return a live child of the master not in `known`, as soon as it exists.
+
+        For signal storms on newborn workers, so it is fast: it first looks
+        at the pids just above the newest known one (pids are handed out in
+        order), and only every few rounds scans all of /proc.  It spins
+        without sleeping for the first 50 ms, when the child is expected.
+        """
+        start = time.monotonic()
+        base = max(known) if known else self.pid
+        rounds = 0
+        while True:
+            for pid in range(base + 1, base + 33):
+                st = proc_stat(pid)
+                if st is not None and st.ppid == self.pid and st.state != "Z" and pid not in known:
+                    return pid
+            rounds += 1
+            if rounds % 16 == 0:
+                fresh = self.children() - set(known)
+                if fresh:
+                    return min(fresh)
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"master exited\n{self.describe()}")
+            elapsed = time.monotonic() - start
+            if elapsed > timeout:
+                raise AssertionError(f"no new worker within {timeout:g} s\n{self.describe()}")
+            if elapsed > 0.05:
+                time.sleep(0.001)
+
+    def zombies(self):
+        return {p.pid for p in child_procs(self.pid) if p.state == "Z"}
+
+    def pool_state(self, n):
+        """{slot: pid} if exactly n live children exist and all said ready."""
+        kids = self.children()
+        ready = {s: p for s, p in self.ready_workers().items() if p in kids}
+        if len(kids) == n and len(ready) == n:
+            return ready
+        return None
+
+    def wait_pool(self, n, timeout=TIMEOUT):
+        """Wait until the pool is exactly n ready, live workers; return them."""
+        def check():
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"master exited with {self.proc.returncode}\n{self.describe()}")
+            return self.pool_state(n)
+        return wait_for(check, timeout, what=lambda: (
+            f"a pool of exactly {n} ready workers (children now "
+            f"{sorted(self.children())}, ready {self.ready_workers()})\n{self.describe()}"))
+
+    def wait_respawn(self, slot, old_pid, timeout=TIMEOUT, require_alive=True):
+        """Wait for a ready worker in `slot` with a pid other than old_pid."""
+        def check():
+            pid = self.ready_workers().get(slot)
+            if pid is None or pid == old_pid:
+                return None
+            if require_alive and pid not in self.children():
+                return None
+            return pid
+        return wait_for(check, timeout, what=lambda: (
+            f"a new ready worker in slot {slot} (old pid {old_pid})\n{self.describe()}"))
+
+    def wait_uptime(self, pid, seconds):
+        """Make sure `pid` has been ready for at least `seconds`.
+
+        Used only to outlive --min-uptime, so that a kill counts as an
+        ordinary exit and not as a failed start (which would be backed
+        off): the tests then measure respawn, not the restart policy.
+        """
+        self.ready_workers()
+        seen = self.ready_seen.get(pid, time.monotonic())
+        left = seen + seconds - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+
+    def wait_no_zombies(self, timeout=TIMEOUT):
+        wait_for(lambda: not self.zombies(), timeout,
+                 what=lambda: f"no zombie children (zombies: {sorted(self.zombies())})")
+
+    def assert_tree_gone(self):
+        left = self.tree()
+        assert not left, (
+            "processes of the master's tree are still running: "
+            + ", ".join(f"{p.pid} ({p.comm}, state {p.state})" for p in left)
+            + "\n" + self.describe())
+
+
+# ---------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture
+def forkpool_bin():
+    if not FORKPOOL_BIN:
+        pytest.skip("FORKPOOL_BIN is not set")
+    if not os.access(FORKPOOL_BIN, os.X_OK):
+        pytest.fail(f"FORKPOOL_BIN={FORKPOOL_BIN} is not an executable file")
+    return FORKPOOL_BIN
+
+
+@pytest.fixture
+def chaos():
+    """Path of the chaos worker module (tests/workers/chaos.c)."""
+    if not FORKPOOL_CHAOS:
+        pytest.skip("FORKPOOL_CHAOS is not set (path of the chaos worker module)")
+    if not os.path.isfile(FORKPOOL_CHAOS):
+        pytest.fail(f"FORKPOOL_CHAOS={FORKPOOL_CHAOS} does not exist")
+    return FORKPOOL_CHAOS
+
+
+@pytest.fixture
+def forkpool(forkpool_bin, tmp_path):
+    """Start masters: forkpool(*args, bind=True, name=...) -> Master.
+
+    Unless bind=False, `-b 127.0.0.1:PORT` with a fresh port is put first,
+    and the port is in master.port.  Every master and all its processes are
+    SIGKILLed in teardown.
+    """
+    masters = []
+
+    def start(*args, bind=True, name=None, port=None):
+        args = list(args)
+        if bind:
+            port = port or free_port()
+            args = ["-b", f"127.0.0.1:{port}"] + args
+        m = Master(forkpool_bin, args, str(tmp_path),
+                   name=name or f"forkpool{len(masters)}", port=port)
+        masters.append(m)
+        return m.start()
+
+    yield start
+    for m in masters:
+        m.kill_all()
+
+
+CliResult = collections.namedtuple("CliResult", "returncode stdout stderr")
+
+
+@pytest.fixture
+def run_cli(forkpool_bin):
+    """Run forkpool to completion: run_cli(*args, timeout=20) -> CliResult.
+
+    A binary that wrongly starts serving instead of failing is killed (with
+    its whole session) at the timeout and the test fails.
+    """
+    started = []
+
+    def run(*args, timeout=TIMEOUT):
+        proc = subprocess.Popen(
+            [forkpool_bin] + [str(a) for a in args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, close_fds=True)
+        started.append(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_session(proc)
+            out, err = proc.communicate()
+            raise AssertionError(
+                f"forkpool {' '.join(map(str, args))} still running after {timeout:g} s; "
+                f"stderr:\n{err.decode(errors='replace')}")
+        return CliResult(proc.returncode, out.decode(errors="replace"),
+                         err.decode(errors="replace"))
+
+    yield run
+    for proc in started:
+        _kill_session(proc)
+
+
+def _kill_session(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for p in all_procs():
+        if p.session == proc.pid and p.state != "Z":
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def assert_serves_alone(master, pid, connections=2):
+    """Prove that worker `pid` itself accepts and echoes.
+
+    Echo does not say who answered, so every other worker is stopped
+    (SIGSTOP) for a moment: only `pid` can accept from the shared
+    listener, and /proc says which process holds the accepted socket.
+    """
+    workers = master.children()
+    assert pid in workers, f"pid {pid} is not a live worker"
+    others = [p for p in workers if p != pid]
+    for p in others:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        for i in range(connections):
+            with EchoClient(("127.0.0.1", master.port)) as c:
+                c.echo(f"to pid {pid}, #{i}\n".encode())
+                inode = wait_for(lambda: server_side_inode(c.sock, master.port),
+                                 what="the accepted socket in /proc/net/tcp")
+                owner = owner_of_socket(inode, workers)
+                assert owner == pid, f"connection served by {owner}, not by {pid}"
+    finally:
+        for p in others:
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
