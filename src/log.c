@@ -56,6 +56,9 @@ void fpool__log_set_origin(const char *fmt, ...)
 }
 
 static void log_write(enum fpool_log_level level, int err, const char *fmt,
+		      va_list ap) FPOOL_PRINTF(3, 0);
+
+static void log_write(enum fpool_log_level level, int err, const char *fmt,
 		      va_list ap)
 {
 	char line[4096];

@@ -158,6 +158,9 @@ def test_signal_storm_on_newborn_workers(forkpool):
         except ProcessLookupError:
             pass
         seen.add(newborn)
+        # Let it finish exiting, so the next round cannot pick it as the
+        # "mature" worker of its slot while it is on its way out.
+        wait_for(lambda: not is_alive(newborn), what=f"pid {newborn} to exit")
         newborns.append((newborn, time.time()))
 
     assert m.alive(), f"the master died in the storm\n{m.describe()}"
