@@ -1,0 +1,361 @@
+/*
+ * The master <-> worker channel: one JSON object per SOCK_SEQPACKET
+ * packet, {"type":"ready"} or {"type":"heartbeat","requests":N}.  The
+ * packet boundaries come from the socket type, so there is no framing to
+ * get wrong; the master decodes whatever a worker sends and must survive
+ * any bytes at all.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+#include "fpool-int.h"
+
+/*
+ * Deepest nesting of arrays and objects a packet may have.  Our messages
+ * are flat; the bound exists because yajl_tree_free() recurses once per
+ * level, and 64 KiB of "[" would otherwise be 32768 nested frames, enough
+ * to overflow a small stack.
+ */
+#define CHAN_DEPTH 16
+
+/* Room for the largest message we encode (a heartbeat with 20 digits). */
+#define CHAN_ENCODE_MAX 128
+
+static const struct {
+	enum fpool__msg_type type;
+	const char *name;
+} msg_types[] = {
+	{ FPOOL_MSG_READY, "ready" },
+	{ FPOOL_MSG_HEARTBEAT, "heartbeat" },
+};
+
+static const char *type_name(enum fpool__msg_type type)
+{
+	size_t i;
+
+	for (i = 0; i < FPOOL_NELEM(msg_types); i++)
+		if (msg_types[i].type == type)
+			return msg_types[i].name;
+	return NULL;
+}
+
+static int type_parse(const char *name, enum fpool__msg_type *type)
+{
+	size_t i;
+
+	for (i = 0; i < FPOOL_NELEM(msg_types); i++) {
+		if (strcmp(msg_types[i].name, name) == 0) {
+			*type = msg_types[i].type;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static bool gen_str(yajl_gen g, const char *s)
+{
+	return yajl_gen_string(g, (const unsigned char *)s, strlen(s)) ==
+	       yajl_gen_status_ok;
+}
+
+int fpool__msg_encode(const struct fpool__msg *m, char *buf, size_t cap,
+		      size_t *len)
+{
+	const char *name = type_name(m->type);
+	const unsigned char *out;
+	char num[24];
+	size_t n;
+	yajl_gen g;
+	bool ok;
+	int r;
+
+	if (name == NULL)
+		return -EINVAL;
+	g = yajl_gen_alloc(NULL);
+	if (g == NULL)
+		return -ENOMEM;
+	ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
+	     gen_str(g, "type") && gen_str(g, name);
+	if (ok && m->type == FPOOL_MSG_HEARTBEAT) {
+		/* yajl_gen_integer() takes a long long; the counter is a
+		 * uint64_t, so write its digits ourselves. */
+		snprintf(num, sizeof(num), "%" PRIu64, m->requests);
+		ok = gen_str(g, "requests") &&
+		     yajl_gen_number(g, num, strlen(num)) ==
+			     yajl_gen_status_ok;
+	}
+	ok = ok && yajl_gen_map_close(g) == yajl_gen_status_ok &&
+	     yajl_gen_get_buf(g, &out, &n) == yajl_gen_status_ok;
+	if (!ok) {
+		r = -EINVAL;
+	} else if (n > cap) {
+		r = -EMSGSIZE;
+	} else {
+		memcpy(buf, out, n);
+		*len = n;
+		r = 0;
+	}
+	yajl_gen_free(g);
+	return r;
+}
+
+/*
+ * Length of the well-formed UTF-8 sequence at p (at most n bytes), or 0.
+ * Overlong forms, surrogates and code points past U+10FFFF are refused
+ * (the Unicode Standard, table 3-7); yajl's own check lets them through.
+ */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t len, i;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] < 0xc2)
+		return 0;
+	if (p[0] < 0xe0) {
+		len = 2;
+	} else if (p[0] < 0xf0) {
+		len = 3;
+		if (p[0] == 0xe0)
+			lo = 0xa0;
+		else if (p[0] == 0xed)
+			hi = 0x9f;
+	} else if (p[0] < 0xf5) {
+		len = 4;
+		if (p[0] == 0xf0)
+			lo = 0x90;
+		else if (p[0] == 0xf4)
+			hi = 0x8f;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if (p[i] < lo || p[i] > hi)
+			return 0;
+		lo = 0x80;
+		hi = 0xbf;
+	}
+	return len;
+}
+
+static bool utf8_valid(const char *buf, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)buf;
+	size_t i = 0, n;
+
+	while (i < len) {
+		n = utf8_seq(p + i, len - i);
+		if (n == 0)
+			return false;
+		i += n;
+	}
+	return true;
+}
+
+/*
+ * Look at the raw bytes before yajl does, for what yajl_tree_parse()
+ * would accept but we must not:
+ * - a NUL byte: the parser is handed a C string and would stop there;
+ * - a "\u0000" escape: yajl_tree hands strings back NUL-terminated, so
+ *   {"type":"ready\u0000junk"} would compare equal to "ready";
+ * - ill-formed UTF-8 that yajl's looser check passes;
+ * - nesting deeper than CHAN_DEPTH (see above);
+ * - comments, which yajl_tree_parse() always allows: our encoder never
+ *   writes them, and refusing them keeps this scan's idea of where
+ *   strings are exactly in step with yajl's lexer.
+ */
+static int prescan(const char *p, size_t len)
+{
+	unsigned depth = 0;
+	bool in_str = false;
+	size_t i;
+
+	if (memchr(p, '\0', len) || !utf8_valid(p, len))
+		return -EINVAL;
+	for (i = 0; i < len; i++) {
+		if (in_str) {
+			if (p[i] == '"') {
+				in_str = false;
+			} else if (p[i] == '\\') {
+				if (len - i >= 6 && p[i + 1] == 'u' &&
+				    memcmp(p + i + 2, "0000", 4) == 0)
+					return -EINVAL;
+				/* The escaped byte cannot end the string. */
+				i++;
+			}
+			continue;
+		}
+		switch (p[i]) {
+		case '"':
+			in_str = true;
+			break;
+		case '/':
+			return -EINVAL;
+		case '[':
+		case '{':
+			if (++depth > CHAN_DEPTH)
+				return -EINVAL;
+			break;
+		case ']':
+		case '}':
+			if (depth > 0)
+				depth--;
+			break;
+		}
+	}
+	return 0;
+}
+
+/* The value of `key` in object `obj`, or NULL.  yajl_tree_get() is not
+ * used: in yajl 2.1.0 it compares the index of the match against the
+ * length of the value found rather than of the object, so it can miss a
+ * key that is present. */
+static yajl_val object_get(yajl_val obj, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < obj->u.object.len; i++)
+		if (strcmp(obj->u.object.keys[i], key) == 0)
+			return obj->u.object.values[i];
+	return NULL;
+}
+
+/* A JSON number that is a whole number in [0, UINT64_MAX].  Its text is
+ * read rather than yajl's long long, which stops at INT64_MAX. */
+static int get_u64(yajl_val v, uint64_t *out)
+{
+	const char *s;
+	uint64_t n = 0;
+
+	if (!YAJL_IS_NUMBER(v))
+		return -EINVAL;
+	s = YAJL_GET_NUMBER(v);
+	if (s == NULL || *s == '\0')
+		return -EINVAL;
+	for (; *s != '\0'; s++) {
+		unsigned d = (unsigned)(*s - '0');
+
+		/* Also refuses "-1", "1.0" and "1e3". */
+		if (*s < '0' || *s > '9')
+			return -EINVAL;
+		if (n > (UINT64_MAX - d) / 10)
+			return -EINVAL;
+		n = n * 10 + d;
+	}
+	*out = n;
+	return 0;
+}
+
+static int decode_tree(yajl_val root, struct fpool__msg *m)
+{
+	yajl_val type, requests;
+	int r;
+
+	if (!YAJL_IS_OBJECT(root))
+		return -EINVAL;
+	type = object_get(root, "type");
+	if (!YAJL_IS_STRING(type))
+		return -EINVAL;
+	r = type_parse(YAJL_GET_STRING(type), &m->type);
+	if (r < 0)
+		return r;
+	m->requests = 0;
+	if (m->type == FPOOL_MSG_HEARTBEAT) {
+		requests = object_get(root, "requests");
+		if (requests != NULL) {
+			r = get_u64(requests, &m->requests);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+int fpool__msg_decode(const char *buf, size_t len, struct fpool__msg *m)
+{
+	struct fpool__msg tmp;
+	yajl_val root;
+	char *copy;
+	int r;
+
+	if (buf == NULL || len == 0 || len > FPOOL_CHAN_MAX)
+		return -EINVAL;
+	r = prescan(buf, len);
+	if (r < 0)
+		return r;
+	/* The packet is not NUL-terminated; yajl_tree_parse() needs it to
+	 * be.  64 KiB is too much for a worker's stack, hence the heap. */
+	copy = malloc(len + 1);
+	if (copy == NULL)
+		return -ENOMEM;
+	memcpy(copy, buf, len);
+	copy[len] = '\0';
+	root = yajl_tree_parse(copy, NULL, 0);
+	free(copy);
+	if (root == NULL)
+		return -EINVAL;
+	r = decode_tree(root, &tmp);
+	yajl_tree_free(root);
+	if (r == 0)
+		*m = tmp;
+	return r;
+}
+
+/* Wait until fd can take a packet.  Needed even for a blocking send: the
+ * channel may be O_NONBLOCK because an event loop also reads it. */
+static int wait_writable(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+
+	for (;;) {
+		if (poll(&pfd, 1, -1) >= 0)
+			break;
+		if (errno != EINTR)
+			return -errno;
+	}
+	if (pfd.revents & POLLNVAL)
+		return -EBADF;
+	/* On POLLERR or POLLHUP the next send() reports the error. */
+	return 0;
+}
+
+int fpool__msg_send(int fd, const struct fpool__msg *m, bool block)
+{
+	char buf[CHAN_ENCODE_MAX];
+	size_t len;
+	ssize_t n;
+	int r;
+
+	r = fpool__msg_encode(m, buf, sizeof(buf), &len);
+	if (r < 0)
+		return r;
+	for (;;) {
+		/* MSG_NOSIGNAL: a dead peer is -EPIPE, not a SIGPIPE. */
+		n = send(fd, buf, len,
+			 MSG_NOSIGNAL | (block ? 0 : MSG_DONTWAIT));
+		if (n >= 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (block && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			r = wait_writable(fd);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		return -errno;
+	}
+	/* SOCK_SEQPACKET sends all or nothing; a short send would mean a
+	 * truncated JSON object on the other side. */
+	return (size_t)n == len ? 0 : -EMSGSIZE;
+}
