@@ -24,7 +24,7 @@ extern "C" {
 #endif
 
 #if defined(__GNUC__)
-#define FPOOL_EXPORT __attribute__((visibility("default")))
+#define FPOOL_EXPORT	   __attribute__((visibility("default")))
 #define FPOOL_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
 #define FPOOL_EXPORT
@@ -63,7 +63,8 @@ FPOOL_EXPORT void fpool_log(enum fpool_log_level level, const char *fmt, ...)
 /* Records below `level` are dropped. */
 FPOOL_EXPORT void fpool_log_set_level(enum fpool_log_level level);
 /* Parse "debug", "info", "warning" or "error"; 0 or -EINVAL. */
-FPOOL_EXPORT int fpool_log_level_parse(const char *s, enum fpool_log_level *out);
+FPOOL_EXPORT int fpool_log_level_parse(const char *s,
+				       enum fpool_log_level *out);
 
 /* ---- Describing a worker ----------------------------------------------- */
 
@@ -82,18 +83,18 @@ typedef int (*fpool_worker_main_cb)(struct fpool_worker *w, void *arg);
  * using the library all describe their worker with this struct.
  */
 struct fpool_worker_def {
-	const char *name;        /* short name, e.g. "echo" */
+	const char *name;	 /* short name, e.g. "echo" */
 	const char *description; /* one line for --help */
 	/* Called first in a new worker process, with the worker arguments
 	 * (those after `--` on the command line; argv[0] is the worker's
 	 * name).  It may connect more hooks with fpool_worker_on_*().
 	 * Non-zero: the start failed.  May be NULL. */
 	int (*setup)(struct fpool_worker *w, int argc, char **argv);
-	fpool_worker_hook_cb on_start;    /* first on_start hook, or NULL */
-	fpool_worker_hook_cb on_stop;     /* first on_stop hook, or NULL */
+	fpool_worker_hook_cb on_start;	  /* first on_start hook, or NULL */
+	fpool_worker_hook_cb on_stop;	  /* first on_stop hook, or NULL */
 	fpool_worker_hook_cb on_shutdown; /* first on_shutdown hook, or NULL */
-	fpool_worker_main_cb main;        /* required */
-	void *arg;                        /* passed to the hooks and main above */
+	fpool_worker_main_cb main;	  /* required */
+	void *arg; /* passed to the hooks and main above */
 };
 
 /*
@@ -105,21 +106,21 @@ struct fpool_worker_def {
  * expands to an exported `const struct fpool_worker_def *fpool_worker_module`.
  */
 #define FPOOL_WORKER_SYMBOL "fpool_worker_module"
-#define FPOOL_WORKER_MODULE(def)                                              \
+#define FPOOL_WORKER_MODULE(def) \
 	FPOOL_EXPORT const struct fpool_worker_def *fpool_worker_module = &(def)
 
 /* ---- The pool (master side) -------------------------------------------- */
 
 /* Pool settings.  Initialise with fpool_config_init(), then change fields. */
 struct fpool_config {
-	unsigned workers;            /* pool size, 1..FPOOL_MAX_WORKERS */
-	double worker_timeout;       /* s without heartbeat before SIGKILL */
-	double graceful_timeout;     /* s a stopping worker may take */
-	double check_interval;       /* s between master checks; heartbeat period */
-	double min_uptime;           /* s a worker must live to count as started */
+	unsigned workers;	 /* pool size, 1..FPOOL_MAX_WORKERS */
+	double worker_timeout;	 /* s without heartbeat before SIGKILL */
+	double graceful_timeout; /* s a stopping worker may take */
+	double check_interval;	 /* s between master checks; heartbeat period */
+	double min_uptime;	 /* s a worker must live to count as started */
 	const struct fpool_worker_def *worker; /* what every slot runs */
-	int worker_argc;             /* arguments handed to def->setup */
-	char **worker_argv;          /* (not copied: must outlive the pool) */
+	int worker_argc;    /* arguments handed to def->setup */
+	char **worker_argv; /* (not copied: must outlive the pool) */
 };
 
 /* Fill `cfg` with the defaults: workers = number of CPUs, timeouts 30 s,

@@ -7,9 +7,9 @@
  */
 #include "fpool-int.h"
 
-#define BACKOFF_FREE 2     /* failed starts that restart at once */
-#define BACKOFF_BASE 0.1   /* s, the first wait */
-#define BACKOFF_CAP 10.0   /* s, the longest wait */
+#define BACKOFF_FREE 2	  /* failed starts that restart at once */
+#define BACKOFF_BASE 0.1  /* s, the first wait */
+#define BACKOFF_CAP  10.0 /* s, the longest wait */
 
 double fpool__backoff_delay(unsigned failed)
 {

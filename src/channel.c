@@ -81,15 +81,14 @@ int fpool__msg_encode(const struct fpool__msg *m, char *buf, size_t cap,
 	g = yajl_gen_alloc(NULL);
 	if (g == NULL)
 		return -ENOMEM;
-	ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
-	     gen_str(g, "type") && gen_str(g, name);
+	ok = yajl_gen_map_open(g) == yajl_gen_status_ok && gen_str(g, "type") &&
+	     gen_str(g, name);
 	if (ok && m->type == FPOOL_MSG_HEARTBEAT) {
 		/* yajl_gen_integer() takes a long long; the counter is a
 		 * uint64_t, so write its digits ourselves. */
 		snprintf(num, sizeof(num), "%" PRIu64, m->requests);
 		ok = gen_str(g, "requests") &&
-		     yajl_gen_number(g, num, strlen(num)) ==
-			     yajl_gen_status_ok;
+		     yajl_gen_number(g, num, strlen(num)) == yajl_gen_status_ok;
 	}
 	ok = ok && yajl_gen_map_close(g) == yajl_gen_status_ok &&
 	     yajl_gen_get_buf(g, &out, &n) == yajl_gen_status_ok;

@@ -22,20 +22,20 @@ enum {
 };
 
 static const struct option long_options[] = {
-	{"workers", required_argument, NULL, 'w'},
-	{"bind", required_argument, NULL, 'b'},
-	{"worker", required_argument, NULL, 'k'},
-	{"worker-timeout", required_argument, NULL, OPT_WORKER_TIMEOUT},
-	{"graceful-timeout", required_argument, NULL, OPT_GRACEFUL_TIMEOUT},
-	{"check-interval", required_argument, NULL, OPT_CHECK_INTERVAL},
-	{"min-uptime", required_argument, NULL, OPT_MIN_UPTIME},
-	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-	{"help", no_argument, NULL, 'h'},
-	{"version", no_argument, NULL, 'V'},
-	{NULL, 0, NULL, 0},
+	{ "workers", required_argument, NULL, 'w' },
+	{ "bind", required_argument, NULL, 'b' },
+	{ "worker", required_argument, NULL, 'k' },
+	{ "worker-timeout", required_argument, NULL, OPT_WORKER_TIMEOUT },
+	{ "graceful-timeout", required_argument, NULL, OPT_GRACEFUL_TIMEOUT },
+	{ "check-interval", required_argument, NULL, OPT_CHECK_INTERVAL },
+	{ "min-uptime", required_argument, NULL, OPT_MIN_UPTIME },
+	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ NULL, 0, NULL, 0 },
 };
 
-#define DEFAULT_BIND "127.0.0.1:8080"
+#define DEFAULT_BIND   "127.0.0.1:8080"
 #define DEFAULT_WORKER "echo"
 
 void fpool__cli_usage(FILE *out)
@@ -104,12 +104,13 @@ static int parse_seconds(const char *flag, const char *arg, double *out,
 	if (r == -ERANGE)
 		return usage_error(err, errlen,
 				   "--%s: '%s' is out of range (more than 0, "
-				   "at most %.0f s)", flag, arg,
-				   FPOOL_MAX_DURATION);
+				   "at most %.0f s)",
+				   flag, arg, FPOOL_MAX_DURATION);
 	if (r != 0)
 		return usage_error(err, errlen,
 				   "--%s: '%s' is not a duration (e.g. 30, "
-				   "0.5, 250ms, 2s)", flag, arg);
+				   "0.5, 250ms, 2s)",
+				   flag, arg);
 	return 0;
 }
 
@@ -123,7 +124,8 @@ static int add_bind(struct fpool_cli *o, const char *arg, char *err,
 	if (fpool__addr_parse(arg, &a, &why) != 0)
 		return usage_error(err, errlen,
 				   "--bind: '%s': %s (expected HOST:PORT, "
-				   "[V6ADDR]:PORT or unix:PATH)", arg, why);
+				   "[V6ADDR]:PORT or unix:PATH)",
+				   arg, why);
 	v = realloc(o->binds, (o->nbinds + 1) * sizeof(*v));
 	if (v == NULL)
 		return usage_error(err, errlen, "--bind: out of memory");
@@ -161,8 +163,8 @@ int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
 
 	optind = 0; /* glibc: start afresh (the tests parse many times) */
 	opterr = 0; /* we print our own one-line messages */
-	while ((c = getopt_long(argc, argv, ":w:b:k:hV", long_options,
-				NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":w:b:k:hV", long_options, NULL)) !=
+	       -1) {
 		r = 0;
 		switch (c) {
 		case 'w':
@@ -205,7 +207,8 @@ int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
 				r = usage_error(err, errlen,
 						"--log-level: '%s' is not one "
 						"of debug, info, warning, "
-						"error", optarg);
+						"error",
+						optarg);
 			break;
 		case 'h':
 			o->help = true;
@@ -235,7 +238,8 @@ int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
 	if (optind < argc && strcmp(argv[optind - 1], "--") != 0) {
 		r = usage_error(err, errlen,
 				"unexpected argument '%s' (worker arguments "
-				"go after --)", argv[optind]);
+				"go after --)",
+				argv[optind]);
 		fpool__cli_free(o);
 		return r;
 	}

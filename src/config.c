@@ -100,8 +100,7 @@ int fpool__parse_duration(const char *s, double *out)
 	return 0;
 }
 
-int fpool__parse_uint(const char *s, unsigned min, unsigned max,
-		      unsigned *out)
+int fpool__parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 {
 	unsigned long long v = 0;
 	bool big = false;

@@ -16,7 +16,7 @@
 
 #include "forkpool.h"
 
-#define FPOOL_HIDDEN __attribute__((visibility("hidden")))
+#define FPOOL_HIDDEN   __attribute__((visibility("hidden")))
 #define FPOOL_NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 struct event;
@@ -63,8 +63,7 @@ void fpool__log_libevent(void);
  * <= FPOOL_MAX_DURATION.  0 or -EINVAL (-ERANGE when out of range). */
 int fpool__parse_duration(const char *s, double *out);
 /* Parse a decimal integer in [min, max].  0, -EINVAL or -ERANGE. */
-int fpool__parse_uint(const char *s, unsigned min, unsigned max,
-		      unsigned *out);
+int fpool__parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
 
 /* ---- listen.c ---------------------------------------------------------- */
 
@@ -76,8 +75,7 @@ struct fpool__addr {
 /* Parse "HOST:PORT" (HOST a numeric IPv4 address, "localhost", "*" or
  * empty for every address), "[V6ADDR]:PORT" or "unix:PATH".  No DNS.
  * 0 or -EINVAL; `why` (may be NULL) says what is wrong. */
-int fpool__addr_parse(const char *s, struct fpool__addr *out,
-		      const char **why);
+int fpool__addr_parse(const char *s, struct fpool__addr *out, const char **why);
 /* Create a listening socket (CLOEXEC, NONBLOCK) bound to `a`.
  * 0 and *fd, or -errno. */
 int fpool__addr_listen(const struct fpool__addr *a, int backlog, int *fd);
@@ -125,22 +123,22 @@ struct fpool__slot {
 	struct fpool_pool *pool;
 	unsigned id;
 	enum fpool__slot_state state;
-	bool wanted;        /* keep a worker in this slot (respawn) */
-	pid_t pid;          /* 0 when no process */
-	int pidfd;          /* -1 when none (or pidfd_open unsupported) */
-	int chan;           /* master end of the channel, -1 when none */
-	struct event *chan_ev;  /* EV_READ on chan */
+	bool wanted;		/* keep a worker in this slot (respawn) */
+	pid_t pid;		/* 0 when no process */
+	int pidfd;		/* -1 when none (or pidfd_open unsupported) */
+	int chan;		/* master end of the channel, -1 when none */
+	struct event *chan_ev;	/* EV_READ on chan */
 	struct event *pidfd_ev; /* EV_READ on pidfd: the process exited */
-	struct event *timer;    /* backoff delay, or stop deadline */
-	double started;         /* fpool__now() at fork */
-	double ready_at;        /* at "ready", 0 before */
-	double last_seen;       /* last message from the worker */
-	double stop_sent;       /* when SIGTERM/SIGINT was sent */
-	double due;             /* backoff: when the next start is due */
-	bool killed;            /* SIGKILL already sent */
-	unsigned failed;        /* consecutive failed starts */
-	unsigned restarts;      /* processes started in this slot, minus one */
-	uint64_t requests;      /* last reported by the worker */
+	struct event *timer;	/* backoff delay, or stop deadline */
+	double started;		/* fpool__now() at fork */
+	double ready_at;	/* at "ready", 0 before */
+	double last_seen;	/* last message from the worker */
+	double stop_sent;	/* when SIGTERM/SIGINT was sent */
+	double due;		/* backoff: when the next start is due */
+	bool killed;		/* SIGKILL already sent */
+	unsigned failed;	/* consecutive failed starts */
+	unsigned restarts;	/* processes started in this slot, minus one */
+	uint64_t requests;	/* last reported by the worker */
 };
 
 struct fpool__slot *fpool__slot_new(struct fpool_pool *pool, unsigned id);
@@ -182,8 +180,8 @@ struct fpool_pool {
 	pid_t master_pid;
 	struct event_base *base;
 	struct fpool__slot **slots; /* indexed by id; NULL = never used */
-	unsigned nslots;            /* length of slots */
-	unsigned target;            /* how many slots are wanted */
+	unsigned nslots;	    /* length of slots */
+	unsigned target;	    /* how many slots are wanted */
 	struct fpool__listener *listeners;
 	size_t nlisteners;
 	int *preserved;
@@ -192,9 +190,9 @@ struct fpool_pool {
 	struct event *sigev[16];
 	size_t nsigev;
 	struct event *check_ev;
-	sigset_t saved_mask;   /* the mask to restore after fork */
-	bool graceful;         /* how the current stop was asked */
-	int result;            /* what fpool_pool_run returns */
+	sigset_t saved_mask; /* the mask to restore after fork */
+	bool graceful;	     /* how the current stop was asked */
+	int result;	     /* what fpool_pool_run returns */
 };
 
 /* Reap every exited child, ours or not, and act on our slots' exits. */
@@ -214,8 +212,8 @@ extern const size_t fpool__n_master_signals;
 /* ---- worker.c: the child side ------------------------------------------ */
 
 /* Run a worker in a freshly forked child.  Never returns. */
-void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
-		       int chan) __attribute__((noreturn));
+void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s, int chan)
+	__attribute__((noreturn));
 /* Flush stdio and leave the process: the only exit of a child. */
 void fpool__child_exit(int status) __attribute__((noreturn));
 
@@ -229,7 +227,7 @@ struct fpool_cli {
 	const char *worker; /* --worker: a built-in name or a .so path */
 	enum fpool_log_level log_level;
 	bool help, version;
-	int worker_argc;    /* arguments after `--` */
+	int worker_argc; /* arguments after `--` */
 	char **worker_argv;
 };
 /* Parse argv.  0, or 2 (a usage error) with one line in err[]. */

@@ -17,7 +17,7 @@
 
 #include "fpool-int.h"
 
-#define UNIX_PREFIX "unix:"
+#define UNIX_PREFIX	"unix:"
 #define UNIX_PREFIX_LEN (sizeof(UNIX_PREFIX) - 1)
 
 /* Write the canonical text of a socket address into buf. */
@@ -69,8 +69,7 @@ static int fail(const char **why, const char *what)
 	return -EINVAL;
 }
 
-static int parse_unix(const char *path, struct fpool__addr *a,
-		      const char **why)
+static int parse_unix(const char *path, struct fpool__addr *a, const char **why)
 {
 	struct sockaddr_un *un = (struct sockaddr_un *)&a->ss;
 	size_t n = strlen(path);
@@ -103,8 +102,7 @@ static int parse_port(const char *s, in_port_t *port, const char **why)
 	return 0;
 }
 
-static int parse_inet6(const char *s, struct fpool__addr *a,
-		       const char **why)
+static int parse_inet6(const char *s, struct fpool__addr *a, const char **why)
 {
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
 	const char *end = strchr(s, ']');
@@ -114,8 +112,8 @@ static int parse_inet6(const char *s, struct fpool__addr *a,
 	if (end == NULL)
 		return fail(why, "missing ']' after IPv6 address");
 	if (end[1] != ':')
-		return fail(why, end[1] ? "expected ':' after ']'" :
-					  "missing port");
+		return fail(why,
+			    end[1] ? "expected ':' after ']'" : "missing port");
 	n = (size_t)(end - s);
 	if (n == 0 || n >= sizeof(host))
 		return fail(why, "not a numeric IPv6 address");
@@ -128,8 +126,7 @@ static int parse_inet6(const char *s, struct fpool__addr *a,
 	return parse_port(end + 2, &sin6->sin6_port, why);
 }
 
-static int parse_inet(const char *s, struct fpool__addr *a,
-		      const char **why)
+static int parse_inet(const char *s, struct fpool__addr *a, const char **why)
 {
 	struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
 	const char *colon = strchr(s, ':');
@@ -145,8 +142,7 @@ static int parse_inet(const char *s, struct fpool__addr *a,
 	a->len = sizeof(*sin);
 	if (n == 0 || (n == 1 && s[0] == '*')) {
 		sin->sin_addr.s_addr = htonl(INADDR_ANY);
-	} else if (n == strlen("localhost") &&
-		   memcmp(s, "localhost", n) == 0) {
+	} else if (n == strlen("localhost") && memcmp(s, "localhost", n) == 0) {
 		/* The one name we know without asking a resolver; it means
 		 * IPv4 loopback, as for most servers. */
 		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -161,8 +157,7 @@ static int parse_inet(const char *s, struct fpool__addr *a,
 	return parse_port(colon + 1, &sin->sin_port, why);
 }
 
-int fpool__addr_parse(const char *s, struct fpool__addr *out,
-		      const char **why)
+int fpool__addr_parse(const char *s, struct fpool__addr *out, const char **why)
 {
 	struct fpool__addr a;
 	int r;

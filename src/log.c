@@ -109,8 +109,7 @@ void fpool_log(enum fpool_log_level level, const char *fmt, ...)
 	va_end(ap);
 }
 
-void fpool__log_errno(enum fpool_log_level level, int err, const char *fmt,
-		      ...)
+void fpool__log_errno(enum fpool_log_level level, int err, const char *fmt, ...)
 {
 	va_list ap;
 

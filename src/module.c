@@ -36,14 +36,16 @@ int fpool__module_find(const char *name, const struct fpool_worker_def **out,
 	*handle = NULL;
 	if (!looks_like_path(name)) {
 		for (size_t i = 0; fpool__builtin_workers[i] != NULL; i++) {
-			if (strcmp(fpool__builtin_workers[i]->name, name) == 0) {
+			if (strcmp(fpool__builtin_workers[i]->name, name) ==
+			    0) {
 				*out = fpool__builtin_workers[i];
 				return 0;
 			}
 		}
 		snprintf(err, errlen,
 			 "--worker: no built-in worker '%s' (see --help; a "
-			 "module is given by its path, e.g. ./w.so)", name);
+			 "module is given by its path, e.g. ./w.so)",
+			 name);
 		return -ENOENT;
 	}
 	/* RTLD_NOW: an unresolved symbol is an error here, not a crash in

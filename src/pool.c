@@ -32,19 +32,19 @@ static const struct {
 	int signo;
 	pool_signal_fn fn;
 } signal_table[] = {
-	{SIGTERM, on_stop_signal}, /* graceful stop */
-	{SIGQUIT, on_stop_signal}, /* graceful stop, as nginx does */
-	{SIGINT, on_stop_signal},  /* interrupt */
-	{SIGCHLD, on_sigchld},     /* reap and respawn */
-	{SIGTTIN, on_ttin},        /* one worker more */
-	{SIGTTOU, on_ttou},        /* one worker fewer */
-	{SIGHUP, on_not_yet},      /* rolling reload: not built yet */
-	{SIGUSR1, on_not_yet},     /* reopen logs: not built yet */
+	{ SIGTERM, on_stop_signal }, /* graceful stop */
+	{ SIGQUIT, on_stop_signal }, /* graceful stop, as nginx does */
+	{ SIGINT, on_stop_signal },  /* interrupt */
+	{ SIGCHLD, on_sigchld },     /* reap and respawn */
+	{ SIGTTIN, on_ttin },	     /* one worker more */
+	{ SIGTTOU, on_ttou },	     /* one worker fewer */
+	{ SIGHUP, on_not_yet },	     /* rolling reload: not built yet */
+	{ SIGUSR1, on_not_yet },     /* reopen logs: not built yet */
 };
 
 const int fpool__master_signals[] = {
-	SIGTERM, SIGQUIT, SIGINT, SIGCHLD, SIGTTIN, SIGTTOU, SIGHUP, SIGUSR1,
-	SIGPIPE,
+	SIGTERM, SIGQUIT, SIGINT,  SIGCHLD, SIGTTIN,
+	SIGTTOU, SIGHUP,  SIGUSR1, SIGPIPE,
 };
 const size_t fpool__n_master_signals = FPOOL_NELEM(fpool__master_signals);
 
@@ -126,7 +126,8 @@ int fpool_pool_listen(struct fpool_pool *pool, const char *addr)
 		if (l->unlink_path == NULL)
 			fpool_log(FPOOL_LOG_WARNING,
 				  "out of memory: %s will not be removed at "
-				  "exit", a.text);
+				  "exit",
+				  a.text);
 	}
 	fpool__sockname(fd, name, sizeof(name));
 	fpool_log(FPOOL_LOG_INFO, "listening on %s", name);
@@ -276,7 +277,8 @@ void fpool_pool_stop(struct fpool_pool *pool, int graceful)
 	} else if (pool->state == POOL_STOPPING) {
 		fpool_log(FPOOL_LOG_INFO,
 			  "interrupt during graceful shutdown: interrupting "
-			  "%u workers", fpool__pool_live(pool));
+			  "%u workers",
+			  fpool__pool_live(pool));
 	} else {
 		return;
 	}
@@ -311,8 +313,9 @@ static void on_ttin(struct fpool_pool *pool, int signo)
 		id++;
 	err = fpool_pool_add_worker(pool, id);
 	if (err != 0)
-		fpool_log(FPOOL_LOG_WARNING, "SIGTTIN: cannot add worker %u: %s",
-			  id, fpool_strerror(err));
+		fpool_log(FPOOL_LOG_WARNING,
+			  "SIGTTIN: cannot add worker %u: %s", id,
+			  fpool_strerror(err));
 	else
 		fpool_log(FPOOL_LOG_INFO, "SIGTTIN: added worker %u (%u now)",
 			  id, fpool_pool_size(pool));
@@ -387,9 +390,9 @@ static int pool_events_add(struct fpool_pool *pool)
 	struct timeval tv = fpool__tv(pool->cfg.check_interval);
 
 	for (size_t i = 0; i < FPOOL_NELEM(signal_table); i++) {
-		struct event *ev = evsignal_new(pool->base,
-						signal_table[i].signo,
-						pool_signal_cb, pool);
+		struct event *ev =
+			evsignal_new(pool->base, signal_table[i].signo,
+				     pool_signal_cb, pool);
 
 		if (ev == NULL || evsignal_add(ev, NULL) != 0) {
 			fpool_log(FPOOL_LOG_ERROR, "cannot handle %s",
@@ -400,8 +403,8 @@ static int pool_events_add(struct fpool_pool *pool)
 		}
 		pool->sigev[pool->nsigev++] = ev;
 	}
-	pool->check_ev = event_new(pool->base, -1, EV_PERSIST, pool_check_cb,
-				   pool);
+	pool->check_ev =
+		event_new(pool->base, -1, EV_PERSIST, pool_check_cb, pool);
 	if (pool->check_ev == NULL || event_add(pool->check_ev, &tv) != 0) {
 		fpool_log(FPOOL_LOG_ERROR, "cannot start the check timer");
 		return -ENOMEM;
@@ -417,8 +420,10 @@ static int run_hooks(struct fpool_pool *pool, struct fpool__hooks *h,
 		int r = cb(pool, h->v[i].arg);
 
 		if (r != 0) {
-			fpool_log(FPOOL_LOG_ERROR, "master %s hook %zu failed "
-				  "(%d)", what, i + 1, r);
+			fpool_log(FPOOL_LOG_ERROR,
+				  "master %s hook %zu failed "
+				  "(%d)",
+				  what, i + 1, r);
 			return r;
 		}
 	}
@@ -458,8 +463,7 @@ int fpool_pool_run(struct fpool_pool *pool)
 	}
 	/* Reap whatever is left, e.g. when the loop failed. */
 	fpool__pool_reap(pool);
-	if (run_hooks(pool, &pool->on_shutdown, "on_shutdown") != 0 &&
-	    err == 0)
+	if (run_hooks(pool, &pool->on_shutdown, "on_shutdown") != 0 && err == 0)
 		err = -ECANCELED;
 	if (err == 0)
 		err = pool->result;

@@ -116,8 +116,8 @@ static void slot_chan_cb(evutil_socket_t fd, short what, void *arg)
 			if (n < 0)
 				fpool__log_errno(FPOOL_LOG_WARNING, errno,
 						 "worker %u pid %d: channel "
-						 "read failed", s->id,
-						 (int)s->pid);
+						 "read failed",
+						 s->id, (int)s->pid);
 			event_free(s->chan_ev);
 			s->chan_ev = NULL;
 			close(s->chan);
@@ -127,8 +127,8 @@ static void slot_chan_cb(evutil_socket_t fd, short what, void *arg)
 		if (fpool__msg_decode(buf, (size_t)n, &msg) != 0) {
 			fpool_log(FPOOL_LOG_WARNING,
 				  "worker %u pid %d sent a malformed message "
-				  "(%zd bytes); ignored", s->id, (int)s->pid,
-				  n);
+				  "(%zd bytes); ignored",
+				  s->id, (int)s->pid, n);
 			continue;
 		}
 		s->last_seen = fpool__now();
@@ -170,8 +170,8 @@ static void slot_timer_cb(evutil_socket_t fd, short what, void *arg)
 	} else if (s->state == SLOT_STOPPING && !s->killed) {
 		fpool_log(FPOOL_LOG_WARNING,
 			  "worker %u pid %d did not stop within %.3g s, "
-			  "sending SIGKILL", s->id, (int)s->pid,
-			  s->pool->cfg.graceful_timeout);
+			  "sending SIGKILL",
+			  s->id, (int)s->pid, s->pool->cfg.graceful_timeout);
 		s->killed = true;
 		fpool__slot_signal(s, SIGKILL);
 	}
@@ -184,7 +184,8 @@ static void slot_arm_timer(struct fpool__slot *s, double seconds)
 	if (event_add(s->timer, &tv) != 0)
 		fpool_log(FPOOL_LOG_ERROR,
 			  "worker %u: cannot arm its timer; the check timer "
-			  "will act instead", s->id);
+			  "will act instead",
+			  s->id);
 }
 
 /* Put the slot in backoff for `delay` seconds before its next start. */
@@ -206,7 +207,8 @@ static int pidfd_open(pid_t pid)
 	if (fd < 0 && errno != ENOSYS)
 		fpool__log_errno(FPOOL_LOG_WARNING, errno,
 				 "pidfd_open(%d) failed; using SIGCHLD and "
-				 "kill()", (int)pid);
+				 "kill()",
+				 (int)pid);
 	if (fd >= 0 && fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
 		fpool__log_errno(FPOOL_LOG_WARNING, errno,
 				 "fcntl(FD_CLOEXEC) on a pidfd");
@@ -252,8 +254,8 @@ int fpool__slot_spawn(struct fpool__slot *s)
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	close(sv[1]);
 	if (pid < 0) {
-		fpool__log_errno(FPOOL_LOG_ERROR, err,
-				 "worker %u: fork failed", s->id);
+		fpool__log_errno(FPOOL_LOG_ERROR, err, "worker %u: fork failed",
+				 s->id);
 		close(sv[0]);
 		slot_backoff(s, 1.0, "fork failed");
 		return -err;
@@ -276,14 +278,16 @@ int fpool__slot_spawn(struct fpool__slot *s)
 	if (s->chan_ev == NULL || event_add(s->chan_ev, NULL) != 0)
 		fpool_log(FPOOL_LOG_ERROR,
 			  "worker %u pid %d: cannot watch its channel; it will "
-			  "be seen as hung", s->id, (int)pid);
+			  "be seen as hung",
+			  s->id, (int)pid);
 	if (s->pidfd >= 0) {
 		s->pidfd_ev = event_new(pool->base, s->pidfd, EV_READ,
 					slot_pidfd_cb, s);
 		if (s->pidfd_ev == NULL || event_add(s->pidfd_ev, NULL) != 0)
 			fpool_log(FPOOL_LOG_WARNING,
 				  "worker %u pid %d: cannot watch its pidfd; "
-				  "relying on SIGCHLD", s->id, (int)pid);
+				  "relying on SIGCHLD",
+				  s->id, (int)pid);
 	}
 	fpool_log(FPOOL_LOG_INFO, "worker %u pid %d started", s->id, (int)pid);
 	return 0;
@@ -359,8 +363,8 @@ void fpool__slot_check(struct fpool__slot *s, double now)
 		return;
 	fpool_log(FPOOL_LOG_WARNING,
 		  "worker %u pid %d hung: no heartbeat for %.1f s "
-		  "(--worker-timeout %.3g s), sending SIGKILL", s->id,
-		  (int)s->pid, age, s->pool->cfg.worker_timeout);
+		  "(--worker-timeout %.3g s), sending SIGKILL",
+		  s->id, (int)s->pid, age, s->pool->cfg.worker_timeout);
 	s->killed = true;
 	fpool__slot_signal(s, SIGKILL);
 }

@@ -148,9 +148,9 @@ static int run_hooks(struct fpool_worker *w, struct fpool__hooks *h,
  */
 static void arm_deadline(struct fpool_worker *w)
 {
-	struct sigevent sev = {.sigev_notify = SIGEV_SIGNAL,
-			       .sigev_signo = SIGKILL};
-	struct itimerspec its = {0};
+	struct sigevent sev = { .sigev_notify = SIGEV_SIGNAL,
+				.sigev_signo = SIGKILL };
+	struct itimerspec its = { 0 };
 	double t = w->graceful_timeout + ORPHAN_MARGIN;
 
 	if (w->deadline_armed)
@@ -243,8 +243,8 @@ static void worker_chan_cb(evutil_socket_t fd, short what, void *arg)
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct fpool_worker *w = arg;
-	struct fpool__msg m = {.type = FPOOL_MSG_HEARTBEAT,
-			       .requests = w->requests};
+	struct fpool__msg m = { .type = FPOOL_MSG_HEARTBEAT,
+				.requests = w->requests };
 	int r;
 
 	(void)fd;
@@ -345,8 +345,8 @@ static void forget_master(struct fpool_worker *w, struct fpool_pool *pool)
 	size_t nkeep = 4 + pool->nlisteners + pool->npreserved, k = 0;
 	int *keep = calloc(nkeep, sizeof(*keep));
 
-	w->listeners = calloc(pool->nlisteners ? pool->nlisteners : 1,
-			      sizeof(int));
+	w->listeners =
+		calloc(pool->nlisteners ? pool->nlisteners : 1, sizeof(int));
 	if (keep == NULL || w->listeners == NULL)
 		worker_fail("out of memory");
 	keep[k++] = STDIN_FILENO;
@@ -368,10 +368,9 @@ static void forget_master(struct fpool_worker *w, struct fpool_pool *pool)
 
 	for (size_t i = 0; i < fpool__n_master_signals; i++)
 		if (signal(fpool__master_signals[i], SIG_DFL) == SIG_ERR)
-			fpool__log_errno(FPOOL_LOG_WARNING, errno,
-					 "resetting %s",
-					 fpool__signame(
-						 fpool__master_signals[i]));
+			fpool__log_errno(
+				FPOOL_LOG_WARNING, errno, "resetting %s",
+				fpool__signame(fpool__master_signals[i]));
 	/* A worker writing to a closed connection must get EPIPE. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		fpool__log_errno(FPOOL_LOG_WARNING, errno, "ignoring SIGPIPE");
@@ -430,12 +429,11 @@ static void free_worker(struct fpool_worker *w)
 	close(w->chan);
 }
 
-void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
-		       int chan)
+void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s, int chan)
 {
-	struct fpool_worker w = {0};
+	struct fpool_worker w = { 0 };
 	const struct fpool_worker_def *def = pool->cfg.worker;
-	struct fpool__msg ready = {.type = FPOOL_MSG_READY};
+	struct fpool__msg ready = { .type = FPOOL_MSG_READY };
 	sigset_t mask = pool->saved_mask;
 	int status, r;
 

@@ -57,7 +57,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 
 	if (evbuffer_add_buffer(out, bufferevent_get_input(bev)) != 0) {
 		fpool_log(FPOOL_LOG_ERROR, "echo: out of memory; closing a "
-			  "connection");
+					   "connection");
 		conn_free(c);
 		return;
 	}
@@ -72,7 +72,8 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 	struct echo_conn *c = arg;
 
 	/* Called once the output drained below the low-water mark. */
-	if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+	if (c->closing &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
 		conn_free(c);
 		return;
 	}
@@ -97,8 +98,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_ERROR)
 		fpool_log(FPOOL_LOG_DEBUG, "echo: connection error: %s",
-			  evutil_socket_error_to_string(
-				  EVUTIL_SOCKET_ERROR()));
+			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	conn_free(c);
 }
 
@@ -114,7 +114,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	if (c == NULL) {
 		evutil_closesocket(fd);
 		fpool_log(FPOOL_LOG_ERROR, "echo: out of memory; refused a "
-			  "connection");
+					   "connection");
 		return;
 	}
 	c->echo = e;
@@ -173,9 +173,9 @@ static int echo_on_start(struct fpool_worker *w, void *arg)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		/* Backlog 0: the master already called listen(). */
-		struct evconnlistener *l = evconnlistener_new(
-			fpool_worker_base(w), accept_cb, e,
-			LEV_OPT_CLOSE_ON_FREE, 0, fds[i]);
+		struct evconnlistener *l =
+			evconnlistener_new(fpool_worker_base(w), accept_cb, e,
+					   LEV_OPT_CLOSE_ON_FREE, 0, fds[i]);
 
 		if (l == NULL) {
 			fpool_log(FPOOL_LOG_ERROR,

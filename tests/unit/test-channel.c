@@ -24,7 +24,10 @@ struct pkt {
 	const char *buf;
 	size_t len;
 };
-#define PKT(s) { s, sizeof(s) - 1 }
+#define PKT(s)                   \
+	{                        \
+		s, sizeof(s) - 1 \
+	}
 
 /* Decode must leave *m alone on failure. */
 static const struct fpool__msg untouched = {
@@ -371,9 +374,8 @@ static void test_socketpair(void **state)
 	int sv[2];
 
 	(void)state;
-	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0,
-				    sv),
-			 0);
+	assert_int_equal(
+		socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
 	assert_int_equal(fpool__msg_send(sv[0], &ready, true), 0);
 	assert_int_equal(fpool__msg_send(sv[0], &hb, false), 0);
 	assert_int_equal(fpool__msg_send(sv[0], &hb, true), 0);
@@ -422,10 +424,11 @@ static void test_full_channel(void **state)
 	(void)state;
 	/* A send that never returns would hang the whole test run. */
 	alarm(10);
-	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC |
-						     SOCK_NONBLOCK,
-				    0, sv),
-			 0);
+	assert_int_equal(
+		socketpair(AF_UNIX,
+			   SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0,
+			   sv),
+		0);
 	/* A heartbeat never waits: a full channel is -EAGAIN at once. */
 	sent = fill(sv[0]);
 	assert_true(sent > 0);

@@ -13,18 +13,18 @@
 
 #include "fpool-int.h"
 
-#define PARSE(o, err, ...)                                                    \
-	({                                                                    \
-		char *argv_[] = {"forkpool", __VA_ARGS__, NULL};              \
-		fpool__cli_parse((int)FPOOL_NELEM(argv_) - 1, argv_, (o),     \
-				 (err), sizeof(err));                         \
+#define PARSE(o, err, ...)                                                \
+	({                                                                \
+		char *argv_[] = { "forkpool", __VA_ARGS__, NULL };        \
+		fpool__cli_parse((int)FPOOL_NELEM(argv_) - 1, argv_, (o), \
+				 (err), sizeof(err));                     \
 	})
 
 static void test_defaults(void **state)
 {
 	struct fpool_cli o;
 	char err[256];
-	char *argv[] = {"forkpool", NULL};
+	char *argv[] = { "forkpool", NULL };
 
 	(void)state;
 	assert_int_equal(fpool__cli_parse(1, argv, &o, err, sizeof(err)), 0);
@@ -48,13 +48,12 @@ static void test_every_flag(void **state)
 	char err[256];
 
 	(void)state;
-	assert_int_equal(PARSE(&o, err, "-w", "3", "--bind", "[::1]:9000",
-			       "-b", "unix:/tmp/x.sock", "-k", "./w.so",
-			       "--worker-timeout", "2.5",
-			       "--graceful-timeout", "250ms",
-			       "--check-interval", "0.1", "--min-uptime", "2s",
-			       "--log-level", "debug", "--", "--hang-after",
-			       "5"),
+	assert_int_equal(PARSE(&o, err, "-w", "3", "--bind", "[::1]:9000", "-b",
+			       "unix:/tmp/x.sock", "-k", "./w.so",
+			       "--worker-timeout", "2.5", "--graceful-timeout",
+			       "250ms", "--check-interval", "0.1",
+			       "--min-uptime", "2s", "--log-level", "debug",
+			       "--", "--hang-after", "5"),
 			 0);
 	assert_int_equal(o.cfg.workers, 3);
 	assert_int_equal(o.nbinds, 2);
@@ -96,33 +95,32 @@ static void test_usage_errors(void **state)
 	static const struct {
 		const char *flag, *value, *named;
 	} bad[] = {
-		{"-w", "0", "--workers"},
-		{"-w", "-1", "--workers"},
-		{"-w", "abc", "--workers"},
-		{"-w", "99999999", "--workers"},
-		{"--workers", "", "--workers"},
-		{"-b", "127.0.0.1", "--bind"},
-		{"-b", "127.0.0.1:99999", "--bind"},
-		{"--bind", "example.com:80", "--bind"},
-		{"--worker-timeout", "0", "--worker-timeout"},
-		{"--worker-timeout", "abc", "--worker-timeout"},
-		{"--graceful-timeout", "-1", "--graceful-timeout"},
-		{"--check-interval", "1x", "--check-interval"},
-		{"--min-uptime", "nan", "--min-uptime"},
-		{"--log-level", "loud", "--log-level"},
-		{"-k", "", "--worker"},
+		{ "-w", "0", "--workers" },
+		{ "-w", "-1", "--workers" },
+		{ "-w", "abc", "--workers" },
+		{ "-w", "99999999", "--workers" },
+		{ "--workers", "", "--workers" },
+		{ "-b", "127.0.0.1", "--bind" },
+		{ "-b", "127.0.0.1:99999", "--bind" },
+		{ "--bind", "example.com:80", "--bind" },
+		{ "--worker-timeout", "0", "--worker-timeout" },
+		{ "--worker-timeout", "abc", "--worker-timeout" },
+		{ "--graceful-timeout", "-1", "--graceful-timeout" },
+		{ "--check-interval", "1x", "--check-interval" },
+		{ "--min-uptime", "nan", "--min-uptime" },
+		{ "--log-level", "loud", "--log-level" },
+		{ "-k", "", "--worker" },
 	};
 	struct fpool_cli o;
 	char err[256];
 
 	(void)state;
 	for (size_t i = 0; i < FPOOL_NELEM(bad); i++) {
-		char *argv[] = {"forkpool", (char *)bad[i].flag,
-				(char *)bad[i].value, NULL};
+		char *argv[] = { "forkpool", (char *)bad[i].flag,
+				 (char *)bad[i].value, NULL };
 
-		assert_int_equal(fpool__cli_parse(3, argv, &o, err,
-						  sizeof(err)),
-				 2);
+		assert_int_equal(
+			fpool__cli_parse(3, argv, &o, err, sizeof(err)), 2);
 		if (strstr(err, bad[i].named) == NULL)
 			fail_msg("%s %s: message '%s' does not name %s",
 				 bad[i].flag, bad[i].value, err, bad[i].named);
@@ -153,14 +151,13 @@ static void test_module_lookup(void **state)
 	char err[256];
 
 	(void)state;
-	assert_int_equal(fpool__module_find("echo", &def, &handle, err,
-					    sizeof(err)),
-			 0);
+	assert_int_equal(
+		fpool__module_find("echo", &def, &handle, err, sizeof(err)), 0);
 	assert_string_equal(def->name, "echo");
 	assert_null(handle);
-	assert_int_equal(fpool__module_find("nope", &def, &handle, err,
-					    sizeof(err)),
-			 -ENOENT);
+	assert_int_equal(
+		fpool__module_find("nope", &def, &handle, err, sizeof(err)),
+		-ENOENT);
 	assert_non_null(strstr(err, "--worker"));
 	assert_int_equal(fpool__module_find("/nonexistent/w.so", &def, &handle,
 					    err, sizeof(err)),

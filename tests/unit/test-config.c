@@ -50,8 +50,8 @@ static void test_duration_good(void **state)
 		int r = fpool__parse_duration(cases[i].s, &v);
 
 		if (r != 0 || v != cases[i].want)
-			fail_msg("\"%s\": %d, %g; want 0, %g", cases[i].s, r,
-				 v, cases[i].want);
+			fail_msg("\"%s\": %d, %g; want 0, %g", cases[i].s, r, v,
+				 cases[i].want);
 	}
 }
 
@@ -68,10 +68,11 @@ static void check_duration_bad(const char *s, int want)
 static void test_duration_malformed(void **state)
 {
 	static const char *const cases[] = {
-		"", "abc", "-1", "+1", "1x", "1 ", " 1", "\t1", "1\n",
-		"nan", "NaN", "inf", "infinity", "1e400", "1e3", "0x10",
-		"0x1p3", "1.", ".5", ".", "1..2", "1.2.3", "s", "ms", "m",
-		"1sm", "1 s", "1S", "1MS", "1h", "1us", "1,5", "1ms ",
+		"",	 "abc",	 "-1",	  "+1",	 "1x",	 "1 ",	     " 1",
+		"\t1",	 "1\n",	 "nan",	  "NaN", "inf",	 "infinity", "1e400",
+		"1e3",	 "0x10", "0x1p3", "1.",	 ".5",	 ".",	     "1..2",
+		"1.2.3", "s",	 "ms",	  "m",	 "1sm",	 "1 s",	     "1S",
+		"1MS",	 "1h",	 "1us",	  "1,5", "1ms ",
 	};
 	size_t i;
 
@@ -84,8 +85,17 @@ static void test_duration_malformed(void **state)
 static void test_duration_range(void **state)
 {
 	static const char *const cases[] = {
-		"0", "0.0", "0s", "0ms", "0m", "000", "604801", "604800.5",
-		"10081m", "604800001ms", "99999999999999999999999999999",
+		"0",
+		"0.0",
+		"0s",
+		"0ms",
+		"0m",
+		"000",
+		"604801",
+		"604800.5",
+		"10081m",
+		"604800001ms",
+		"99999999999999999999999999999",
 		"99999999999999999999999999999ms",
 	};
 	size_t i;
@@ -118,13 +128,12 @@ static void test_uint_good(void **state)
 					  cases[i].max, &v);
 
 		if (r != 0 || v != cases[i].want)
-			fail_msg("\"%s\": %d, %u; want 0, %u", cases[i].s, r,
-				 v, cases[i].want);
+			fail_msg("\"%s\": %d, %u; want 0, %u", cases[i].s, r, v,
+				 cases[i].want);
 	}
 }
 
-static void check_uint_bad(const char *s, unsigned min, unsigned max,
-			   int want)
+static void check_uint_bad(const char *s, unsigned min, unsigned max, int want)
 {
 	unsigned v = UNTOUCHED_U;
 	int r = fpool__parse_uint(s, min, max, &v);
@@ -137,8 +146,17 @@ static void check_uint_bad(const char *s, unsigned min, unsigned max,
 static void test_uint_bad(void **state)
 {
 	static const char *const malformed[] = {
-		"", "-1", "+1", " 1", "1 ", "1.0", "0x10", "abc", "1e3",
-		"1k", "99999999999999999999999x",
+		"",
+		"-1",
+		"+1",
+		" 1",
+		"1 ",
+		"1.0",
+		"0x10",
+		"abc",
+		"1e3",
+		"1k",
+		"99999999999999999999999x",
 	};
 	size_t i;
 

@@ -92,8 +92,8 @@ static void test_parse_details(void **state)
 static void test_parse_bad(void **state)
 {
 	/* A path one byte too long for sun_path (which needs its NUL). */
-	char long_path[sizeof("unix:") + sizeof(((struct sockaddr_un *)0)->
-						sun_path)];
+	char long_path[sizeof("unix:") +
+		       sizeof(((struct sockaddr_un *)0)->sun_path)];
 	static const struct {
 		const char *s;
 		const char *why; /* NULL: any reason */
@@ -150,9 +150,9 @@ static void test_parse_bad(void **state)
 		/* A failed parse leaves *out alone. */
 		assert_int_equal((unsigned char)a.text[0], 0x5a);
 	}
-	assert_int_equal(fpool__addr_parse(NULL, &(struct fpool__addr){ 0 },
-					   NULL),
-			 -EINVAL);
+	assert_int_equal(
+		fpool__addr_parse(NULL, &(struct fpool__addr){ 0 }, NULL),
+		-EINVAL);
 }
 
 static void test_parse_longest_unix(void **state)

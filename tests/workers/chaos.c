@@ -67,14 +67,14 @@ static long parse_ms(const char *flag, const char *s)
 static int chaos_setup(struct fpool_worker *w, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"fail-start", no_argument, NULL, 'f'},
-		{"crash-after", required_argument, NULL, 'c'},
-		{"hang-after", required_argument, NULL, 'H'},
-		{"exit-after", required_argument, NULL, 'e'},
-		{"exit-code", required_argument, NULL, 'x'},
-		{"ignore-term", no_argument, NULL, 'i'},
-		{"blocking", no_argument, NULL, 'b'},
-		{NULL, 0, NULL, 0},
+		{ "fail-start", no_argument, NULL, 'f' },
+		{ "crash-after", required_argument, NULL, 'c' },
+		{ "hang-after", required_argument, NULL, 'H' },
+		{ "exit-after", required_argument, NULL, 'e' },
+		{ "exit-code", required_argument, NULL, 'x' },
+		{ "ignore-term", no_argument, NULL, 'i' },
+		{ "blocking", no_argument, NULL, 'b' },
+		{ NULL, 0, NULL, 0 },
 	};
 	int c;
 
@@ -186,7 +186,7 @@ static void exit_cb(evutil_socket_t fd, short what, void *arg)
 static struct event *after(struct fpool_worker *w, long ms,
 			   event_callback_fn cb)
 {
-	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 	struct event *ev;
 
 	if (ms < 0)
@@ -207,15 +207,15 @@ static int chaos_main(struct fpool_worker *w, void *arg)
 	chaos.hang_ev = after(w, chaos.hang_after, hang_cb);
 	chaos.exit_ev = after(w, chaos.exit_after, exit_cb);
 	if (chaos.blocking) {
-		struct timespec nap = {0, 5 * 1000 * 1000};
+		struct timespec nap = { 0, 5 * 1000 * 1000 };
 
 		while (fpool_worker_is_running(w) && !chaos.exit_now)
 			nanosleep(&nap, NULL); /* "work" */
 	} else {
 		fpool_worker_loop(w);
 	}
-	say(w, fpool_worker_interrupted(w) ? "main cancelled"
-					   : "main returned");
+	say(w,
+	    fpool_worker_interrupted(w) ? "main cancelled" : "main returned");
 	return chaos.exit_now ? chaos.exit_code : 0;
 }
 
