@@ -60,6 +60,31 @@ enum fpool_log_level {
  * "master"; in a worker "worker ID pid PID". */
 FPOOL_EXPORT void fpool_log(enum fpool_log_level level, const char *fmt, ...)
 	FPOOL_PRINTF(2, 3);
+/* A key/value pair attached to a log record. */
+struct fpool_log_field {
+	const char *key;
+	const char *value;
+};
+
+/* Log one record with key/value fields (text: `key=value` after the
+ * message; JSON: a "fields" object). */
+FPOOL_EXPORT void fpool_log_fields(enum fpool_log_level level,
+				   const struct fpool_log_field *fields,
+				   size_t nfields, const char *fmt, ...)
+	FPOOL_PRINTF(4, 5);
+
+enum fpool_log_format {
+	FPOOL_LOG_TEXT, /* one human line per record */
+	FPOOL_LOG_JSON, /* one JSON object per line */
+};
+
+/* Send the master's log to `path` (NULL: stderr) in `format`.  The file
+ * is opened for appending; fpool_log_reopen() opens it anew (logrotate).
+ * 0 or -errno. */
+FPOOL_EXPORT int fpool_log_open(const char *path, enum fpool_log_format format);
+/* Reopen the log file.  0 or -errno; on failure the old file stays. */
+FPOOL_EXPORT int fpool_log_reopen(void);
+
 /* Records below `level` are dropped. */
 FPOOL_EXPORT void fpool_log_set_level(enum fpool_log_level level);
 /* Parse "debug", "info", "warning" or "error"; 0 or -EINVAL. */
@@ -121,6 +146,10 @@ struct fpool_config {
 	const struct fpool_worker_def *worker; /* what every slot runs */
 	int worker_argc;    /* arguments handed to def->setup */
 	char **worker_argv; /* (not copied: must outlive the pool) */
+	/* Files for captured worker stdout/stderr lines; NULL: the log. */
+	const char *stdout_file;
+	const char *stderr_file;
+	unsigned output_lines; /* last lines kept per slot for `output` */
 };
 
 /* Fill `cfg` with the defaults: workers = number of CPUs, timeouts 30 s,

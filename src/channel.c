@@ -25,15 +25,20 @@
  */
 #define CHAN_DEPTH 16
 
-/* Room for the largest message we encode (a heartbeat with 20 digits). */
-#define CHAN_ENCODE_MAX 128
-
 static const struct {
 	enum fpool__msg_type type;
 	const char *name;
 } msg_types[] = {
 	{ FPOOL_MSG_READY, "ready" },
 	{ FPOOL_MSG_HEARTBEAT, "heartbeat" },
+	{ FPOOL_MSG_LOG, "log" },
+};
+
+static const char *const level_names[] = {
+	[FPOOL_LOG_DEBUG] = "debug",
+	[FPOOL_LOG_INFO] = "info",
+	[FPOOL_LOG_WARNING] = "warning",
+	[FPOOL_LOG_ERROR] = "error",
 };
 
 static const char *type_name(enum fpool__msg_type type)
@@ -65,22 +70,16 @@ static bool gen_str(yajl_gen g, const char *s)
 	       yajl_gen_status_ok;
 }
 
-int fpool__msg_encode(const struct fpool__msg *m, char *buf, size_t cap,
-		      size_t *len)
+/* Write m into g.  0, or -EINVAL (unknown type, or a string that is
+ * not valid UTF-8: yajl's generator validates). */
+static int encode(const struct fpool__msg *m, yajl_gen g)
 {
 	const char *name = type_name(m->type);
-	const unsigned char *out;
-	char num[24];
-	size_t n;
-	yajl_gen g;
+	char num[32];
 	bool ok;
-	int r;
 
 	if (name == NULL)
 		return -EINVAL;
-	g = yajl_gen_alloc(NULL);
-	if (g == NULL)
-		return -ENOMEM;
 	ok = yajl_gen_map_open(g) == yajl_gen_status_ok && gen_str(g, "type") &&
 	     gen_str(g, name);
 	if (ok && m->type == FPOOL_MSG_HEARTBEAT) {
@@ -90,75 +89,60 @@ int fpool__msg_encode(const struct fpool__msg *m, char *buf, size_t cap,
 		ok = gen_str(g, "requests") &&
 		     yajl_gen_number(g, num, strlen(num)) == yajl_gen_status_ok;
 	}
-	ok = ok && yajl_gen_map_close(g) == yajl_gen_status_ok &&
-	     yajl_gen_get_buf(g, &out, &n) == yajl_gen_status_ok;
-	if (!ok) {
+	if (ok && m->type == FPOOL_MSG_LOG) {
+		if ((unsigned)m->level >= FPOOL_NELEM(level_names) ||
+		    m->nfields > FPOOL_LOG_MAX_FIELDS)
+			return -EINVAL;
+		snprintf(num, sizeof(num), "%.6f", m->time);
+		ok = gen_str(g, "level") && gen_str(g, level_names[m->level]) &&
+		     gen_str(g, "time") &&
+		     yajl_gen_number(g, num, strlen(num)) ==
+			     yajl_gen_status_ok &&
+		     gen_str(g, "msg") && gen_str(g, m->text ? m->text : "");
+		if (ok && m->nfields > 0) {
+			ok = gen_str(g, "fields") &&
+			     yajl_gen_map_open(g) == yajl_gen_status_ok;
+			for (size_t i = 0; ok && i < m->nfields; i++)
+				ok = gen_str(g, m->fields[i].key) &&
+				     gen_str(g, m->fields[i].value);
+			ok = ok && yajl_gen_map_close(g) == yajl_gen_status_ok;
+		}
+	}
+	ok = ok && yajl_gen_map_close(g) == yajl_gen_status_ok;
+	return ok ? 0 : -EINVAL;
+}
+
+static yajl_gen gen_new(void)
+{
+	yajl_gen g = yajl_gen_alloc(NULL);
+
+	/* Refuse to write invalid UTF-8: the decoder would refuse it. */
+	if (g != NULL)
+		yajl_gen_config(g, yajl_gen_validate_utf8, 1);
+	return g;
+}
+
+int fpool__msg_encode(const struct fpool__msg *m, char *buf, size_t cap,
+		      size_t *len)
+{
+	const unsigned char *out;
+	size_t n;
+	yajl_gen g = gen_new();
+	int r;
+
+	if (g == NULL)
+		return -ENOMEM;
+	r = encode(m, g);
+	if (r == 0 && yajl_gen_get_buf(g, &out, &n) != yajl_gen_status_ok)
 		r = -EINVAL;
-	} else if (n > cap) {
+	if (r == 0 && n > cap)
 		r = -EMSGSIZE;
-	} else {
+	if (r == 0) {
 		memcpy(buf, out, n);
 		*len = n;
-		r = 0;
 	}
 	yajl_gen_free(g);
 	return r;
-}
-
-/*
- * Length of the well-formed UTF-8 sequence at p (at most n bytes), or 0.
- * Overlong forms, surrogates and code points past U+10FFFF are refused
- * (the Unicode Standard, table 3-7); yajl's own check lets them through.
- */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t len, i;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] < 0xc2)
-		return 0;
-	if (p[0] < 0xe0) {
-		len = 2;
-	} else if (p[0] < 0xf0) {
-		len = 3;
-		if (p[0] == 0xe0)
-			lo = 0xa0;
-		else if (p[0] == 0xed)
-			hi = 0x9f;
-	} else if (p[0] < 0xf5) {
-		len = 4;
-		if (p[0] == 0xf0)
-			lo = 0x90;
-		else if (p[0] == 0xf4)
-			hi = 0x8f;
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	for (i = 1; i < len; i++) {
-		if (p[i] < lo || p[i] > hi)
-			return 0;
-		lo = 0x80;
-		hi = 0xbf;
-	}
-	return len;
-}
-
-static bool utf8_valid(const char *buf, size_t len)
-{
-	const unsigned char *p = (const unsigned char *)buf;
-	size_t i = 0, n;
-
-	while (i < len) {
-		n = utf8_seq(p + i, len - i);
-		if (n == 0)
-			return false;
-		i += n;
-	}
-	return true;
 }
 
 /*
@@ -179,7 +163,7 @@ static int prescan(const char *p, size_t len)
 	bool in_str = false;
 	size_t i;
 
-	if (memchr(p, '\0', len) || !utf8_valid(p, len))
+	if (memchr(p, '\0', len) || !fpool__utf8_valid(p, len))
 		return -EINVAL;
 	for (i = 0; i < len; i++) {
 		if (in_str) {
@@ -255,6 +239,68 @@ static int get_u64(yajl_val v, uint64_t *out)
 	return 0;
 }
 
+void fpool__msg_clear(struct fpool__msg *m)
+{
+	free(m->text);
+	m->text = NULL;
+	for (size_t i = 0; i < m->nfields; i++) {
+		free((char *)m->fields[i].key);
+		free((char *)m->fields[i].value);
+	}
+	free(m->fields);
+	m->fields = NULL;
+	m->nfields = 0;
+}
+
+static int decode_log(yajl_val root, struct fpool__msg *m)
+{
+	yajl_val level = object_get(root, "level");
+	yajl_val time = object_get(root, "time");
+	yajl_val msg = object_get(root, "msg");
+	yajl_val fields = object_get(root, "fields");
+	size_t i, n = 0;
+	bool found = false;
+
+	if (!YAJL_IS_STRING(level) || !YAJL_IS_NUMBER(time) ||
+	    !YAJL_IS_STRING(msg))
+		return -EINVAL;
+	for (i = 0; i < FPOOL_NELEM(level_names); i++) {
+		if (strcmp(level->u.string, level_names[i]) == 0) {
+			m->level = (enum fpool_log_level)i;
+			found = true;
+		}
+	}
+	if (!found || !(time->u.number.flags & YAJL_NUMBER_DOUBLE_VALID))
+		return -EINVAL;
+	m->time = YAJL_GET_DOUBLE(time);
+	if (fields != NULL) {
+		if (!YAJL_IS_OBJECT(fields) ||
+		    fields->u.object.len > FPOOL_LOG_MAX_FIELDS)
+			return -EINVAL;
+		n = fields->u.object.len;
+		for (i = 0; i < n; i++)
+			if (!YAJL_IS_STRING(fields->u.object.values[i]))
+				return -EINVAL;
+	}
+	m->nfields = 0;
+	m->fields = n ? calloc(n, sizeof(*m->fields)) : NULL;
+	m->text = strdup(msg->u.string);
+	if ((n && m->fields == NULL) || m->text == NULL)
+		goto nomem;
+	for (i = 0; i < n; i++) {
+		struct fpool_log_field *f = &m->fields[m->nfields++];
+
+		f->key = strdup(fields->u.object.keys[i]);
+		f->value = strdup(fields->u.object.values[i]->u.string);
+		if (f->key == NULL || f->value == NULL)
+			goto nomem;
+	}
+	return 0;
+nomem:
+	fpool__msg_clear(m);
+	return -ENOMEM;
+}
+
 static int decode_tree(yajl_val root, struct fpool__msg *m)
 {
 	yajl_val type, requests;
@@ -269,6 +315,8 @@ static int decode_tree(yajl_val root, struct fpool__msg *m)
 	if (r < 0)
 		return r;
 	m->requests = 0;
+	if (m->type == FPOOL_MSG_LOG)
+		return decode_log(root, m);
 	if (m->type == FPOOL_MSG_HEARTBEAT) {
 		requests = object_get(root, "requests");
 		if (requests != NULL) {
@@ -282,7 +330,7 @@ static int decode_tree(yajl_val root, struct fpool__msg *m)
 
 int fpool__msg_decode(const char *buf, size_t len, struct fpool__msg *m)
 {
-	struct fpool__msg tmp;
+	struct fpool__msg tmp = { 0 };
 	yajl_val root;
 	char *copy;
 	int r;
@@ -330,31 +378,36 @@ static int wait_writable(int fd)
 
 int fpool__msg_send(int fd, const struct fpool__msg *m, bool block)
 {
-	char buf[CHAN_ENCODE_MAX];
+	const unsigned char *buf;
 	size_t len;
 	ssize_t n;
+	yajl_gen g = gen_new();
 	int r;
 
-	r = fpool__msg_encode(m, buf, sizeof(buf), &len);
-	if (r < 0)
-		return r;
-	for (;;) {
+	if (g == NULL)
+		return -ENOMEM;
+	r = encode(m, g);
+	if (r == 0 && yajl_gen_get_buf(g, &buf, &len) != yajl_gen_status_ok)
+		r = -EINVAL;
+	if (r == 0 && len > FPOOL_CHAN_MAX)
+		r = -EMSGSIZE;
+	while (r == 0) {
 		/* MSG_NOSIGNAL: a dead peer is -EPIPE, not a SIGPIPE. */
 		n = send(fd, buf, len,
 			 MSG_NOSIGNAL | (block ? 0 : MSG_DONTWAIT));
-		if (n >= 0)
+		if (n >= 0) {
+			/* SOCK_SEQPACKET sends all or nothing; a short send
+			 * would mean a truncated object on the other side. */
+			r = (size_t)n == len ? 0 : -EMSGSIZE;
 			break;
+		}
 		if (errno == EINTR)
 			continue;
-		if (block && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		if (block && (errno == EAGAIN || errno == EWOULDBLOCK))
 			r = wait_writable(fd);
-			if (r < 0)
-				return r;
-			continue;
-		}
-		return -errno;
+		else
+			r = -errno;
 	}
-	/* SOCK_SEQPACKET sends all or nothing; a short send would mean a
-	 * truncated JSON object on the other side. */
-	return (size_t)n == len ? 0 : -EMSGSIZE;
+	yajl_gen_free(g);
+	return r;
 }

@@ -19,6 +19,10 @@ enum {
 	OPT_CHECK_INTERVAL,
 	OPT_MIN_UPTIME,
 	OPT_LOG_LEVEL,
+	OPT_LOG_FORMAT,
+	OPT_LOG_FILE,
+	OPT_STDOUT,
+	OPT_STDERR,
 };
 
 static const struct option long_options[] = {
@@ -30,6 +34,10 @@ static const struct option long_options[] = {
 	{ "check-interval", required_argument, NULL, OPT_CHECK_INTERVAL },
 	{ "min-uptime", required_argument, NULL, OPT_MIN_UPTIME },
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
+	{ "log-file", required_argument, NULL, OPT_LOG_FILE },
+	{ "stdout", required_argument, NULL, OPT_STDOUT },
+	{ "stderr", required_argument, NULL, OPT_STDERR },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -64,6 +72,13 @@ void fpool__cli_usage(FILE *out)
 		"                             (default: 1)\n"
 		"      --log-level LEVEL      debug, info, warning or error "
 		"(default: info)\n"
+		"      --log-format FORMAT    text or json (default: text)\n"
+		"      --log-file PATH        the master's log (default: "
+		"stderr)\n"
+		"      --stdout PATH          worker stdout lines (default: "
+		"the log)\n"
+		"      --stderr PATH          worker stderr lines (default: "
+		"the log)\n"
 		"  -h, --help                 show this help and exit\n"
 		"  -V, --version              show the version and exit\n\n"
 		"SEC accepts fractions and a unit: 0.5, 250ms, 2s, 1.5m.\n"
@@ -78,7 +93,8 @@ void fpool__cli_usage(FILE *out)
 		"  TERM, QUIT  graceful stop: workers finish their work, "
 		"then exit\n"
 		"  INT         interrupt: workers stop at once\n"
-		"  TTIN, TTOU  one worker more, one fewer\n\n"
+		"  TTIN, TTOU  one worker more, one fewer\n"
+		"  USR1        reopen --log-file, --stdout, --stderr\n\n"
 		"Exit status: 0 after a clean shutdown, 1 on a runtime error "
 		"(e.g. address\nin use), 2 on a usage error.\n");
 }
@@ -111,6 +127,15 @@ static int parse_seconds(const char *flag, const char *arg, double *out,
 				   "--%s: '%s' is not a duration (e.g. 30, "
 				   "0.5, 250ms, 2s)",
 				   flag, arg);
+	return 0;
+}
+
+static int take_path(const char *flag, const char *arg, const char **out,
+		     char *err, size_t errlen)
+{
+	if (arg[0] == '\0')
+		return usage_error(err, errlen, "--%s: empty path", flag);
+	*out = arg;
 	return 0;
 }
 
@@ -209,6 +234,26 @@ int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
 						"of debug, info, warning, "
 						"error",
 						optarg);
+			break;
+		case OPT_LOG_FORMAT:
+			if (fpool__log_format_parse(optarg, &o->log_format) !=
+			    0)
+				r = usage_error(err, errlen,
+						"--log-format: '%s' is not one "
+						"of text, json",
+						optarg);
+			break;
+		case OPT_LOG_FILE:
+			r = take_path("log-file", optarg, &o->log_file, err,
+				      errlen);
+			break;
+		case OPT_STDOUT:
+			r = take_path("stdout", optarg, &o->cfg.stdout_file,
+				      err, errlen);
+			break;
+		case OPT_STDERR:
+			r = take_path("stderr", optarg, &o->cfg.stderr_file,
+				      err, errlen);
 			break;
 		case 'h':
 			o->help = true;

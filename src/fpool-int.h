@@ -41,14 +41,52 @@ struct fpool__hooks {
 	struct fpool__hook *v;
 	size_t n, cap;
 };
+/* Length of the well-formed UTF-8 sequence at p (at most n bytes), or 0
+ * (overlong forms, surrogates, code points past U+10FFFF refused). */
+size_t fpool__utf8_seq(const unsigned char *p, size_t n);
+bool fpool__utf8_valid(const char *buf, size_t len);
+/* A NUL-terminated, malloc'd copy of s that is valid UTF-8: every byte
+ * that is not part of a well-formed sequence, and every NUL, becomes
+ * U+FFFD.  NULL when out of memory. */
+char *fpool__utf8_sanitize(const char *s, size_t len, size_t *outlen);
 int fpool__hooks_add(struct fpool__hooks *h, void (*fn)(void), void *arg);
 void fpool__hooks_free(struct fpool__hooks *h);
 
 /* ---- log.c ------------------------------------------------------------- */
 
-/* Set the origin printed with every record of this process ("master",
- * "worker 3 pid 4711"). */
-void fpool__log_set_origin(const char *fmt, ...) FPOOL_PRINTF(1, 2);
+struct evbuffer;
+
+/* One log record, or one captured line of a worker's output. */
+struct fpool__record {
+	double time; /* Unix time */
+	enum fpool_log_level level;
+	int worker;	    /* slot id, or -1 for the master */
+	pid_t pid;	    /* the worker's pid, or the master's */
+	const char *stream; /* "stdout"/"stderr" for a captured line */
+	const char *msg;    /* any bytes */
+	size_t msglen;
+	const struct fpool_log_field *fields;
+	size_t nfields;
+};
+
+/* Unix time in seconds, with microseconds. */
+double fpool__realtime(void);
+/* Parse "text" or "json".  0 or -EINVAL. */
+int fpool__log_format_parse(const char *s, enum fpool_log_format *out);
+/* Open a file for appending (CLOEXEC, 0644).  The fd, or -errno. */
+int fpool__open_append(const char *path);
+/* Write all of data, waiting on EAGAIN.  0 or -errno. */
+int fpool__write_all(int fd, const void *data, size_t len);
+/* Format r as the sink does (text or JSON, one line with its newline). */
+int fpool__record_format(const struct fpool__record *r, struct evbuffer *b);
+/* The JSON form of r, whatever the sink's format.  0 or -errno. */
+int fpool__record_json(const struct fpool__record *r, struct evbuffer *b);
+/* Write r to fd (-1: the log), unless r is a record below the level. */
+void fpool__log_record(int fd, const struct fpool__record *r);
+/* In a new worker: send records to the master over `chan`. */
+void fpool__log_set_worker(int chan, unsigned id);
+/* Close the log file (back to stderr). */
+void fpool__log_close(void);
 /* Log with ": strerror(err)" appended; err is a positive errno. */
 void fpool__log_errno(enum fpool_log_level level, int err, const char *fmt, ...)
 	FPOOL_PRINTF(3, 4);
@@ -96,18 +134,82 @@ double fpool__backoff_delay(unsigned failed);
 enum fpool__msg_type {
 	FPOOL_MSG_READY,
 	FPOOL_MSG_HEARTBEAT,
+	FPOOL_MSG_LOG,
 };
+/* Most key/value fields a log record carries over the channel. */
+#define FPOOL_LOG_MAX_FIELDS 32
 struct fpool__msg {
 	enum fpool__msg_type type;
 	uint64_t requests; /* heartbeat: requests served so far */
+	/* log: a record.  Decoded strings are owned by the message and
+	 * freed by fpool__msg_clear(); when encoding they are the
+	 * caller's and must be valid UTF-8 without NUL. */
+	enum fpool_log_level level;
+	double time; /* Unix time the worker logged it */
+	char *text;
+	struct fpool_log_field *fields;
+	size_t nfields;
 };
+/* Free what fpool__msg_decode() allocated in m. */
+void fpool__msg_clear(struct fpool__msg *m);
 /* Encode a message as one JSON object into buf.  0 and *len, or -errno. */
 int fpool__msg_encode(const struct fpool__msg *m, char *buf, size_t cap,
 		      size_t *len);
-/* Decode one packet.  0, or -EINVAL for anything malformed. */
+/* Decode one packet.  0, or -EINVAL for anything malformed (-ENOMEM).
+ * Call fpool__msg_clear() on m after a successful decode. */
 int fpool__msg_decode(const char *buf, size_t len, struct fpool__msg *m);
 /* Send one message.  `block`: wait for room (else -EAGAIN when full). */
 int fpool__msg_send(int fd, const struct fpool__msg *m, bool block);
+
+/* ---- output.c: worker stdout/stderr, lines, ring ------------------------ */
+
+/* Longest line kept whole; longer ones are cut into pieces this long. */
+#define FPOOL_LINE_MAX 16384
+
+struct fpool__linebuf {
+	char *buf; /* FPOOL_LINE_MAX bytes once needed */
+	size_t len;
+};
+typedef void (*fpool__line_cb)(const char *line, size_t len, void *arg);
+/* Split data into lines (without their newline) and call cb for each
+ * complete one; keep the rest for the next call.  0 or -ENOMEM. */
+int fpool__linebuf_feed(struct fpool__linebuf *lb, const char *data, size_t n,
+			fpool__line_cb cb, void *arg);
+/* Hand out the last partial line, if any. */
+void fpool__linebuf_flush(struct fpool__linebuf *lb, fpool__line_cb cb,
+			  void *arg);
+void fpool__linebuf_free(struct fpool__linebuf *lb);
+
+/* The last `cap` lines, oldest first. */
+struct fpool__ring {
+	char **lines;
+	size_t cap, head, n;
+};
+int fpool__ring_init(struct fpool__ring *r, size_t cap);
+/* Copy a line in, dropping the oldest when full.  0 or -ENOMEM. */
+int fpool__ring_push(struct fpool__ring *r, const char *line, size_t len);
+/* Line i (0 = oldest), or NULL past the end. */
+const char *fpool__ring_get(const struct fpool__ring *r, size_t i);
+void fpool__ring_free(struct fpool__ring *r);
+
+struct fpool__slot;
+/* The master's end of a worker's stdout or stderr. */
+struct fpool__pipe {
+	struct fpool__slot *slot;
+	const char *stream; /* "stdout" or "stderr" */
+	int fd;		    /* -1 when closed */
+	struct event *ev;
+	struct fpool__linebuf lb;
+};
+/* Make a pipe; *child_end gets the worker's (write) end.  0 or -errno. */
+int fpool__pipe_open(struct fpool__pipe *p, struct fpool__slot *s,
+		     const char *stream, int *child_end);
+/* Read it from the loop.  0 or -ENOMEM. */
+int fpool__pipe_watch(struct fpool__pipe *p, struct event_base *base);
+/* The worker exited: read everything left, flush, close. */
+void fpool__pipe_drain(struct fpool__pipe *p);
+/* Close without reading. */
+void fpool__pipe_close(struct fpool__pipe *p);
 
 /* ---- slot.c: one worker slot seen from the master ---------------------- */
 
@@ -139,6 +241,8 @@ struct fpool__slot {
 	unsigned failed;	/* consecutive failed starts */
 	unsigned restarts;	/* processes started in this slot, minus one */
 	uint64_t requests;	/* last reported by the worker */
+	struct fpool__pipe pipes[2]; /* its stdout and stderr */
+	struct fpool__ring ring;     /* the last lines it printed */
 };
 
 struct fpool__slot *fpool__slot_new(struct fpool_pool *pool, unsigned id);
@@ -187,6 +291,7 @@ struct fpool_pool {
 	int *preserved;
 	size_t npreserved;
 	struct fpool__hooks on_start, on_shutdown;
+	int out_fd[2]; /* --stdout, --stderr files; -1: the log */
 	struct event *sigev[16];
 	size_t nsigev;
 	struct event *check_ev;
@@ -212,8 +317,8 @@ extern const size_t fpool__n_master_signals;
 /* ---- worker.c: the child side ------------------------------------------ */
 
 /* Run a worker in a freshly forked child.  Never returns. */
-void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s, int chan)
-	__attribute__((noreturn));
+void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s, int chan,
+		       const int out[2]) __attribute__((noreturn));
 /* Flush stdio and leave the process: the only exit of a child. */
 void fpool__child_exit(int status) __attribute__((noreturn));
 
@@ -226,6 +331,8 @@ struct fpool_cli {
 	size_t nbinds;
 	const char *worker; /* --worker: a built-in name or a .so path */
 	enum fpool_log_level log_level;
+	enum fpool_log_format log_format;
+	const char *log_file; /* NULL: stderr */
 	bool help, version;
 	int worker_argc; /* arguments after `--` */
 	char **worker_argv;

@@ -1,27 +1,39 @@
 /*
- * Logging: one line per record on stderr,
+ * Logging.  A record is a time, a level, an origin (the master, or worker
+ * ID with its pid), a message and key/value fields; a captured line of a
+ * worker's stdout/stderr is a record with a stream.
  *
- *     2026-11-21T23:40:01.123456Z info master: worker 0 pid 4711 ready
+ * In the master, records go to the sink: stderr or --log-file, as text
  *
- * with the origin of the record ("master" or "worker ID pid PID").  The
- * time has microseconds so that respawn latency can be read off the log.
- * Each record is formatted into one buffer and written with one write(2),
- * so lines from several processes sharing stderr never interleave.
+ *     2026-11-21T23:40:01.123456Z info worker 2 pid 4711: msg key=value
+ *
+ * or as one JSON object per line (yajl).  Each record is formatted into
+ * one buffer and written with one write(2), so lines never interleave.
+ * The time has microseconds so that respawn latency can be read off it.
+ *
+ * In a worker, fpool_log() sends the record to the master over the
+ * channel, blocking when the master is busy (backpressure: nothing is
+ * lost), and the master writes it through its sink.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
+#include <yajl/yajl_gen.h>
 
 #include "fpool-int.h"
 
-static enum fpool_log_level log_level = FPOOL_LOG_INFO;
-static char log_origin[64] = "master";
+/* Longest message of one record; the rest is cut. */
+#define LOG_MSG_MAX 16384
 
 static const char *const level_names[] = {
 	[FPOOL_LOG_DEBUG] = "debug",
@@ -30,9 +42,24 @@ static const char *const level_names[] = {
 	[FPOOL_LOG_ERROR] = "error",
 };
 
+static struct {
+	enum fpool_log_level level;
+	enum fpool_log_format format;
+	int fd;	    /* where records go */
+	char *path; /* --log-file, or NULL for stderr */
+	int chan;   /* in a worker: the channel to the master, else -1 */
+	int worker; /* in a worker: its slot id, else -1 */
+} sink = {
+	.level = FPOOL_LOG_INFO,
+	.format = FPOOL_LOG_TEXT,
+	.fd = STDERR_FILENO,
+	.chan = -1,
+	.worker = -1,
+};
+
 void fpool_log_set_level(enum fpool_log_level level)
 {
-	log_level = level;
+	sink.level = level;
 }
 
 int fpool_log_level_parse(const char *s, enum fpool_log_level *out)
@@ -46,58 +73,359 @@ int fpool_log_level_parse(const char *s, enum fpool_log_level *out)
 	return -EINVAL;
 }
 
-void fpool__log_set_origin(const char *fmt, ...)
+int fpool__log_format_parse(const char *s, enum fpool_log_format *out)
 {
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(log_origin, sizeof(log_origin), fmt, ap);
-	va_end(ap);
+	if (strcmp(s, "text") == 0)
+		*out = FPOOL_LOG_TEXT;
+	else if (strcmp(s, "json") == 0)
+		*out = FPOOL_LOG_JSON;
+	else
+		return -EINVAL;
+	return 0;
 }
 
-static void log_write(enum fpool_log_level level, int err, const char *fmt,
-		      va_list ap) FPOOL_PRINTF(3, 0);
-
-static void log_write(enum fpool_log_level level, int err, const char *fmt,
-		      va_list ap)
+int fpool__open_append(const char *path)
 {
-	char line[4096];
-	struct timeval tv;
-	struct tm tm;
-	size_t n, cap = sizeof(line) - 1; /* room for the newline */
-	int r;
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 
-	if (level < log_level)
-		return;
-	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
-	n = strftime(line, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-	r = snprintf(line + n, cap - n, ".%06ldZ %s %s: ", (long)tv.tv_usec,
-		     level_names[level], log_origin);
-	n += r > 0 ? (size_t)r : 0;
-	if (n < cap) {
-		r = vsnprintf(line + n, cap - n, fmt, ap);
-		n += r > 0 ? (size_t)r : 0;
+	return fd < 0 ? -errno : fd;
+}
+
+int fpool_log_open(const char *path, enum fpool_log_format format)
+{
+	char *copy = NULL;
+	int fd = STDERR_FILENO;
+
+	if (path != NULL) {
+		copy = strdup(path);
+		if (copy == NULL)
+			return -ENOMEM;
+		fd = fpool__open_append(path);
+		if (fd < 0) {
+			free(copy);
+			return fd;
+		}
 	}
-	if (err != 0 && n < cap) {
-		r = snprintf(line + n, cap - n, ": %s", strerror(err));
-		n += r > 0 ? (size_t)r : 0;
-	}
-	if (n > cap)
-		n = cap; /* truncated: keep the line whole and terminated */
-	line[n++] = '\n';
+	if (sink.path != NULL)
+		close(sink.fd);
+	free(sink.path);
+	sink.path = copy;
+	sink.fd = fd;
+	sink.format = format;
+	return 0;
+}
 
-	/* stderr is where the operator looks; if it is gone there is no one
-	 * to tell, so a failed write is dropped on purpose. */
-	for (size_t off = 0; off < n;) {
-		ssize_t w = write(STDERR_FILENO, line + off, n - off);
+int fpool_log_reopen(void)
+{
+	int fd;
 
-		if (w < 0 && errno == EINTR)
+	if (sink.path == NULL)
+		return 0;
+	fd = fpool__open_append(sink.path);
+	if (fd < 0)
+		return fd;
+	close(sink.fd);
+	sink.fd = fd;
+	return 0;
+}
+
+void fpool__log_close(void)
+{
+	if (sink.path != NULL)
+		close(sink.fd);
+	free(sink.path);
+	sink.path = NULL;
+	sink.fd = STDERR_FILENO;
+}
+
+void fpool__log_set_worker(int chan, unsigned id)
+{
+	sink.chan = chan;
+	sink.worker = (int)id;
+}
+
+int fpool__write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
 			continue;
-		if (w <= 0)
-			break;
-		off += (size_t)w;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			/* A non-blocking stderr we inherited: wait. */
+			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+
+			if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+				return -errno;
+			continue;
+		}
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
 	}
+	return 0;
+}
+
+/* Append "2026-11-21T23:40:01.123456Z" for Unix time t. */
+static void add_time(struct evbuffer *b, double t)
+{
+	char s[64];
+	time_t sec = (time_t)t;
+	long usec = (long)((t - (double)sec) * 1e6);
+	struct tm tm;
+
+	if (usec < 0)
+		usec = 0;
+	if (usec > 999999)
+		usec = 999999;
+	gmtime_r(&sec, &tm);
+	strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%S", &tm);
+	evbuffer_add_printf(b, "%s.%06ldZ", s, usec);
+}
+
+/* A field value in text form: bare when it is a plain word, else quoted
+ * with the quote, backslash and control characters escaped. */
+static void add_text_value(struct evbuffer *b, const char *v)
+{
+	const char *p;
+	bool plain = *v != '\0';
+
+	for (p = v; *p && plain; p++)
+		plain = (unsigned char)*p > ' ' && *p != '"' && *p != '=' &&
+			*p != '\\';
+	if (plain) {
+		evbuffer_add(b, v, strlen(v));
+		return;
+	}
+	evbuffer_add(b, "\"", 1);
+	for (p = v; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			evbuffer_add_printf(b, "\\%c", *p);
+		else if (*p == '\n')
+			evbuffer_add(b, "\\n", 2);
+		else if ((unsigned char)*p < ' ')
+			evbuffer_add_printf(b, "\\x%02x", (unsigned char)*p);
+		else
+			evbuffer_add(b, p, 1);
+	}
+	evbuffer_add(b, "\"", 1);
+}
+
+static void format_text(struct evbuffer *b, const struct fpool__record *r)
+{
+	if (r->stream != NULL) {
+		/* A captured line: the worker's own bytes, tagged. */
+		evbuffer_add_printf(b, "[worker %d pid %d] ", r->worker,
+				    (int)r->pid);
+		evbuffer_add(b, r->msg, r->msglen);
+		evbuffer_add(b, "\n", 1);
+		return;
+	}
+	add_time(b, r->time);
+	evbuffer_add_printf(b, " %s ", level_names[r->level]);
+	if (r->worker >= 0)
+		evbuffer_add_printf(b, "worker %d pid %d: ", r->worker,
+				    (int)r->pid);
+	else
+		evbuffer_add(b, "master: ", 8);
+	evbuffer_add(b, r->msg, r->msglen);
+	for (size_t i = 0; i < r->nfields; i++) {
+		evbuffer_add_printf(b, " %s=", r->fields[i].key);
+		add_text_value(b, r->fields[i].value);
+	}
+	evbuffer_add(b, "\n", 1);
+}
+
+static bool gen_str(yajl_gen g, const char *s, size_t len)
+{
+	return yajl_gen_string(g, (const unsigned char *)s, len) ==
+	       yajl_gen_status_ok;
+}
+
+#define GEN_KEY(g, k) gen_str((g), (k), sizeof(k) - 1)
+
+/* A string that may hold any bytes: made valid UTF-8 first. */
+static bool gen_bytes(yajl_gen g, const char *s, size_t len)
+{
+	size_t n;
+	char *clean;
+	bool ok;
+
+	if (fpool__utf8_valid(s, len) && memchr(s, '\0', len) == NULL)
+		return gen_str(g, s, len);
+	clean = fpool__utf8_sanitize(s, len, &n);
+	ok = clean != NULL && gen_str(g, clean, n);
+	free(clean);
+	return ok;
+}
+
+int fpool__record_json(const struct fpool__record *r, struct evbuffer *b)
+{
+	yajl_gen g = yajl_gen_alloc(NULL);
+	struct evbuffer *t = evbuffer_new();
+	const unsigned char *out;
+	size_t n;
+	bool ok;
+
+	if (g == NULL || t == NULL) {
+		if (g != NULL)
+			yajl_gen_free(g);
+		if (t != NULL)
+			evbuffer_free(t);
+		return -ENOMEM;
+	}
+	add_time(t, r->time);
+	n = evbuffer_get_length(t);
+	ok = yajl_gen_map_open(g) == yajl_gen_status_ok && GEN_KEY(g, "time") &&
+	     gen_str(g, (const char *)evbuffer_pullup(t, -1), n) &&
+	     GEN_KEY(g, "level") &&
+	     gen_str(g, level_names[r->level], strlen(level_names[r->level])) &&
+	     GEN_KEY(g, "origin") &&
+	     (r->worker >= 0 ? GEN_KEY(g, "worker") : GEN_KEY(g, "master"));
+	if (ok && r->worker >= 0)
+		ok = GEN_KEY(g, "worker") &&
+		     yajl_gen_integer(g, r->worker) == yajl_gen_status_ok;
+	ok = ok && GEN_KEY(g, "pid") &&
+	     yajl_gen_integer(g, r->pid) == yajl_gen_status_ok;
+	if (ok && r->stream != NULL)
+		ok = GEN_KEY(g, "stream") &&
+		     gen_str(g, r->stream, strlen(r->stream));
+	ok = ok && GEN_KEY(g, "msg") && gen_bytes(g, r->msg, r->msglen);
+	if (ok && r->nfields > 0) {
+		ok = GEN_KEY(g, "fields") &&
+		     yajl_gen_map_open(g) == yajl_gen_status_ok;
+		for (size_t i = 0; ok && i < r->nfields; i++)
+			ok = gen_bytes(g, r->fields[i].key,
+				       strlen(r->fields[i].key)) &&
+			     gen_bytes(g, r->fields[i].value,
+				       strlen(r->fields[i].value));
+		ok = ok && yajl_gen_map_close(g) == yajl_gen_status_ok;
+	}
+	ok = ok && yajl_gen_map_close(g) == yajl_gen_status_ok &&
+	     yajl_gen_get_buf(g, &out, &n) == yajl_gen_status_ok;
+	if (ok)
+		ok = evbuffer_add(b, out, n) == 0 &&
+		     evbuffer_add(b, "\n", 1) == 0;
+	yajl_gen_free(g);
+	evbuffer_free(t);
+	return ok ? 0 : -EINVAL;
+}
+
+int fpool__record_format(const struct fpool__record *r, struct evbuffer *b)
+{
+	if (sink.format == FPOOL_LOG_JSON)
+		return fpool__record_json(r, b);
+	format_text(b, r);
+	return 0;
+}
+
+void fpool__log_record(int fd, const struct fpool__record *r)
+{
+	struct evbuffer *b;
+
+	if (r->stream == NULL && r->level < sink.level)
+		return;
+	b = evbuffer_new();
+	if (b == NULL)
+		return;
+	if (fd < 0)
+		fd = sink.fd;
+	/* If the log itself cannot be written there is no one left to tell;
+	 * the record is dropped on purpose. */
+	if (fpool__record_format(r, b) == 0)
+		fpool__write_all(fd, evbuffer_pullup(b, -1),
+				 evbuffer_get_length(b));
+	evbuffer_free(b);
+}
+
+double fpool__realtime(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+/* In a worker: hand the record to the master.  0 or -errno. */
+static int send_to_master(struct fpool__record *r)
+{
+	struct fpool__msg m = {
+		.type = FPOOL_MSG_LOG,
+		.level = r->level,
+		.time = r->time,
+		.fields = (struct fpool_log_field *)r->fields,
+		.nfields = r->nfields,
+	};
+	struct fpool_log_field clean[FPOOL_LOG_MAX_FIELDS];
+	size_t n;
+	int err;
+
+	/* The channel carries valid UTF-8 only. */
+	m.text = fpool__utf8_sanitize(r->msg, r->msglen, &n);
+	if (m.nfields > FPOOL_LOG_MAX_FIELDS)
+		m.nfields = FPOOL_LOG_MAX_FIELDS;
+	for (size_t i = 0; i < m.nfields; i++) {
+		clean[i].key = fpool__utf8_sanitize(
+			r->fields[i].key, strlen(r->fields[i].key), &n);
+		clean[i].value = fpool__utf8_sanitize(
+			r->fields[i].value, strlen(r->fields[i].value), &n);
+	}
+	m.fields = clean;
+	err = m.text == NULL ? -ENOMEM : 0;
+	for (size_t i = 0; err == 0 && i < m.nfields; i++)
+		if (clean[i].key == NULL || clean[i].value == NULL)
+			err = -ENOMEM;
+	if (err == 0)
+		err = fpool__msg_send(sink.chan, &m, true);
+	free(m.text);
+	for (size_t i = 0; i < m.nfields; i++) {
+		free((char *)clean[i].key);
+		free((char *)clean[i].value);
+	}
+	return err;
+}
+
+static void log_va(enum fpool_log_level level, int err,
+		   const struct fpool_log_field *fields, size_t nfields,
+		   const char *fmt, va_list ap) FPOOL_PRINTF(5, 0);
+
+static void log_va(enum fpool_log_level level, int err,
+		   const struct fpool_log_field *fields, size_t nfields,
+		   const char *fmt, va_list ap)
+{
+	char msg[LOG_MSG_MAX];
+	struct fpool__record r = {
+		.time = fpool__realtime(),
+		.level = level,
+		.worker = sink.worker,
+		.pid = getpid(),
+		.msg = msg,
+		.fields = fields,
+		.nfields = nfields,
+	};
+	int n;
+
+	if (level < sink.level || (unsigned)level >= FPOOL_NELEM(level_names))
+		return;
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(msg))
+		n = sizeof(msg) - 1;
+	if (err != 0)
+		n += snprintf(msg + n, sizeof(msg) - (size_t)n, ": %s",
+			      strerror(err));
+	if ((size_t)n >= sizeof(msg))
+		n = sizeof(msg) - 1;
+	r.msglen = (size_t)n;
+	/* A worker whose channel is gone writes to its stderr, which the
+	 * master captures. */
+	if (sink.chan >= 0 && send_to_master(&r) == 0)
+		return;
+	fpool__log_record(-1, &r);
 }
 
 void fpool_log(enum fpool_log_level level, const char *fmt, ...)
@@ -105,7 +433,18 @@ void fpool_log(enum fpool_log_level level, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_write(level, 0, fmt, ap);
+	log_va(level, 0, NULL, 0, fmt, ap);
+	va_end(ap);
+}
+
+void fpool_log_fields(enum fpool_log_level level,
+		      const struct fpool_log_field *fields, size_t nfields,
+		      const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_va(level, 0, fields, nfields, fmt, ap);
 	va_end(ap);
 }
 
@@ -114,7 +453,7 @@ void fpool__log_errno(enum fpool_log_level level, int err, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_write(level, err, fmt, ap);
+	log_va(level, err, NULL, 0, fmt, ap);
 	va_end(ap);
 }
 

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "fpool-int.h"
 
@@ -35,6 +36,26 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	fpool_log_set_level(o.log_level);
+	if ((r = fpool_log_open(o.log_file, o.log_format)) != 0) {
+		fprintf(stderr, "forkpool: --log-file %s: %s\n", o.log_file,
+			fpool_strerror(r));
+		goto out;
+	}
+	/* Try the output files here, to name the flag if one cannot be
+	 * opened; the pool opens them for good. */
+	for (int i = 0; i < 2; i++) {
+		const char *path = i ? o.cfg.stderr_file : o.cfg.stdout_file;
+		int fd = path ? fpool__open_append(path) : 0;
+
+		if (fd < 0) {
+			fprintf(stderr, "forkpool: --%s %s: %s\n",
+				i ? "stderr" : "stdout", path,
+				fpool_strerror(fd));
+			goto out;
+		}
+		if (path != NULL)
+			close(fd);
+	}
 
 	if ((r = fpool_pool_new(&pool, &o.cfg)) != 0) {
 		fprintf(stderr, "forkpool: cannot create the pool: %s\n",
@@ -57,6 +78,7 @@ int main(int argc, char **argv)
 		status = 0;
 out:
 	fpool_pool_free(pool);
+	fpool__log_close();
 	if (handle != NULL)
 		dlclose(handle);
 	fpool__cli_free(&o);

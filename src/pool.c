@@ -26,6 +26,7 @@ static void on_sigchld(struct fpool_pool *pool, int signo);
 static void on_ttin(struct fpool_pool *pool, int signo);
 static void on_ttou(struct fpool_pool *pool, int signo);
 static void on_not_yet(struct fpool_pool *pool, int signo);
+static void on_usr1(struct fpool_pool *pool, int signo);
 
 /* The master's signal table (nginx's habit): what each signal does. */
 static const struct {
@@ -39,7 +40,7 @@ static const struct {
 	{ SIGTTIN, on_ttin },	     /* one worker more */
 	{ SIGTTOU, on_ttou },	     /* one worker fewer */
 	{ SIGHUP, on_not_yet },	     /* rolling reload: not built yet */
-	{ SIGUSR1, on_not_yet },     /* reopen logs: not built yet */
+	{ SIGUSR1, on_usr1 },	     /* reopen log files (logrotate) */
 };
 
 const int fpool__master_signals[] = {
@@ -63,6 +64,33 @@ static int pool_grow(struct fpool_pool *pool, unsigned n)
 	return 0;
 }
 
+/* Open (or reopen) the --stdout/--stderr files.  On failure the files
+ * already open stay in use.  0 or -errno. */
+static int pool_open_output(struct fpool_pool *pool)
+{
+	const char *paths[2] = { pool->cfg.stdout_file, pool->cfg.stderr_file };
+	int result = 0;
+
+	for (int i = 0; i < 2; i++) {
+		int fd;
+
+		if (paths[i] == NULL)
+			continue;
+		fd = fpool__open_append(paths[i]);
+		if (fd < 0) {
+			fpool__log_errno(FPOOL_LOG_ERROR, -fd,
+					 "cannot open worker %s file %s",
+					 i ? "stderr" : "stdout", paths[i]);
+			result = fd;
+			continue;
+		}
+		if (pool->out_fd[i] >= 0)
+			close(pool->out_fd[i]);
+		pool->out_fd[i] = fd;
+	}
+	return result;
+}
+
 int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
 {
 	struct fpool_pool *pool;
@@ -79,11 +107,14 @@ int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
 		return -ENOMEM;
 	pool->cfg = *cfg;
 	pool->state = POOL_NEW;
+	pool->out_fd[0] = pool->out_fd[1] = -1;
 	pool->master_pid = getpid();
 	pool->base = event_base_new();
 	if (pool->base == NULL)
 		goto err;
 	if ((err = pool_grow(pool, cfg->workers)) != 0)
+		goto err;
+	if ((err = pool_open_output(pool)) != 0)
 		goto err;
 	for (unsigned i = 0; i < cfg->workers; i++) {
 		pool->slots[i] = fpool__slot_new(pool, i);
@@ -352,6 +383,22 @@ static void on_not_yet(struct fpool_pool *pool, int signo)
 		  fpool__signame(signo));
 }
 
+static void on_usr1(struct fpool_pool *pool, int signo)
+{
+	int err;
+
+	(void)signo;
+	err = fpool_log_reopen();
+	if (err != 0)
+		fpool__log_errno(FPOOL_LOG_ERROR, -err,
+				 "SIGUSR1: cannot reopen the log file; still "
+				 "writing to the old one");
+	err = pool_open_output(pool);
+	fpool_log(err ? FPOOL_LOG_WARNING : FPOOL_LOG_INFO,
+		  "SIGUSR1: log files reopened%s",
+		  err ? " (not all: see above)" : "");
+}
+
 static void pool_signal_cb(evutil_socket_t signo, short what, void *arg)
 {
 	struct fpool_pool *pool = arg;
@@ -500,6 +547,9 @@ static void pool_release(struct fpool_pool *pool, bool owner)
 		free(pool->listeners[i].unlink_path);
 	free(pool->listeners);
 	free(pool->preserved);
+	for (int i = 0; i < 2; i++)
+		if (pool->out_fd[i] >= 0)
+			close(pool->out_fd[i]);
 	fpool__hooks_free(&pool->on_start);
 	fpool__hooks_free(&pool->on_shutdown);
 	if (pool->base != NULL)

@@ -50,8 +50,12 @@ struct fpool__slot *fpool__slot_new(struct fpool_pool *pool, unsigned id)
 	s->state = SLOT_IDLE;
 	s->pidfd = -1;
 	s->chan = -1;
+	s->pipes[0].fd = s->pipes[1].fd = -1;
 	s->timer = evtimer_new(pool->base, slot_timer_cb, s);
-	if (s->timer == NULL) {
+	if (s->timer == NULL ||
+	    fpool__ring_init(&s->ring, pool->cfg.output_lines) != 0) {
+		if (s->timer != NULL)
+			event_free(s->timer);
 		free(s);
 		return NULL;
 	}
@@ -77,6 +81,8 @@ static void slot_release(struct fpool__slot *s)
 		close(s->pidfd);
 		s->pidfd = -1;
 	}
+	fpool__pipe_close(&s->pipes[0]);
+	fpool__pipe_close(&s->pipes[1]);
 }
 
 void fpool__slot_forget(struct fpool__slot *s)
@@ -86,6 +92,7 @@ void fpool__slot_forget(struct fpool__slot *s)
 	slot_release(s);
 	if (s->timer != NULL)
 		event_free(s->timer);
+	fpool__ring_free(&s->ring);
 	free(s);
 }
 
@@ -146,7 +153,23 @@ static void slot_chan_cb(evutil_socket_t fd, short what, void *arg)
 		case FPOOL_MSG_HEARTBEAT:
 			s->requests = msg.requests;
 			break;
+		case FPOOL_MSG_LOG: {
+			struct fpool__record r = {
+				.time = msg.time,
+				.level = msg.level,
+				.worker = (int)s->id,
+				.pid = s->pid,
+				.msg = msg.text,
+				.msglen = strlen(msg.text),
+				.fields = msg.fields,
+				.nfields = msg.nfields,
+			};
+
+			fpool__log_record(-1, &r);
+			break;
 		}
+		}
+		fpool__msg_clear(&msg);
 	}
 }
 
@@ -217,9 +240,10 @@ static int pidfd_open(pid_t pid)
 
 int fpool__slot_spawn(struct fpool__slot *s)
 {
+	static const char *const names[2] = { "stdout", "stderr" };
 	struct fpool_pool *pool = s->pool;
 	sigset_t all, old;
-	int sv[2], err;
+	int sv[2], out[2], err;
 	pid_t pid;
 
 	/* The master's end is non-blocking (the loop reads it); the
@@ -241,6 +265,25 @@ int fpool__slot_spawn(struct fpool__slot *s)
 		return -err;
 	}
 
+	for (int i = 0; i < 2; i++) {
+		err = fpool__pipe_open(&s->pipes[i], s, names[i], &out[i]);
+		if (err != 0) {
+			fpool__log_errno(
+				FPOOL_LOG_ERROR, -err,
+				"worker %u: cannot make a pipe for its "
+				"%s",
+				s->id, names[i]);
+			if (i == 1) {
+				fpool__pipe_close(&s->pipes[0]);
+				close(out[0]);
+			}
+			close(sv[0]);
+			close(sv[1]);
+			slot_backoff(s, 1.0, "cannot capture its output");
+			return err;
+		}
+	}
+
 	/* Block every signal across fork(): libevent's handler writes to a
 	 * socketpair the new child shares with us until it rebuilds its own
 	 * loop, so a signal caught there would wake the master instead. */
@@ -249,14 +292,18 @@ int fpool__slot_spawn(struct fpool__slot *s)
 	pool->saved_mask = old;
 	pid = fork();
 	if (pid == 0)
-		fpool__worker_run(pool, s, sv[1]);
+		fpool__worker_run(pool, s, sv[1], out);
 	err = errno;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	close(sv[1]);
+	close(out[0]);
+	close(out[1]);
 	if (pid < 0) {
 		fpool__log_errno(FPOOL_LOG_ERROR, err, "worker %u: fork failed",
 				 s->id);
 		close(sv[0]);
+		fpool__pipe_close(&s->pipes[0]);
+		fpool__pipe_close(&s->pipes[1]);
 		slot_backoff(s, 1.0, "fork failed");
 		return -err;
 	}
@@ -289,6 +336,12 @@ int fpool__slot_spawn(struct fpool__slot *s)
 				  "relying on SIGCHLD",
 				  s->id, (int)pid);
 	}
+	for (int i = 0; i < 2; i++)
+		if (fpool__pipe_watch(&s->pipes[i], pool->base) != 0)
+			fpool_log(FPOOL_LOG_ERROR,
+				  "worker %u pid %d: cannot watch its %s; it "
+				  "will block once the pipe is full",
+				  s->id, (int)pid, names[i]);
 	fpool_log(FPOOL_LOG_INFO, "worker %u pid %d started", s->id, (int)pid);
 	return 0;
 }
@@ -376,9 +429,12 @@ void fpool__slot_exited(struct fpool__slot *s, int status)
 	bool failed_start, stopping = s->state == SLOT_STOPPING;
 	char how[96];
 
-	/* Read what the worker sent before it died (a late "ready"). */
+	/* Read what the worker sent and printed before it died (a late
+	 * "ready", its last records and lines) before saying it died. */
 	if (s->chan_ev != NULL)
 		slot_chan_cb(s->chan, EV_READ, s);
+	fpool__pipe_drain(&s->pipes[0]);
+	fpool__pipe_drain(&s->pipes[1]);
 	fpool__describe_status(status, how, sizeof(how));
 	fpool_log(stopping || (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 			  ? FPOOL_LOG_INFO

@@ -85,6 +85,88 @@ void fpool__hooks_free(struct fpool__hooks *h)
 	h->n = h->cap = 0;
 }
 
+/*
+ * Length of the well-formed UTF-8 sequence at p (at most n bytes), or 0.
+ * Overlong forms, surrogates and code points past U+10FFFF are refused
+ * (the Unicode Standard, table 3-7); yajl's own check lets them through.
+ */
+size_t fpool__utf8_seq(const unsigned char *p, size_t n)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t len, i;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] < 0xc2)
+		return 0;
+	if (p[0] < 0xe0) {
+		len = 2;
+	} else if (p[0] < 0xf0) {
+		len = 3;
+		if (p[0] == 0xe0)
+			lo = 0xa0;
+		else if (p[0] == 0xed)
+			hi = 0x9f;
+	} else if (p[0] < 0xf5) {
+		len = 4;
+		if (p[0] == 0xf0)
+			lo = 0x90;
+		else if (p[0] == 0xf4)
+			hi = 0x8f;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if (p[i] < lo || p[i] > hi)
+			return 0;
+		lo = 0x80;
+		hi = 0xbf;
+	}
+	return len;
+}
+
+bool fpool__utf8_valid(const char *buf, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)buf;
+	size_t i = 0, n;
+
+	while (i < len) {
+		n = fpool__utf8_seq(p + i, len - i);
+		if (n == 0)
+			return false;
+		i += n;
+	}
+	return true;
+}
+
+char *fpool__utf8_sanitize(const char *s, size_t len, size_t *outlen)
+{
+	/* Each bad byte becomes the 3 bytes of U+FFFD. */
+	char *out = malloc(len * 3 + 1), *o = out;
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0, n;
+
+	if (out == NULL)
+		return NULL;
+	while (i < len) {
+		n = p[i] == 0 ? 0 : fpool__utf8_seq(p + i, len - i);
+		if (n == 0) {
+			memcpy(o, "\xef\xbf\xbd", 3);
+			o += 3;
+			i++;
+			continue;
+		}
+		memcpy(o, p + i, n);
+		o += n;
+		i += n;
+	}
+	*o = '\0';
+	*outlen = (size_t)(o - out);
+	return out;
+}
+
 const char *fpool_strerror(int err)
 {
 	if (err == 0)

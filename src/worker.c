@@ -429,7 +429,8 @@ static void free_worker(struct fpool_worker *w)
 	close(w->chan);
 }
 
-void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s, int chan)
+void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s, int chan,
+		       const int out[2])
 {
 	struct fpool_worker w = { 0 };
 	const struct fpool_worker_def *def = pool->cfg.worker;
@@ -452,8 +453,12 @@ void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s, int chan)
 	w.heartbeat_interval = pool->cfg.check_interval;
 	if (w.heartbeat_interval > pool->cfg.worker_timeout / 3)
 		w.heartbeat_interval = pool->cfg.worker_timeout / 3;
-	fpool__log_set_origin("worker %u pid %d", w.id, (int)w.pid);
+	/* From here on, records go to the master over the channel. */
+	fpool__log_set_worker(chan, w.id);
 
+	/* stdout and stderr become the pipes the master reads. */
+	if (dup2(out[0], STDOUT_FILENO) < 0 || dup2(out[1], STDERR_FILENO) < 0)
+		worker_fail("dup2 of the output pipes failed");
 	forget_master(&w, pool); /* frees pool and s */
 	build_loop(&w);
 	if (sigprocmask(SIG_SETMASK, &mask, NULL) < 0)

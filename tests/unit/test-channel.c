@@ -73,12 +73,12 @@ static void test_encode_exact(void **state)
 static void test_round_trip(void **state)
 {
 	static const struct fpool__msg cases[] = {
-		{ FPOOL_MSG_READY, 0 },
-		{ FPOOL_MSG_HEARTBEAT, 0 },
-		{ FPOOL_MSG_HEARTBEAT, 1 },
-		{ FPOOL_MSG_HEARTBEAT, 123456789 },
-		{ FPOOL_MSG_HEARTBEAT, (uint64_t)INT64_MAX + 1 },
-		{ FPOOL_MSG_HEARTBEAT, UINT64_MAX },
+		{ .type = FPOOL_MSG_READY, .requests = 0 },
+		{ .type = FPOOL_MSG_HEARTBEAT, .requests = 0 },
+		{ .type = FPOOL_MSG_HEARTBEAT, .requests = 1 },
+		{ .type = FPOOL_MSG_HEARTBEAT, .requests = 123456789 },
+		{ .type = FPOOL_MSG_HEARTBEAT, .requests = (uint64_t)INT64_MAX + 1 },
+		{ .type = FPOOL_MSG_HEARTBEAT, .requests = UINT64_MAX },
 	};
 	size_t i;
 

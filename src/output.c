@@ -1,0 +1,252 @@
+/*
+ * Worker output: the master reads each worker's stdout and stderr from
+ * pipes, splits the bytes into lines, keeps the last lines of each slot in
+ * a ring buffer and writes every line, tagged with the worker's id and pid,
+ * to --stdout/--stderr or the log.
+ *
+ * Nothing a worker printed is lost: a final line without a newline is
+ * still a line, and when a worker exits its pipes are drained before the
+ * master logs the exit, so a crashing worker's last words come first.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "fpool-int.h"
+
+/* Bytes read from a pipe per callback before giving other events a turn. */
+#define PIPE_BATCH (4 * 65536)
+
+/* ---- line splitter ------------------------------------------------------ */
+
+int fpool__linebuf_feed(struct fpool__linebuf *lb, const char *data, size_t n,
+			fpool__line_cb cb, void *arg)
+{
+	while (n > 0) {
+		const char *nl = memchr(data, '\n', n);
+		size_t take = nl ? (size_t)(nl - data) : n;
+
+		/* A line longer than FPOOL_LINE_MAX is cut into pieces of
+		 * that size, so one endless line cannot grow our memory. */
+		if (lb->len + take > FPOOL_LINE_MAX) {
+			take = FPOOL_LINE_MAX - lb->len;
+			nl = NULL;
+		}
+		if (lb->len == 0 && nl != NULL) {
+			/* The common case: a whole line, no copy. */
+			cb(data, take, arg);
+		} else {
+			if (lb->buf == NULL) {
+				lb->buf = malloc(FPOOL_LINE_MAX);
+				if (lb->buf == NULL)
+					return -ENOMEM;
+			}
+			memcpy(lb->buf + lb->len, data, take);
+			lb->len += take;
+			if (nl != NULL || lb->len == FPOOL_LINE_MAX) {
+				cb(lb->buf, lb->len, arg);
+				lb->len = 0;
+			}
+		}
+		if (nl != NULL)
+			take++; /* the newline itself */
+		data += take;
+		n -= take;
+	}
+	return 0;
+}
+
+void fpool__linebuf_flush(struct fpool__linebuf *lb, fpool__line_cb cb,
+			  void *arg)
+{
+	if (lb->len > 0)
+		cb(lb->buf, lb->len, arg);
+	lb->len = 0;
+}
+
+void fpool__linebuf_free(struct fpool__linebuf *lb)
+{
+	free(lb->buf);
+	lb->buf = NULL;
+	lb->len = 0;
+}
+
+/* ---- ring of the last lines --------------------------------------------- */
+
+int fpool__ring_init(struct fpool__ring *r, size_t cap)
+{
+	memset(r, 0, sizeof(*r));
+	if (cap == 0)
+		return 0;
+	r->lines = calloc(cap, sizeof(*r->lines));
+	if (r->lines == NULL)
+		return -ENOMEM;
+	r->cap = cap;
+	return 0;
+}
+
+int fpool__ring_push(struct fpool__ring *r, const char *line, size_t len)
+{
+	char *copy;
+	size_t at;
+
+	if (r->cap == 0)
+		return 0;
+	copy = malloc(len + 1);
+	if (copy == NULL)
+		return -ENOMEM;
+	memcpy(copy, line, len);
+	copy[len] = '\0';
+	at = (r->head + r->n) % r->cap;
+	if (r->n == r->cap) {
+		/* Full: the oldest line makes room. */
+		free(r->lines[r->head]);
+		r->head = (r->head + 1) % r->cap;
+	} else {
+		r->n++;
+	}
+	r->lines[at] = copy;
+	return 0;
+}
+
+const char *fpool__ring_get(const struct fpool__ring *r, size_t i)
+{
+	if (i >= r->n)
+		return NULL;
+	return r->lines[(r->head + i) % r->cap];
+}
+
+void fpool__ring_free(struct fpool__ring *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		free(r->lines[(r->head + i) % r->cap]);
+	free(r->lines);
+	memset(r, 0, sizeof(*r));
+}
+
+/* ---- the master's end of a worker's stdout/stderr ----------------------- */
+
+static void pipe_line_cb(const char *line, size_t len, void *arg)
+{
+	struct fpool__pipe *p = arg;
+	struct fpool__slot *s = p->slot;
+	struct fpool__record r = {
+		.time = fpool__realtime(),
+		.level = FPOOL_LOG_INFO,
+		.worker = (int)s->id,
+		.pid = s->pid,
+		.stream = p->stream,
+		.msg = line,
+		.msglen = len,
+	};
+
+	if (fpool__ring_push(&s->ring, line, len) != 0)
+		fpool_log(FPOOL_LOG_WARNING,
+			  "worker %u: out of memory; a "
+			  "line is missing from its output ring",
+			  s->id);
+	fpool__log_record(s->pool->out_fd[p == &s->pipes[1]], &r);
+}
+
+void fpool__pipe_close(struct fpool__pipe *p)
+{
+	if (p->ev != NULL) {
+		event_free(p->ev);
+		p->ev = NULL;
+	}
+	if (p->fd >= 0) {
+		close(p->fd);
+		p->fd = -1;
+	}
+	fpool__linebuf_free(&p->lb);
+}
+
+/* Read what is there, up to `limit` bytes; at EOF, flush the last
+ * partial line and close. */
+static void pipe_read(struct fpool__pipe *p, size_t limit)
+{
+	static char buf[65536]; /* the master is single-threaded */
+	size_t total = 0;
+
+	while (p->fd >= 0 && total < limit) {
+		ssize_t n = read(p->fd, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n < 0)
+			fpool__log_errno(FPOOL_LOG_WARNING, errno,
+					 "worker %u: reading its %s",
+					 p->slot->id, p->stream);
+		if (n <= 0) {
+			fpool__linebuf_flush(&p->lb, pipe_line_cb, p);
+			fpool__pipe_close(p);
+			return;
+		}
+		total += (size_t)n;
+		if (fpool__linebuf_feed(&p->lb, buf, (size_t)n, pipe_line_cb,
+					p) != 0)
+			fpool_log(FPOOL_LOG_WARNING,
+				  "worker %u: out of memory "
+				  "splitting its %s",
+				  p->slot->id, p->stream);
+	}
+}
+
+static void pipe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	pipe_read(arg, PIPE_BATCH);
+}
+
+int fpool__pipe_open(struct fpool__pipe *p, struct fpool__slot *s,
+		     const char *stream, int *child_end)
+{
+	int fds[2];
+
+	p->slot = s;
+	p->stream = stream;
+	p->fd = -1;
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -errno;
+	/* Our end is read by the loop; the worker's end blocks, so a
+	 * worker printing faster than we read waits instead of losing
+	 * lines. */
+	if (fcntl(fds[0], F_SETFL, O_NONBLOCK) < 0) {
+		int err = -errno;
+
+		close(fds[0]);
+		close(fds[1]);
+		return err;
+	}
+	p->fd = fds[0];
+	*child_end = fds[1];
+	return 0;
+}
+
+int fpool__pipe_watch(struct fpool__pipe *p, struct event_base *base)
+{
+	p->ev = event_new(base, p->fd, EV_READ | EV_PERSIST, pipe_cb, p);
+	if (p->ev == NULL || event_add(p->ev, NULL) != 0)
+		return -ENOMEM;
+	return 0;
+}
+
+void fpool__pipe_drain(struct fpool__pipe *p)
+{
+	/* The worker is gone, so whatever it wrote is in the pipe now.  A
+	 * grandchild may still hold the write end: read what is there
+	 * rather than wait for an EOF that may never come. */
+	pipe_read(p, SIZE_MAX);
+	if (p->fd >= 0) {
+		fpool__linebuf_flush(&p->lb, pipe_line_cb, p);
+		fpool__pipe_close(p);
+	}
+}
