@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -173,17 +174,19 @@ int fpool__write_all(int fd, const void *data, size_t len)
 static void add_time(struct evbuffer *b, double t)
 {
 	char s[64];
-	time_t sec = (time_t)t;
-	long usec = (long)((t - (double)sec) * 1e6);
+	/* Round to the microsecond: the double holds 1795304772.357857 as
+	 * ...857 minus a little, which truncation would print as ...856. */
+	long long us = llround(t * 1e6);
+	time_t sec = (time_t)(us / 1000000);
 	struct tm tm;
 
-	if (usec < 0)
-		usec = 0;
-	if (usec > 999999)
-		usec = 999999;
+	if (us < 0) {
+		us = 0;
+		sec = 0;
+	}
 	gmtime_r(&sec, &tm);
 	strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%S", &tm);
-	evbuffer_add_printf(b, "%s.%06ldZ", s, usec);
+	evbuffer_add_printf(b, "%s.%06lldZ", s, us % 1000000);
 }
 
 /* A field value in text form: bare when it is a plain word, else quoted
