@@ -17,6 +17,7 @@ Rules these helpers enforce:
 import collections
 import datetime
 import errno
+import json
 import os
 import re
 import selectors
@@ -42,6 +43,10 @@ LOG_LINE_RE = re.compile(
     r"(?P<msg>.+)$"
 )
 READY_RE = re.compile(r"\bworker (\d+) pid (\d+) ready\b")
+# A worker's stdout/stderr line as the master re-emits it in text format.
+OUTPUT_LINE_RE = re.compile(r"^\[worker (?P<id>\d+) pid (?P<pid>\d+)\] (?P<line>.*)$", re.S)
+JSON_TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+JSON_LEVELS = ("debug", "info", "warning", "error")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -360,6 +365,102 @@ def not_served(address, wait=0.5):
 
 
 # ---------------------------------------------------------------------------
+# JSON logs (--log-format json)
+
+
+def parse_json_line(raw, where="line"):
+    """One line of a --log-format json file (bytes, no newline) -> dict.
+
+    Strict: the bytes must be valid UTF-8 and one JSON object with the
+    keys every record has (time, level, origin, pid, msg) of the right
+    types; worker lines carry "worker", captured lines "stream", and
+    "fields" is an object of strings.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise AssertionError(f"{where} is not valid UTF-8 ({e}): {raw!r}") from None
+    try:
+        rec = json.loads(text)
+    except ValueError as e:
+        raise AssertionError(f"{where} is not JSON ({e}): {raw!r}") from None
+    assert isinstance(rec, dict), f"{where} is not a JSON object: {raw!r}"
+    problems = []
+    if not (isinstance(rec.get("time"), str) and JSON_TIME_RE.match(rec["time"])):
+        problems.append("time")
+    if rec.get("level") not in JSON_LEVELS:
+        problems.append("level")
+    if rec.get("origin") not in ("master", "worker"):
+        problems.append("origin")
+    if not isinstance(rec.get("pid"), int) or isinstance(rec.get("pid"), bool):
+        problems.append("pid")
+    if not isinstance(rec.get("msg"), str):
+        problems.append("msg")
+    if rec.get("origin") == "worker" and (
+            not isinstance(rec.get("worker"), int) or isinstance(rec.get("worker"), bool)):
+        problems.append("worker")
+    if "stream" in rec and rec["stream"] not in ("stdout", "stderr"):
+        problems.append("stream")
+    if "fields" in rec and not (isinstance(rec["fields"], dict) and
+                                all(isinstance(v, str) for v in rec["fields"].values())):
+        problems.append("fields")
+    assert not problems, f"{where}: bad or missing {', '.join(problems)}: {raw!r}"
+    return rec
+
+
+class JsonLog:
+    """A --log-format json file another process appends to, parsed
+    incrementally and strictly (parse_json_line) as complete lines arrive.
+
+    Records are kept in .records, or handed to on_record(rec) instead (a
+    flood of records need not sit in memory).
+    """
+
+    def __init__(self, path, on_record=None):
+        self.path = str(path)
+        self.on_record = on_record
+        self.records = []
+        self.count = 0
+        self._pos = 0
+        self._pending = b""
+
+    def read(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._pos)
+                new = f.read()
+        except FileNotFoundError:
+            return self.records
+        if new:
+            self._pos += len(new)
+            data = self._pending + new
+            cut = data.rfind(b"\n") + 1
+            self._pending = data[cut:]
+            for raw in data[:cut - 1].split(b"\n") if cut else ():
+                self.count += 1
+                rec = parse_json_line(raw, f"{os.path.basename(self.path)} line {self.count}")
+                if self.on_record:
+                    self.on_record(rec)
+                else:
+                    self.records.append(rec)
+        return self.records
+
+
+def read_json_log(path):
+    """Every line of a finished --log-format json file, parsed strictly.
+
+    The file must end with a newline (no half-written last line).
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        return []
+    assert data.endswith(b"\n"), f"{path} does not end with a newline: {data[-200:]!r}"
+    return [parse_json_line(raw, f"{os.path.basename(path)} line {n}")
+            for n, raw in enumerate(data[:-1].split(b"\n"), 1)]
+
+
+# ---------------------------------------------------------------------------
 # The master process
 
 
@@ -391,7 +492,10 @@ class LogFile:
         return self._text
 
     def lines(self):
-        return self.text().splitlines()
+        # Only "\n" ends a line: str.splitlines() would also cut at \r,
+        # \v, \f, \x1c..\x1e and \x85, which a worker may print.
+        text = self.text()
+        return text[:-1].split("\n") if text else []
 
     def tail(self, n=40):
         return "\n".join(self.lines()[-n:])
@@ -405,8 +509,29 @@ def log_time(line):
     return dt.replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
+def option_value(args, flag):
+    """The value of the master option `flag` ("--log-file") in `args`, or
+    None.  Both "--flag VALUE" and "--flag=VALUE" count; the worker's
+    arguments (after "--") do not."""
+    value = None
+    args = [str(a) for a in args]
+    for i, a in enumerate(args):
+        if a == "--":
+            break
+        if a == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(flag + "="):
+            value = a[len(flag) + 1:]
+    return value
+
+
 class Master:
-    """One forkpool master started by a test, with its logs in files."""
+    """One forkpool master started by a test, with its logs in files.
+
+    The master's log is read from its stderr, or from the --log-file given
+    in `args`; worker output captured with --stdout/--stderr FILE is read
+    from those files too (see output_lines()).
+    """
 
     def __init__(self, binary, args, workdir, name="forkpool", port=None):
         self.binary = binary
@@ -414,6 +539,14 @@ class Master:
         self.port = port
         self.out = LogFile(os.path.join(workdir, f"{name}.stdout"))
         self.err = LogFile(os.path.join(workdir, f"{name}.stderr"))
+        log_file = option_value(self.args, "--log-file")
+        self.log = LogFile(log_file) if log_file else self.err
+        self.worker_files = []   # LogFiles of --stdout / --stderr, if given
+        for flag in ("--stdout", "--stderr"):
+            path = option_value(self.args, flag)
+            if path is not None:
+                if path not in [f.path for f in [self.log] + self.worker_files]:
+                    self.worker_files.append(LogFile(path))
         self.proc = None
         self.pid = None
         self.ready_seen = {}   # pid -> time.monotonic() when its ready line was read
@@ -503,24 +636,43 @@ class Master:
     # -- logs --
 
     def describe(self):
-        return (f"--- master args: {' '.join(self.args)}\n"
+        text = (f"--- master args: {' '.join(self.args)}\n"
                 f"--- stderr (tail):\n{self.err.tail()}\n"
                 f"--- stdout (tail):\n{self.out.tail()}")
+        for f in ([self.log] if self.log is not self.err else []) + self.worker_files:
+            text += f"\n--- {os.path.basename(f.path)} (tail):\n{f.tail()}"
+        return text
+
+    def switch_log(self, path):
+        """Read the master's log from `path` from now on (after a rename
+        and SIGUSR1, the new file at the old path).  ready_workers() keeps
+        what it learnt so far and reads the new file from its start."""
+        self.log = LogFile(path)
+        self._ready_pos = 0
+        return self.log
 
     def output_lines(self):
         """Lines the workers printed, wherever they land.
 
-        Workers inherit the master's stdout/stderr for now; once the master
-        captures their output it re-emits the lines (tagged) on its stderr.
-        Both files are searched, so the tests need not change then.  The
-        lines of one worker stay in order: they all land in the same file.
+        The master captures worker stdout/stderr and writes the lines,
+        tagged "[worker ID pid PID] ", to its log (stderr or --log-file),
+        or to the --stdout/--stderr files.  Its own stdout is searched as
+        well, where workers wrote before output was captured.  The lines of
+        one worker's stream stay in order: they all land in one file.
         """
-        return self.out.lines() + self.err.lines()
+        files = [self.out, self.err]
+        if self.log is not self.err:
+            files.append(self.log)
+        lines = []
+        for f in files + self.worker_files:
+            lines += f.lines()
+        return lines
 
     def find(self, regex, stream="err"):
-        """Every match of `regex` in the master's log (stream="err") or in
-        the workers' output (stream="out", see output_lines())."""
-        lines = self.err.lines() if stream == "err" else self.output_lines()
+        """Every match of `regex` in the master's log (stream="err": its
+        stderr or --log-file) or in the workers' output (stream="out", see
+        output_lines())."""
+        lines = self.log.lines() if stream == "err" else self.output_lines()
         rx = re.compile(regex)
         return [m for m in map(rx.search, lines) if m]
 
@@ -550,7 +702,7 @@ class Master:
 
     def ready_workers(self):
         """{slot id: pid} from the newest "worker ID pid PID ready" line per id."""
-        text = self.err.text()
+        text = self.log.text()
         for m in READY_RE.finditer(text, self._ready_pos):
             slot, pid = int(m.group(1)), int(m.group(2))
             self._ready[slot] = pid
@@ -702,6 +854,24 @@ def forkpool(forkpool_bin, tmp_path):
 
 
 CliResult = collections.namedtuple("CliResult", "returncode stdout stderr")
+
+
+def names_flag(line, flag):
+    """`flag` appears as a whole option name (--worker is not --workers)."""
+    return re.search(re.escape(flag) + r"(?![\w-])", line) is not None
+
+
+def assert_one_line_error(res, flag, status=2):
+    """A CliResult that failed with `status` (any non-zero if None) and
+    said so in one stderr line naming `flag`."""
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    if status is None:
+        assert res.returncode != 0, f"exit status 0, expected a failure; stderr:\n{res.stderr}"
+    else:
+        assert res.returncode == status, (
+            f"exit status {res.returncode}, expected {status}; stderr:\n{res.stderr}")
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{res.stderr}"
+    assert names_flag(lines[0], flag), f"the error does not name {flag}: {lines[0]!r}"
 
 
 @pytest.fixture

@@ -15,6 +15,23 @@
  *   --blocking          blocking-style main (loops on is_running) instead of
  *                       the event-driven fpool_worker_loop()
  *
+ * Output and log flags, for the capture and forwarding tests.  They run at
+ * the start of main (after its "main" line, before the timers above), in
+ * this order, each flag's output flushed at once:
+ *   --say TEXT          printf("TEXT\n") to stdout; repeatable, in order
+ *   --esay TEXT         fprintf(stderr, "TEXT\n"); repeatable, in order
+ *   --log-records N     N records as fast as possible, i = 0..N-1:
+ *                       fpool_log_fields(FPOOL_LOG_INFO, {seq: "i"}, 1,
+ *                       "record i of worker ID"), then the stdout line
+ *                       "chaos worker ID pid PID: logged N"
+ *   --partial TEXT      write(2) TEXT to fd 1 with no newline, then abort()
+ *                       (so --raw-bytes never runs with it)
+ *   --raw-bytes         write(2) to fd 1 one line made of every byte
+ *                       0x01..0x1f except 0x0a, then 0x00, then invalid
+ *                       UTF-8 (80, ff, c3 28, ed a0 80), then "end\n"; then
+ *                       fpool_log(FPOOL_LOG_WARNING, "%s", the same bytes),
+ *                       which %s cuts at the 0x00
+ *
  * Every hook prints one line to stdout, flushed at once:
  *   chaos worker ID pid PID: on_start | main | on_stop | main returned |
  *   main cancelled | on_shutdown
@@ -36,6 +53,12 @@
 struct chaos {
 	int fail_start, ignore_term, blocking, exit_code;
 	long crash_after, hang_after, exit_after; /* ms, -1 = never */
+	/* Output flags: pointers into the worker's argv, which outlives us. */
+	const char **say, **esay;
+	size_t nsay, nesay;
+	long log_records; /* -1 = none */
+	const char *partial;
+	int raw_bytes;
 	struct event *crash_ev, *hang_ev, *exit_ev;
 	int exit_now; /* blocking main: --exit-after is due */
 };
@@ -64,6 +87,20 @@ static long parse_ms(const char *flag, const char *s)
 	return v;
 }
 
+/* Append `text` to a list of argv strings; the list can hold argc. */
+static int push(const char ***list, size_t *n, int argc, const char *text)
+{
+	if (*list == NULL) {
+		*list = calloc((size_t)argc, sizeof(**list));
+		if (*list == NULL) {
+			perror("chaos: calloc");
+			return -1;
+		}
+	}
+	(*list)[(*n)++] = text;
+	return 0;
+}
+
 static int chaos_setup(struct fpool_worker *w, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -74,12 +111,18 @@ static int chaos_setup(struct fpool_worker *w, int argc, char **argv)
 		{ "exit-code", required_argument, NULL, 'x' },
 		{ "ignore-term", no_argument, NULL, 'i' },
 		{ "blocking", no_argument, NULL, 'b' },
+		{ "say", required_argument, NULL, 's' },
+		{ "esay", required_argument, NULL, 'S' },
+		{ "log-records", required_argument, NULL, 'l' },
+		{ "partial", required_argument, NULL, 'p' },
+		{ "raw-bytes", no_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
 
 	(void)w;
 	chaos.crash_after = chaos.hang_after = chaos.exit_after = -1;
+	chaos.log_records = -1;
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -104,13 +147,31 @@ static int chaos_setup(struct fpool_worker *w, int argc, char **argv)
 		case 'b':
 			chaos.blocking = 1;
 			break;
+		case 's':
+			if (push(&chaos.say, &chaos.nsay, argc, optarg) != 0)
+				return -1;
+			break;
+		case 'S':
+			if (push(&chaos.esay, &chaos.nesay, argc, optarg) != 0)
+				return -1;
+			break;
+		case 'l':
+			chaos.log_records = parse_ms("--log-records", optarg);
+			break;
+		case 'p':
+			chaos.partial = optarg;
+			break;
+		case 'r':
+			chaos.raw_bytes = 1;
+			break;
 		default:
 			fprintf(stderr, "chaos: unknown flag\n");
 			return -1;
 		}
 	}
 	if (chaos.crash_after < -1 || chaos.hang_after < -1 ||
-	    chaos.exit_after < -1 || chaos.exit_code < 0)
+	    chaos.exit_after < -1 || chaos.exit_code < 0 ||
+	    chaos.log_records < -1)
 		return -1;
 	return 0;
 }
@@ -199,10 +260,82 @@ static struct event *after(struct fpool_worker *w, long ms,
 	return ev;
 }
 
+/* write(2) all of buf to fd, past short writes and EINTR. */
+static void write_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			perror("chaos: write");
+			abort();
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+static void raw_bytes(void)
+{
+	/* Split after the last \x escape, which would swallow the 'e'. */
+	static const char tail[] = "\0\x80\xff\xc3\x28\xed\xa0\x80"
+				   "end\n";
+	char line[64];
+	size_t n = 0;
+
+	for (int c = 0x01; c <= 0x1f; c++)
+		if (c != '\n')
+			line[n++] = (char)c;
+	memcpy(line + n, tail, sizeof(tail) - 1);
+	n += sizeof(tail) - 1;
+	write_all(STDOUT_FILENO, line, n);
+	line[n - 1] = '\0'; /* the record: same bytes, no newline */
+	fpool_log(FPOOL_LOG_WARNING, "%s", line);
+}
+
+/* The output flags, in their documented order. */
+static void chaos_output(struct fpool_worker *w)
+{
+	for (size_t i = 0; i < chaos.nsay; i++) {
+		printf("%s\n", chaos.say[i]);
+		fflush(stdout);
+	}
+	for (size_t i = 0; i < chaos.nesay; i++) {
+		fprintf(stderr, "%s\n", chaos.esay[i]);
+		fflush(stderr);
+	}
+	if (chaos.log_records >= 0) {
+		unsigned id = fpool_worker_id(w);
+		char seq[32], what[64];
+
+		for (long i = 0; i < chaos.log_records; i++) {
+			snprintf(seq, sizeof(seq), "%ld", i);
+			fpool_log_fields(
+				FPOOL_LOG_INFO,
+				&(struct fpool_log_field){ "seq", seq }, 1,
+				"record %ld of worker %u", i, id);
+		}
+		snprintf(what, sizeof(what), "logged %ld", chaos.log_records);
+		say(w, what);
+	}
+	if (chaos.partial) {
+		fflush(NULL);
+		write_all(STDOUT_FILENO, chaos.partial, strlen(chaos.partial));
+		abort();
+	}
+	if (chaos.raw_bytes) {
+		fflush(NULL);
+		raw_bytes();
+	}
+}
+
 static int chaos_main(struct fpool_worker *w, void *arg)
 {
 	(void)arg;
 	say(w, "main");
+	chaos_output(w);
 	chaos.crash_ev = after(w, chaos.crash_after, crash_cb);
 	chaos.hang_ev = after(w, chaos.hang_after, hang_cb);
 	chaos.exit_ev = after(w, chaos.exit_after, exit_cb);
