@@ -46,9 +46,10 @@ struct fpool__hooks {
 size_t fpool__utf8_seq(const unsigned char *p, size_t n);
 bool fpool__utf8_valid(const char *buf, size_t len);
 /* A NUL-terminated, malloc'd copy of s that is valid UTF-8: every byte
- * that is not part of a well-formed sequence, and every NUL, becomes
- * U+FFFD.  NULL when out of memory. */
-char *fpool__utf8_sanitize(const char *s, size_t len, size_t *outlen);
+ * that is not part of a well-formed sequence becomes U+FFFD, and so does
+ * every NUL unless `keep_nul`.  NULL when out of memory. */
+char *fpool__utf8_sanitize(const char *s, size_t len, bool keep_nul,
+			   size_t *outlen);
 int fpool__hooks_add(struct fpool__hooks *h, void (*fn)(void), void *arg);
 void fpool__hooks_free(struct fpool__hooks *h);
 
@@ -81,8 +82,11 @@ int fpool__write_all(int fd, const void *data, size_t len);
 int fpool__record_format(const struct fpool__record *r, struct evbuffer *b);
 /* The JSON form of r, whatever the sink's format.  0 or -errno. */
 int fpool__record_json(const struct fpool__record *r, struct evbuffer *b);
-/* Write r to fd (-1: the log), unless r is a record below the level. */
-void fpool__log_record(int fd, const struct fpool__record *r);
+/* Write r to fd (-1: the log), unless r is a record below the level:
+ * at once (`now`), or batched until fpool__log_flush(). */
+void fpool__log_record(int fd, const struct fpool__record *r, bool now);
+/* Write the batched records. */
+void fpool__log_flush(void);
 /* In a new worker: send records to the master over `chan`. */
 void fpool__log_set_worker(int chan, unsigned id);
 /* Close the log file (back to stderr). */

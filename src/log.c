@@ -58,6 +58,21 @@ static struct {
 	.worker = -1,
 };
 
+/*
+ * Records forwarded from workers and captured lines are batched: the
+ * master formats a burst of them into one buffer and writes it with one
+ * write(2) when the callback that read them ends (fpool__log_flush).
+ * Whole lines only, so nothing interleaves; the master's own records
+ * flush the batch first and are written at once, keeping the order.
+ */
+static struct {
+	struct evbuffer *buf;
+	int fd;
+} batch = { .fd = -1 };
+
+/* Past this much, write the batch before adding more. */
+#define BATCH_MAX (256 * 1024)
+
 void fpool_log_set_level(enum fpool_log_level level)
 {
 	sink.level = level;
@@ -132,6 +147,10 @@ int fpool_log_reopen(void)
 
 void fpool__log_close(void)
 {
+	fpool__log_flush();
+	if (batch.buf != NULL)
+		evbuffer_free(batch.buf);
+	batch.buf = NULL;
 	if (sink.path != NULL)
 		close(sink.fd);
 	free(sink.path);
@@ -257,9 +276,10 @@ static bool gen_bytes(yajl_gen g, const char *s, size_t len)
 	char *clean;
 	bool ok;
 
-	if (fpool__utf8_valid(s, len) && memchr(s, '\0', len) == NULL)
+	/* yajl escapes control characters, NUL included, as \u00XX. */
+	if (fpool__utf8_valid(s, len))
 		return gen_str(g, s, len);
-	clean = fpool__utf8_sanitize(s, len, &n);
+	clean = fpool__utf8_sanitize(s, len, true, &n);
 	ok = clean != NULL && gen_str(g, clean, n);
 	free(clean);
 	return ok;
@@ -325,23 +345,33 @@ int fpool__record_format(const struct fpool__record *r, struct evbuffer *b)
 	return 0;
 }
 
-void fpool__log_record(int fd, const struct fpool__record *r)
+void fpool__log_flush(void)
 {
-	struct evbuffer *b;
+	size_t n;
 
-	if (r->stream == NULL && r->level < sink.level)
+	if (batch.buf == NULL || (n = evbuffer_get_length(batch.buf)) == 0)
 		return;
-	b = evbuffer_new();
-	if (b == NULL)
+	/* If the log itself cannot be written there is no one left to tell;
+	 * the records are dropped on purpose. */
+	fpool__write_all(batch.fd, evbuffer_pullup(batch.buf, -1), n);
+	evbuffer_drain(batch.buf, n);
+}
+
+void fpool__log_record(int fd, const struct fpool__record *r, bool now)
+{
+	if (r->stream == NULL && r->level < sink.level)
 		return;
 	if (fd < 0)
 		fd = sink.fd;
-	/* If the log itself cannot be written there is no one left to tell;
-	 * the record is dropped on purpose. */
-	if (fpool__record_format(r, b) == 0)
-		fpool__write_all(fd, evbuffer_pullup(b, -1),
-				 evbuffer_get_length(b));
-	evbuffer_free(b);
+	if (batch.buf == NULL && (batch.buf = evbuffer_new()) == NULL)
+		return;
+	if (fd != batch.fd || evbuffer_get_length(batch.buf) >= BATCH_MAX)
+		fpool__log_flush();
+	batch.fd = fd;
+	if (fpool__record_format(r, batch.buf) != 0)
+		return;
+	if (now)
+		fpool__log_flush();
 }
 
 double fpool__realtime(void)
@@ -367,14 +397,15 @@ static int send_to_master(struct fpool__record *r)
 	int err;
 
 	/* The channel carries valid UTF-8 only. */
-	m.text = fpool__utf8_sanitize(r->msg, r->msglen, &n);
+	m.text = fpool__utf8_sanitize(r->msg, r->msglen, false, &n);
 	if (m.nfields > FPOOL_LOG_MAX_FIELDS)
 		m.nfields = FPOOL_LOG_MAX_FIELDS;
 	for (size_t i = 0; i < m.nfields; i++) {
 		clean[i].key = fpool__utf8_sanitize(
-			r->fields[i].key, strlen(r->fields[i].key), &n);
+			r->fields[i].key, strlen(r->fields[i].key), false, &n);
 		clean[i].value = fpool__utf8_sanitize(
-			r->fields[i].value, strlen(r->fields[i].value), &n);
+			r->fields[i].value, strlen(r->fields[i].value), false,
+			&n);
 	}
 	m.fields = clean;
 	err = m.text == NULL ? -ENOMEM : 0;
@@ -428,7 +459,7 @@ static void log_va(enum fpool_log_level level, int err,
 	 * master captures. */
 	if (sink.chan >= 0 && send_to_master(&r) == 0)
 		return;
-	fpool__log_record(-1, &r);
+	fpool__log_record(-1, &r, true);
 }
 
 void fpool_log(enum fpool_log_level level, const char *fmt, ...)

@@ -150,7 +150,7 @@ static void pipe_line_cb(const char *line, size_t len, void *arg)
 			  "worker %u: out of memory; a "
 			  "line is missing from its output ring",
 			  s->id);
-	fpool__log_record(s->pool->out_fd[p == &s->pipes[1]], &r);
+	fpool__log_record(s->pool->out_fd[p == &s->pipes[1]], &r, false);
 }
 
 void fpool__pipe_close(struct fpool__pipe *p)
@@ -204,6 +204,7 @@ static void pipe_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	pipe_read(arg, PIPE_BATCH);
+	fpool__log_flush();
 }
 
 int fpool__pipe_open(struct fpool__pipe *p, struct fpool__slot *s,
@@ -249,4 +250,5 @@ void fpool__pipe_drain(struct fpool__pipe *p)
 		fpool__linebuf_flush(&p->lb, pipe_line_cb, p);
 		fpool__pipe_close(p);
 	}
+	fpool__log_flush();
 }

@@ -101,14 +101,13 @@ void fpool__slot_free(struct fpool__slot *s)
 	fpool__slot_forget(s);
 }
 
-static void slot_chan_cb(evutil_socket_t fd, short what, void *arg)
+static void slot_chan_read(evutil_socket_t fd, void *arg)
 {
 	struct fpool__slot *s = arg;
 	/* The master is single-threaded: one buffer serves every slot. */
 	static char buf[FPOOL_CHAN_MAX + 1];
 	struct fpool__msg msg;
 
-	(void)what;
 	for (int i = 0; i < CHAN_BATCH; i++) {
 		ssize_t n = recv(fd, buf, sizeof(buf), 0);
 
@@ -165,12 +164,19 @@ static void slot_chan_cb(evutil_socket_t fd, short what, void *arg)
 				.nfields = msg.nfields,
 			};
 
-			fpool__log_record(-1, &r);
+			fpool__log_record(-1, &r, false);
 			break;
 		}
 		}
 		fpool__msg_clear(&msg);
 	}
+}
+
+static void slot_chan_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	slot_chan_read(fd, arg);
+	fpool__log_flush(); /* the records of this batch, in one write */
 }
 
 static void slot_pidfd_cb(evutil_socket_t fd, short what, void *arg)

@@ -141,7 +141,8 @@ bool fpool__utf8_valid(const char *buf, size_t len)
 	return true;
 }
 
-char *fpool__utf8_sanitize(const char *s, size_t len, size_t *outlen)
+char *fpool__utf8_sanitize(const char *s, size_t len, bool keep_nul,
+			   size_t *outlen)
 {
 	/* Each bad byte becomes the 3 bytes of U+FFFD. */
 	char *out = malloc(len * 3 + 1), *o = out;
@@ -151,7 +152,8 @@ char *fpool__utf8_sanitize(const char *s, size_t len, size_t *outlen)
 	if (out == NULL)
 		return NULL;
 	while (i < len) {
-		n = p[i] == 0 ? 0 : fpool__utf8_seq(p + i, len - i);
+		n = p[i] == 0 && !keep_nul ? 0
+					   : fpool__utf8_seq(p + i, len - i);
 		if (n == 0) {
 			memcpy(o, "\xef\xbf\xbd", 3);
 			o += 3;

@@ -77,7 +77,8 @@ static void test_round_trip(void **state)
 		{ .type = FPOOL_MSG_HEARTBEAT, .requests = 0 },
 		{ .type = FPOOL_MSG_HEARTBEAT, .requests = 1 },
 		{ .type = FPOOL_MSG_HEARTBEAT, .requests = 123456789 },
-		{ .type = FPOOL_MSG_HEARTBEAT, .requests = (uint64_t)INT64_MAX + 1 },
+		{ .type = FPOOL_MSG_HEARTBEAT,
+		  .requests = (uint64_t)INT64_MAX + 1 },
 		{ .type = FPOOL_MSG_HEARTBEAT, .requests = UINT64_MAX },
 	};
 	size_t i;
