@@ -348,7 +348,12 @@ int fpool__slot_spawn(struct fpool__slot *s)
 				  "worker %u pid %d: cannot watch its %s; it "
 				  "will block once the pipe is full",
 				  s->id, (int)pid, names[i]);
-	fpool_log(FPOOL_LOG_INFO, "worker %u pid %d started", s->id, (int)pid);
+	if (s->restarts > 0)
+		fpool_log(FPOOL_LOG_INFO, "worker %u pid %d started (respawn %u)",
+			  s->id, (int)pid, s->restarts);
+	else
+		fpool_log(FPOOL_LOG_INFO, "worker %u pid %d started", s->id,
+			  (int)pid);
 	return 0;
 }
 

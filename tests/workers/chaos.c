@@ -35,9 +35,14 @@
  * Every hook prints one line to stdout, flushed at once:
  *   chaos worker ID pid PID: on_start | main | on_stop | main returned |
  *   main cancelled | on_shutdown
+ * If $FORKPOOL_CHAOS_HOOKS names a file, the same line is first appended
+ * to it too (one O_APPEND write, so workers do not mix): stdout is a pipe
+ * to the master, and once the master is SIGKILLed nobody reads it, yet the
+ * tests must see an orphan run on_stop and on_shutdown.
  * It serves no connections.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -68,6 +73,23 @@ static struct chaos chaos;
 
 static void say(struct fpool_worker *w, const char *what)
 {
+	const char *hooks = getenv("FORKPOOL_CHAOS_HOOKS");
+	char line[256];
+	int n;
+
+	n = snprintf(line, sizeof(line), "chaos worker %u pid %d: %s\n",
+		     fpool_worker_id(w), (int)fpool_worker_pid(w), what);
+	if (hooks != NULL && *hooks != '\0' && n > 0 &&
+	    (size_t)n < sizeof(line)) {
+		int fd = open(hooks, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+			      0644);
+
+		if (fd >= 0) {
+			if (write(fd, line, (size_t)n) != n)
+				perror("chaos: write $FORKPOOL_CHAOS_HOOKS");
+			close(fd);
+		}
+	}
 	printf("chaos worker %u pid %d: %s\n", fpool_worker_id(w),
 	       (int)fpool_worker_pid(w), what);
 	fflush(stdout);
