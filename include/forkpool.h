@@ -187,6 +187,10 @@ FPOOL_EXPORT int fpool_pool_add_worker(struct fpool_pool *pool, unsigned id);
 /* Stop the worker in slot `id` gracefully and do not replace it.
  * -ENOENT if no such slot is active; -EBUSY for the last one. */
 FPOOL_EXPORT int fpool_pool_remove_worker(struct fpool_pool *pool, unsigned id);
+/* Rolling reload: replace every worker, one slot at a time, each
+ * replacement ready before its old worker is stopped gracefully.
+ * A reload asked during a reload starts over.  0 or -ESHUTDOWN. */
+FPOOL_EXPORT int fpool_pool_reload(struct fpool_pool *pool);
 /* Number of slots meant to run a worker. */
 FPOOL_EXPORT unsigned fpool_pool_size(const struct fpool_pool *pool);
 /* Free the pool, close its listeners (removing unix socket files). */

@@ -196,17 +196,17 @@ int fpool__ring_push(struct fpool__ring *r, const char *line, size_t len);
 const char *fpool__ring_get(const struct fpool__ring *r, size_t i);
 void fpool__ring_free(struct fpool__ring *r);
 
-struct fpool__slot;
+struct fpool__proc;
 /* The master's end of a worker's stdout or stderr. */
 struct fpool__pipe {
-	struct fpool__slot *slot;
+	struct fpool__proc *proc;
 	const char *stream; /* "stdout" or "stderr" */
 	int fd;		    /* -1 when closed */
 	struct event *ev;
 	struct fpool__linebuf lb;
 };
 /* Make a pipe; *child_end gets the worker's (write) end.  0 or -errno. */
-int fpool__pipe_open(struct fpool__pipe *p, struct fpool__slot *s,
+int fpool__pipe_open(struct fpool__pipe *p, struct fpool__proc *proc,
 		     const char *stream, int *child_end);
 /* Read it from the loop.  0 or -ENOMEM. */
 int fpool__pipe_watch(struct fpool__pipe *p, struct event_base *base);
@@ -217,55 +217,74 @@ void fpool__pipe_close(struct fpool__pipe *p);
 
 /* ---- slot.c: one worker slot seen from the master ---------------------- */
 
-enum fpool__slot_state {
-	SLOT_IDLE,     /* no process; not wanted (removed, or pool stopping) */
-	SLOT_STARTING, /* forked, "ready" not yet received */
-	SLOT_READY,    /* serving */
-	SLOT_STOPPING, /* told to stop (SIGTERM/SIGINT), waiting for exit */
-	SLOT_BACKOFF,  /* no process; waiting before the next start */
+enum fpool__proc_state {
+	PROC_STARTING, /* forked, "ready" not yet received */
+	PROC_READY,    /* serving */
+	PROC_STOPPING, /* told to stop (SIGTERM/SIGINT), waiting for exit */
 };
 
+/* One worker process. */
+struct fpool__proc {
+	struct fpool__slot *slot;
+	enum fpool__proc_state state;
+	pid_t pid;
+	int pidfd;		     /* -1 when none (pidfd_open unsupported) */
+	int chan;		     /* master end of the channel, or -1 */
+	struct event *chan_ev;	     /* EV_READ on chan */
+	struct event *pidfd_ev;	     /* EV_READ on pidfd: the process exited */
+	struct event *timer;	     /* stop deadline */
+	struct fpool__pipe pipes[2]; /* its stdout and stderr */
+	double started;		     /* fpool__now() at fork */
+	double ready_at;	     /* at "ready", 0 before */
+	double last_seen;	     /* last message from the worker */
+	double stop_sent;	     /* when SIGTERM/SIGINT was sent */
+	bool killed;		     /* SIGKILL already sent */
+	uint64_t requests;	     /* last reported by the worker */
+};
+
+/* A logical worker id and the processes in it (see slot.c). */
 struct fpool__slot {
 	struct fpool_pool *pool;
 	unsigned id;
-	enum fpool__slot_state state;
-	bool wanted;		/* keep a worker in this slot (respawn) */
-	pid_t pid;		/* 0 when no process */
-	int pidfd;		/* -1 when none (or pidfd_open unsupported) */
-	int chan;		/* master end of the channel, -1 when none */
-	struct event *chan_ev;	/* EV_READ on chan */
-	struct event *pidfd_ev; /* EV_READ on pidfd: the process exited */
-	struct event *timer;	/* backoff delay, or stop deadline */
-	double started;		/* fpool__now() at fork */
-	double ready_at;	/* at "ready", 0 before */
-	double last_seen;	/* last message from the worker */
-	double stop_sent;	/* when SIGTERM/SIGINT was sent */
-	double due;		/* backoff: when the next start is due */
-	bool killed;		/* SIGKILL already sent */
-	unsigned failed;	/* consecutive failed starts */
-	unsigned restarts;	/* processes started in this slot, minus one */
-	uint64_t requests;	/* last reported by the worker */
-	struct fpool__pipe pipes[2]; /* its stdout and stderr */
-	struct fpool__ring ring;     /* the last lines it printed */
+	bool wanted;		  /* keep a worker in this slot (respawn) */
+	struct fpool__proc *cur;  /* its worker, or NULL */
+	struct fpool__proc *next; /* rolling reload: the replacement */
+	struct fpool__proc *old;  /* rolling reload: the replaced, draining */
+	bool backoff;		  /* waiting before the next start */
+	struct event *timer;	  /* the backoff delay */
+	double due;		  /* backoff: when the next start is due */
+	unsigned failed;	  /* consecutive failed starts */
+	unsigned restarts;	  /* processes started in this slot */
+	char last_exit[96];	  /* how the last process ended, or "" */
+	struct fpool__ring ring;  /* the last lines its workers printed */
 };
 
 struct fpool__slot *fpool__slot_new(struct fpool_pool *pool, unsigned id);
+/* Free the slot and its process records, touching no process. */
 void fpool__slot_free(struct fpool__slot *s);
-/* Fork a worker into the slot.  0 or -errno (then the slot backs off). */
+/* Fork a worker into the idle slot.  0, or -errno (the slot backs off). */
 int fpool__slot_spawn(struct fpool__slot *s);
-/* Send a signal to the slot's process (through its pidfd when it has
- * one).  0 or -errno. */
-int fpool__slot_signal(struct fpool__slot *s, int sig);
-/* Ask the worker to stop with SIGTERM (graceful) or SIGINT; a deadline of
- * graceful_timeout then ends it with SIGKILL. */
+/* Rolling reload: fork a replacement for the slot's worker; when it is
+ * ready it takes over and the old one drains.  0 or -errno. */
+int fpool__slot_replace(struct fpool__slot *s);
+/* Stop every process of the slot (SIGTERM, or SIGINT when !graceful),
+ * each with a graceful_timeout deadline before SIGKILL; cancel backoff. */
 void fpool__slot_stop(struct fpool__slot *s, bool graceful);
-/* The process of the slot was reaped with wait status `status`. */
-void fpool__slot_exited(struct fpool__slot *s, int status);
-/* Periodic check: hung worker, overdue stop. */
+/* Stop one process likewise. */
+void fpool__proc_stop(struct fpool__proc *p, bool graceful);
+/* Send a signal (through the pidfd when there is one).  0 or -errno. */
+int fpool__proc_signal(struct fpool__proc *p, int sig);
+/* The slot's process with this pid, or NULL. */
+struct fpool__proc *fpool__slot_find(struct fpool__slot *s, pid_t pid);
+/* Process p of the slot was reaped with wait status `status`. */
+void fpool__slot_exited(struct fpool__slot *s, struct fpool__proc *p,
+			int status);
+/* Periodic check: hung workers, overdue stops, overdue backoff. */
 void fpool__slot_check(struct fpool__slot *s, double now);
-/* Release what a slot holds without touching any process: used by a new
- * worker to drop the master's state it inherited. */
-void fpool__slot_forget(struct fpool__slot *s);
+/* Live processes in the slot (0..3). */
+unsigned fpool__slot_live(const struct fpool__slot *s);
+/* "starting", "ready", "stopping", "backoff" or "idle". */
+const char *fpool__slot_state(const struct fpool__slot *s);
 
 /* ---- pool.c: the master ------------------------------------------------ */
 
@@ -295,7 +314,10 @@ struct fpool_pool {
 	int *preserved;
 	size_t npreserved;
 	struct fpool__hooks on_start, on_shutdown;
-	int out_fd[2]; /* --stdout, --stderr files; -1: the log */
+	int out_fd[2];	      /* --stdout, --stderr files; -1: the log */
+	bool reloading;	      /* a rolling reload is under way */
+	unsigned reload_next; /* the next slot id it looks at */
+	int reload_slot;      /* the slot being replaced now, or -1 */
 	struct event *sigev[16];
 	size_t nsigev;
 	struct event *check_ev;
@@ -306,8 +328,11 @@ struct fpool_pool {
 
 /* Reap every exited child, ours or not, and act on our slots' exits. */
 void fpool__pool_reap(struct fpool_pool *pool);
-/* A slot changed state; the pool decides whether it is done stopping. */
+/* A process exited; the pool decides whether it is done stopping. */
 void fpool__pool_slot_idle(struct fpool_pool *pool);
+/* Rolling reload: slot s's replacement took over / died before ready. */
+void fpool__pool_replaced(struct fpool_pool *pool, struct fpool__slot *s);
+void fpool__pool_replace_failed(struct fpool_pool *pool, struct fpool__slot *s);
 /* Number of slots with a live process. */
 unsigned fpool__pool_live(const struct fpool_pool *pool);
 /* In a new worker: free the master's state it inherited (after
@@ -321,8 +346,9 @@ extern const size_t fpool__n_master_signals;
 /* ---- worker.c: the child side ------------------------------------------ */
 
 /* Run a worker in a freshly forked child.  Never returns. */
-void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s, int chan,
-		       const int out[2]) __attribute__((noreturn));
+/* child[]: the worker's ends of its channel, stdout and stderr pipes. */
+void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
+		       const int child[3]) __attribute__((noreturn));
 /* Flush stdio and leave the process: the only exit of a child. */
 void fpool__child_exit(int status) __attribute__((noreturn));
 

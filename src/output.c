@@ -134,12 +134,12 @@ void fpool__ring_free(struct fpool__ring *r)
 static void pipe_line_cb(const char *line, size_t len, void *arg)
 {
 	struct fpool__pipe *p = arg;
-	struct fpool__slot *s = p->slot;
+	struct fpool__slot *s = p->proc->slot;
 	struct fpool__record r = {
 		.time = fpool__realtime(),
 		.level = FPOOL_LOG_INFO,
 		.worker = (int)s->id,
-		.pid = s->pid,
+		.pid = p->proc->pid,
 		.stream = p->stream,
 		.msg = line,
 		.msglen = len,
@@ -150,7 +150,7 @@ static void pipe_line_cb(const char *line, size_t len, void *arg)
 			  "worker %u: out of memory; a "
 			  "line is missing from its output ring",
 			  s->id);
-	fpool__log_record(s->pool->out_fd[p == &s->pipes[1]], &r, false);
+	fpool__log_record(s->pool->out_fd[p == &p->proc->pipes[1]], &r, false);
 }
 
 void fpool__pipe_close(struct fpool__pipe *p)
@@ -183,7 +183,7 @@ static void pipe_read(struct fpool__pipe *p, size_t limit)
 		if (n < 0)
 			fpool__log_errno(FPOOL_LOG_WARNING, errno,
 					 "worker %u: reading its %s",
-					 p->slot->id, p->stream);
+					 p->proc->slot->id, p->stream);
 		if (n <= 0) {
 			fpool__linebuf_flush(&p->lb, pipe_line_cb, p);
 			fpool__pipe_close(p);
@@ -195,7 +195,7 @@ static void pipe_read(struct fpool__pipe *p, size_t limit)
 			fpool_log(FPOOL_LOG_WARNING,
 				  "worker %u: out of memory "
 				  "splitting its %s",
-				  p->slot->id, p->stream);
+				  p->proc->slot->id, p->stream);
 	}
 }
 
@@ -207,12 +207,12 @@ static void pipe_cb(evutil_socket_t fd, short what, void *arg)
 	fpool__log_flush();
 }
 
-int fpool__pipe_open(struct fpool__pipe *p, struct fpool__slot *s,
+int fpool__pipe_open(struct fpool__pipe *p, struct fpool__proc *proc,
 		     const char *stream, int *child_end)
 {
 	int fds[2];
 
-	p->slot = s;
+	p->proc = proc;
 	p->stream = stream;
 	p->fd = -1;
 	if (pipe2(fds, O_CLOEXEC) < 0)

@@ -25,7 +25,8 @@ static void on_stop_signal(struct fpool_pool *pool, int signo);
 static void on_sigchld(struct fpool_pool *pool, int signo);
 static void on_ttin(struct fpool_pool *pool, int signo);
 static void on_ttou(struct fpool_pool *pool, int signo);
-static void on_not_yet(struct fpool_pool *pool, int signo);
+static void on_hup(struct fpool_pool *pool, int signo);
+static void reload_step(struct fpool_pool *pool);
 static void on_usr1(struct fpool_pool *pool, int signo);
 
 /* The master's signal table (nginx's habit): what each signal does. */
@@ -39,7 +40,7 @@ static const struct {
 	{ SIGCHLD, on_sigchld },     /* reap and respawn */
 	{ SIGTTIN, on_ttin },	     /* one worker more */
 	{ SIGTTOU, on_ttou },	     /* one worker fewer */
-	{ SIGHUP, on_not_yet },	     /* rolling reload: not built yet */
+	{ SIGHUP, on_hup },	     /* rolling reload */
 	{ SIGUSR1, on_usr1 },	     /* reopen log files (logrotate) */
 };
 
@@ -108,6 +109,7 @@ int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
 	pool->cfg = *cfg;
 	pool->state = POOL_NEW;
 	pool->out_fd[0] = pool->out_fd[1] = -1;
+	pool->reload_slot = -1;
 	pool->master_pid = getpid();
 	pool->base = event_base_new();
 	if (pool->base == NULL)
@@ -211,8 +213,8 @@ unsigned fpool__pool_live(const struct fpool_pool *pool)
 	unsigned n = 0;
 
 	for (unsigned i = 0; i < pool->nslots; i++)
-		if (pool->slots[i] != NULL && pool->slots[i]->pid > 0)
-			n++;
+		if (pool->slots[i] != NULL)
+			n += fpool__slot_live(pool->slots[i]);
 	return n;
 }
 
@@ -220,6 +222,90 @@ void fpool__pool_slot_idle(struct fpool_pool *pool)
 {
 	if (pool->state == POOL_STOPPING && fpool__pool_live(pool) == 0)
 		event_base_loopexit(pool->base, NULL);
+	/* A slot whose old worker finished draining may be next. */
+	if (pool->reloading)
+		reload_step(pool);
+}
+
+/*
+ * Rolling reload, one slot at a time: start the replacement, and when it
+ * is ready it takes over and the old worker drains (slot.c).  A slot is
+ * only replaced while it has no other extra process, so there is at most
+ * one extra worker per slot at any time.  A replacement that dies or
+ * hangs before "ready" (--worker-timeout) aborts the reload; the old
+ * worker stays.
+ */
+static void reload_step(struct fpool_pool *pool)
+{
+	while (pool->reloading && pool->reload_slot < 0) {
+		unsigned id = pool->reload_next;
+		struct fpool__slot *s;
+
+		if (id >= pool->nslots) {
+			pool->reloading = false;
+			fpool_log(FPOOL_LOG_INFO, "reload complete");
+			return;
+		}
+		s = pool->slots[id];
+		if (s == NULL || !s->wanted || s->cur == NULL ||
+		    s->cur->state != PROC_READY) {
+			pool->reload_next++; /* nothing to replace here */
+			continue;
+		}
+		if (s->old != NULL || s->next != NULL)
+			return; /* wait until the extra process is gone */
+		pool->reload_next++;
+		if (fpool__slot_replace(s) != 0) {
+			pool->reloading = false;
+			fpool_log(FPOOL_LOG_ERROR,
+				  "reload aborted: cannot start a replacement "
+				  "for worker %u",
+				  id);
+			return;
+		}
+		pool->reload_slot = (int)id;
+		fpool_log(FPOOL_LOG_INFO,
+			  "reload: worker %u pid %d is replaced by pid %d", id,
+			  (int)s->cur->pid, (int)s->next->pid);
+	}
+}
+
+void fpool__pool_replaced(struct fpool_pool *pool, struct fpool__slot *s)
+{
+	if (s->old != NULL)
+		fpool_log(FPOOL_LOG_INFO,
+			  "reload: worker %u pid %d took over; pid %d drains",
+			  s->id, (int)s->cur->pid, (int)s->old->pid);
+	if (pool->reload_slot == (int)s->id)
+		pool->reload_slot = -1;
+	reload_step(pool);
+}
+
+void fpool__pool_replace_failed(struct fpool_pool *pool, struct fpool__slot *s)
+{
+	if (pool->reload_slot != (int)s->id)
+		return;
+	pool->reload_slot = -1;
+	pool->reloading = false;
+	fpool_log(FPOOL_LOG_ERROR,
+		  "reload aborted: the replacement for worker %u did not "
+		  "become ready; the old worker stays",
+		  s->id);
+}
+
+int fpool_pool_reload(struct fpool_pool *pool)
+{
+	if (pool->state != POOL_RUNNING)
+		return -ESHUTDOWN;
+	/* A reload asked during a reload starts the sweep over, so every
+	 * worker is replaced after the last request. */
+	fpool_log(FPOOL_LOG_INFO, "reload: %s, %u workers",
+		  pool->reloading ? "starting over" : "rolling",
+		  fpool_pool_size(pool));
+	pool->reloading = true;
+	pool->reload_next = 0;
+	reload_step(pool);
+	return 0;
 }
 
 void fpool__pool_reap(struct fpool_pool *pool)
@@ -228,6 +314,7 @@ void fpool__pool_reap(struct fpool_pool *pool)
 		int status;
 		pid_t pid = waitpid(-1, &status, WNOHANG);
 		struct fpool__slot *s = NULL;
+		struct fpool__proc *p = NULL;
 
 		if (pid < 0 && errno == EINTR)
 			continue;
@@ -235,12 +322,11 @@ void fpool__pool_reap(struct fpool_pool *pool)
 			fpool__log_errno(FPOOL_LOG_ERROR, errno, "waitpid");
 		if (pid <= 0)
 			return;
-		for (unsigned i = 0; i < pool->nslots && s == NULL; i++)
-			if (pool->slots[i] != NULL &&
-			    pool->slots[i]->pid == pid)
-				s = pool->slots[i];
-		if (s != NULL) {
-			fpool__slot_exited(s, status);
+		for (unsigned i = 0; i < pool->nslots && p == NULL; i++)
+			if ((s = pool->slots[i]) != NULL)
+				p = fpool__slot_find(s, pid);
+		if (p != NULL) {
+			fpool__slot_exited(s, p, status);
 		} else {
 			/* Not a worker: a child of a master hook, or an
 			 * orphan re-parented to us as PID 1.  Reaping it is
@@ -274,7 +360,7 @@ int fpool_pool_add_worker(struct fpool_pool *pool, unsigned id)
 	s->wanted = true;
 	s->failed = 0;
 	/* A slot still stopping is respawned when its old process exits. */
-	if (pool->state == POOL_RUNNING && s->state == SLOT_IDLE)
+	if (pool->state == POOL_RUNNING && s->cur == NULL && !s->backoff)
 		fpool__slot_spawn(s);
 	return 0;
 }
@@ -301,6 +387,7 @@ void fpool_pool_stop(struct fpool_pool *pool, int graceful)
 		return;
 	if (pool->state == POOL_RUNNING) {
 		pool->state = POOL_STOPPING;
+		pool->reloading = false;
 		pool->graceful = graceful;
 		fpool_log(FPOOL_LOG_INFO, "shutting down (%s): %u workers",
 			  graceful ? "graceful" : "interrupt",
@@ -376,11 +463,10 @@ static void on_ttou(struct fpool_pool *pool, int signo)
 	}
 }
 
-static void on_not_yet(struct fpool_pool *pool, int signo)
+static void on_hup(struct fpool_pool *pool, int signo)
 {
-	(void)pool;
-	fpool_log(FPOOL_LOG_WARNING, "got %s: not supported yet; ignored",
-		  fpool__signame(signo));
+	fpool_log(FPOOL_LOG_INFO, "got %s", fpool__signame(signo));
+	fpool_pool_reload(pool);
 }
 
 static void on_usr1(struct fpool_pool *pool, int signo)

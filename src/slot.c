@@ -1,15 +1,16 @@
 /*
- * One worker slot seen from the master: forking a worker into it, reading
- * its channel, signalling it, noticing that it hangs, and deciding what
- * happens when its process exits.
+ * One worker slot seen from the master, and the worker processes in it:
+ * forking, reading their channels, signalling them, noticing that one
+ * hangs, and deciding what happens when one exits.
  *
  * A slot is a logical id (0..N-1) that survives respawns, as in
- * aioworkerpool.  Its states are listed in fpool-int.h; every transition
- * happens in this file:
- *
- *   IDLE/BACKOFF --spawn--> STARTING --"ready"--> READY
- *   STARTING/READY --stop--> STOPPING
- *   any live state --exit--> STARTING (respawn now) | BACKOFF | IDLE
+ * aioworkerpool.  It holds up to three processes:
+ *   cur   its worker;
+ *   next  the replacement a rolling reload started, until it is ready;
+ *   old   the worker that replacement took over from, while it drains.
+ * A process is STARTING until it says "ready", then READY, and STOPPING
+ * once told to stop.  A slot with no worker is idle, or in backoff after
+ * failed starts.  Every transition happens in this file.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,6 +39,7 @@
 #define CHAN_BATCH 64
 
 static void slot_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void proc_timer_cb(evutil_socket_t fd, short what, void *arg);
 
 struct fpool__slot *fpool__slot_new(struct fpool_pool *pool, unsigned id)
 {
@@ -47,10 +49,6 @@ struct fpool__slot *fpool__slot_new(struct fpool_pool *pool, unsigned id)
 		return NULL;
 	s->pool = pool;
 	s->id = id;
-	s->state = SLOT_IDLE;
-	s->pidfd = -1;
-	s->chan = -1;
-	s->pipes[0].fd = s->pipes[1].fd = -1;
 	s->timer = evtimer_new(pool->base, slot_timer_cb, s);
 	if (s->timer == NULL ||
 	    fpool__ring_init(&s->ring, pool->cfg.output_lines) != 0) {
@@ -62,54 +60,101 @@ struct fpool__slot *fpool__slot_new(struct fpool_pool *pool, unsigned id)
 	return s;
 }
 
-/* Drop the per-process resources of the slot: channel, pidfd, events. */
-static void slot_release(struct fpool__slot *s)
+/* Free a process record and what it holds, touching no process. */
+static void proc_free(struct fpool__proc *p)
 {
-	if (s->chan_ev != NULL) {
-		event_free(s->chan_ev);
-		s->chan_ev = NULL;
-	}
-	if (s->pidfd_ev != NULL) {
-		event_free(s->pidfd_ev);
-		s->pidfd_ev = NULL;
-	}
-	if (s->chan >= 0) {
-		close(s->chan);
-		s->chan = -1;
-	}
-	if (s->pidfd >= 0) {
-		close(s->pidfd);
-		s->pidfd = -1;
-	}
-	fpool__pipe_close(&s->pipes[0]);
-	fpool__pipe_close(&s->pipes[1]);
+	if (p == NULL)
+		return;
+	if (p->chan_ev != NULL)
+		event_free(p->chan_ev);
+	if (p->pidfd_ev != NULL)
+		event_free(p->pidfd_ev);
+	if (p->timer != NULL)
+		event_free(p->timer);
+	if (p->chan >= 0)
+		close(p->chan);
+	if (p->pidfd >= 0)
+		close(p->pidfd);
+	fpool__pipe_close(&p->pipes[0]);
+	fpool__pipe_close(&p->pipes[1]);
+	free(p);
 }
 
-void fpool__slot_forget(struct fpool__slot *s)
+void fpool__slot_free(struct fpool__slot *s)
 {
 	if (s == NULL)
 		return;
-	slot_release(s);
+	proc_free(s->cur);
+	proc_free(s->next);
+	proc_free(s->old);
 	if (s->timer != NULL)
 		event_free(s->timer);
 	fpool__ring_free(&s->ring);
 	free(s);
 }
 
-void fpool__slot_free(struct fpool__slot *s)
+const char *fpool__slot_state(const struct fpool__slot *s)
 {
-	fpool__slot_forget(s);
+	if (s->cur != NULL)
+		return s->cur->state == PROC_STARTING ? "starting"
+		       : s->cur->state == PROC_READY  ? "ready"
+						      : "stopping";
+	if (s->backoff)
+		return "backoff";
+	return "idle";
 }
 
-static void slot_chan_read(evutil_socket_t fd, void *arg)
+unsigned fpool__slot_live(const struct fpool__slot *s)
 {
-	struct fpool__slot *s = arg;
-	/* The master is single-threaded: one buffer serves every slot. */
+	return (s->cur != NULL) + (s->next != NULL) + (s->old != NULL);
+}
+
+struct fpool__proc *fpool__slot_find(struct fpool__slot *s, pid_t pid)
+{
+	struct fpool__proc *v[3] = { s->cur, s->next, s->old };
+
+	for (int i = 0; i < 3; i++)
+		if (v[i] != NULL && v[i]->pid == pid)
+			return v[i];
+	return NULL;
+}
+
+/* The replacement of a rolling reload said "ready": it becomes the
+ * slot's worker, and the one it replaces drains. */
+static void promote(struct fpool__slot *s)
+{
+	struct fpool__proc *was = s->cur;
+
+	s->cur = s->next;
+	s->next = NULL;
+	if (was != NULL) {
+		s->old = was;
+		fpool__proc_stop(was, true);
+	}
+	fpool__pool_replaced(s->pool, s);
+}
+
+static void proc_ready(struct fpool__proc *p)
+{
+	struct fpool__slot *s = p->slot;
+
+	p->state = PROC_READY;
+	p->ready_at = p->last_seen;
+	fpool_log(FPOOL_LOG_INFO, "worker %u pid %d ready (%.3f ms after fork)",
+		  s->id, (int)p->pid, (p->ready_at - p->started) * 1e3);
+	if (p == s->next)
+		promote(s);
+}
+
+static void proc_chan_read(struct fpool__proc *p)
+{
+	/* The master is single-threaded: one buffer serves every process. */
 	static char buf[FPOOL_CHAN_MAX + 1];
+	struct fpool__slot *s = p->slot;
 	struct fpool__msg msg;
 
-	for (int i = 0; i < CHAN_BATCH; i++) {
-		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+	for (int i = 0; i < CHAN_BATCH && p->chan >= 0; i++) {
+		ssize_t n = recv(p->chan, buf, sizeof(buf), 0);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -123,41 +168,35 @@ static void slot_chan_read(evutil_socket_t fd, void *arg)
 				fpool__log_errno(FPOOL_LOG_WARNING, errno,
 						 "worker %u pid %d: channel "
 						 "read failed",
-						 s->id, (int)s->pid);
-			event_free(s->chan_ev);
-			s->chan_ev = NULL;
-			close(s->chan);
-			s->chan = -1;
+						 s->id, (int)p->pid);
+			event_free(p->chan_ev);
+			p->chan_ev = NULL;
+			close(p->chan);
+			p->chan = -1;
 			return;
 		}
 		if (fpool__msg_decode(buf, (size_t)n, &msg) != 0) {
 			fpool_log(FPOOL_LOG_WARNING,
 				  "worker %u pid %d sent a malformed message "
 				  "(%zd bytes); ignored",
-				  s->id, (int)s->pid, n);
+				  s->id, (int)p->pid, n);
 			continue;
 		}
-		s->last_seen = fpool__now();
+		p->last_seen = fpool__now();
 		switch (msg.type) {
 		case FPOOL_MSG_READY:
-			if (s->state != SLOT_STARTING)
-				break;
-			s->state = SLOT_READY;
-			s->ready_at = s->last_seen;
-			fpool_log(FPOOL_LOG_INFO,
-				  "worker %u pid %d ready (%.3f ms after fork)",
-				  s->id, (int)s->pid,
-				  (s->ready_at - s->started) * 1e3);
+			if (p->state == PROC_STARTING)
+				proc_ready(p);
 			break;
 		case FPOOL_MSG_HEARTBEAT:
-			s->requests = msg.requests;
+			p->requests = msg.requests;
 			break;
 		case FPOOL_MSG_LOG: {
 			struct fpool__record r = {
 				.time = msg.time,
 				.level = msg.level,
 				.worker = (int)s->id,
-				.pid = s->pid,
+				.pid = p->pid,
 				.msg = msg.text,
 				.msglen = strlen(msg.text),
 				.fields = msg.fields,
@@ -172,59 +211,71 @@ static void slot_chan_read(evutil_socket_t fd, void *arg)
 	}
 }
 
-static void slot_chan_cb(evutil_socket_t fd, short what, void *arg)
+static void proc_chan_cb(evutil_socket_t fd, short what, void *arg)
 {
+	(void)fd;
 	(void)what;
-	slot_chan_read(fd, arg);
+	proc_chan_read(arg);
 	fpool__log_flush(); /* the records of this batch, in one write */
 }
 
-static void slot_pidfd_cb(evutil_socket_t fd, short what, void *arg)
+static void proc_pidfd_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct fpool__slot *s = arg;
+	struct fpool__proc *p = arg;
 
 	(void)fd;
 	(void)what;
-	fpool__pool_reap(s->pool);
+	fpool__pool_reap(p->slot->pool);
 }
 
+static void arm(struct event *ev, double seconds, unsigned id)
+{
+	struct timeval tv = fpool__tv(seconds);
+
+	if (event_add(ev, &tv) != 0)
+		fpool_log(FPOOL_LOG_ERROR,
+			  "worker %u: cannot arm a timer; the check timer "
+			  "will act instead",
+			  id);
+}
+
+/* The stop deadline of a process passed. */
+static void proc_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fpool__proc *p = arg;
+
+	(void)fd;
+	(void)what;
+	if (p->state != PROC_STOPPING || p->killed)
+		return;
+	fpool_log(FPOOL_LOG_WARNING,
+		  "worker %u pid %d did not stop within %.3g s, sending "
+		  "SIGKILL",
+		  p->slot->id, (int)p->pid,
+		  p->slot->pool->cfg.graceful_timeout);
+	p->killed = true;
+	fpool__proc_signal(p, SIGKILL);
+}
+
+/* The backoff delay of a slot passed. */
 static void slot_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct fpool__slot *s = arg;
 
 	(void)fd;
 	(void)what;
-	if (s->state == SLOT_BACKOFF) {
+	if (s->backoff)
 		fpool__slot_spawn(s);
-	} else if (s->state == SLOT_STOPPING && !s->killed) {
-		fpool_log(FPOOL_LOG_WARNING,
-			  "worker %u pid %d did not stop within %.3g s, "
-			  "sending SIGKILL",
-			  s->id, (int)s->pid, s->pool->cfg.graceful_timeout);
-		s->killed = true;
-		fpool__slot_signal(s, SIGKILL);
-	}
 }
 
-static void slot_arm_timer(struct fpool__slot *s, double seconds)
-{
-	struct timeval tv = fpool__tv(seconds);
-
-	if (event_add(s->timer, &tv) != 0)
-		fpool_log(FPOOL_LOG_ERROR,
-			  "worker %u: cannot arm its timer; the check timer "
-			  "will act instead",
-			  s->id);
-}
-
-/* Put the slot in backoff for `delay` seconds before its next start. */
+/* Wait `delay` seconds before the slot's next start. */
 static void slot_backoff(struct fpool__slot *s, double delay, const char *why)
 {
-	s->state = SLOT_BACKOFF;
+	s->backoff = true;
 	s->due = fpool__now() + delay;
 	fpool_log(FPOOL_LOG_WARNING, "worker %u: %s; next start in %.3g s",
 		  s->id, why, delay);
-	slot_arm_timer(s, delay);
+	arm(s->timer, delay, s->id);
 }
 
 static int pidfd_open(pid_t pid)
@@ -244,52 +295,73 @@ static int pidfd_open(pid_t pid)
 	return fd;
 }
 
-int fpool__slot_spawn(struct fpool__slot *s)
+/* Make a process record with its channel and output pipes; *child gets
+ * the worker's ends (channel, stdout, stderr).  NULL on failure, logged. */
+static struct fpool__proc *proc_new(struct fpool__slot *s, int child[3])
 {
 	static const char *const names[2] = { "stdout", "stderr" };
-	struct fpool_pool *pool = s->pool;
-	sigset_t all, old;
-	int sv[2], out[2], err;
-	pid_t pid;
+	struct fpool__proc *p = calloc(1, sizeof(*p));
+	int sv[2], err;
 
+	if (p == NULL) {
+		fpool_log(FPOOL_LOG_ERROR, "worker %u: out of memory", s->id);
+		return NULL;
+	}
+	p->slot = s;
+	p->pidfd = p->chan = -1;
+	p->pipes[0].fd = p->pipes[1].fd = -1;
+	child[0] = child[1] = child[2] = -1;
+	p->timer = evtimer_new(s->pool->base, proc_timer_cb, p);
+	if (p->timer == NULL) {
+		fpool_log(FPOOL_LOG_ERROR, "worker %u: out of memory", s->id);
+		goto fail;
+	}
 	/* The master's end is non-blocking (the loop reads it); the
 	 * worker's end blocks, and heartbeats use MSG_DONTWAIT. */
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-		err = errno;
-		fpool__log_errno(FPOOL_LOG_ERROR, err,
+		fpool__log_errno(FPOOL_LOG_ERROR, errno,
 				 "worker %u: socketpair failed", s->id);
-		slot_backoff(s, 1.0, "cannot create its channel");
-		return -err;
+		goto fail;
 	}
-	if (fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
-		err = errno;
-		fpool__log_errno(FPOOL_LOG_ERROR, err,
+	p->chan = sv[0];
+	child[0] = sv[1];
+	if (fcntl(p->chan, F_SETFL, O_NONBLOCK) < 0) {
+		fpool__log_errno(FPOOL_LOG_ERROR, errno,
 				 "worker %u: fcntl(O_NONBLOCK) failed", s->id);
-		close(sv[0]);
-		close(sv[1]);
-		slot_backoff(s, 1.0, "cannot set up its channel");
-		return -err;
+		goto fail;
 	}
-
 	for (int i = 0; i < 2; i++) {
-		err = fpool__pipe_open(&s->pipes[i], s, names[i], &out[i]);
+		err = fpool__pipe_open(&p->pipes[i], p, names[i],
+				       &child[i + 1]);
 		if (err != 0) {
-			fpool__log_errno(
-				FPOOL_LOG_ERROR, -err,
-				"worker %u: cannot make a pipe for its "
-				"%s",
-				s->id, names[i]);
-			if (i == 1) {
-				fpool__pipe_close(&s->pipes[0]);
-				close(out[0]);
-			}
-			close(sv[0]);
-			close(sv[1]);
-			slot_backoff(s, 1.0, "cannot capture its output");
-			return err;
+			fpool__log_errno(FPOOL_LOG_ERROR, -err,
+					 "worker %u: cannot make a pipe for "
+					 "its %s",
+					 s->id, names[i]);
+			goto fail;
 		}
 	}
+	return p;
+fail:
+	for (int i = 0; i < 3; i++)
+		if (child[i] >= 0)
+			close(child[i]);
+	proc_free(p);
+	return NULL;
+}
 
+/* Fork a worker process for slot s.  NULL on failure, logged. */
+static struct fpool__proc *proc_spawn(struct fpool__slot *s)
+{
+	struct fpool_pool *pool = s->pool;
+	struct fpool__proc *p;
+	sigset_t all, old;
+	int child[3], err;
+	pid_t pid;
+
+	p = proc_new(s, child);
+	if (p == NULL)
+		return NULL;
 	/* Block every signal across fork(): libevent's handler writes to a
 	 * socketpair the new child shares with us until it rebuilds its own
 	 * loop, so a signal caught there would wake the master instead. */
@@ -298,178 +370,215 @@ int fpool__slot_spawn(struct fpool__slot *s)
 	pool->saved_mask = old;
 	pid = fork();
 	if (pid == 0)
-		fpool__worker_run(pool, s, sv[1], out);
+		fpool__worker_run(pool, s, child);
 	err = errno;
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	close(sv[1]);
-	close(out[0]);
-	close(out[1]);
+	for (int i = 0; i < 3; i++)
+		close(child[i]);
 	if (pid < 0) {
 		fpool__log_errno(FPOOL_LOG_ERROR, err, "worker %u: fork failed",
 				 s->id);
-		close(sv[0]);
-		fpool__pipe_close(&s->pipes[0]);
-		fpool__pipe_close(&s->pipes[1]);
-		slot_backoff(s, 1.0, "fork failed");
-		return -err;
+		proc_free(p);
+		return NULL;
 	}
 
-	if (s->ready_at != 0 || s->started != 0)
-		s->restarts++;
-	s->pid = pid;
-	s->chan = sv[0];
-	s->started = s->last_seen = fpool__now();
-	s->ready_at = 0;
-	s->stop_sent = 0;
-	s->killed = false;
-	s->requests = 0;
-	s->state = SLOT_STARTING;
-	s->pidfd = pidfd_open(pid);
-
-	s->chan_ev = event_new(pool->base, s->chan, EV_READ | EV_PERSIST,
-			       slot_chan_cb, s);
-	if (s->chan_ev == NULL || event_add(s->chan_ev, NULL) != 0)
+	p->pid = pid;
+	p->state = PROC_STARTING;
+	p->started = p->last_seen = fpool__now();
+	p->pidfd = pidfd_open(pid);
+	p->chan_ev = event_new(pool->base, p->chan, EV_READ | EV_PERSIST,
+			       proc_chan_cb, p);
+	if (p->chan_ev == NULL || event_add(p->chan_ev, NULL) != 0)
 		fpool_log(FPOOL_LOG_ERROR,
 			  "worker %u pid %d: cannot watch its channel; it will "
 			  "be seen as hung",
 			  s->id, (int)pid);
-	if (s->pidfd >= 0) {
-		s->pidfd_ev = event_new(pool->base, s->pidfd, EV_READ,
-					slot_pidfd_cb, s);
-		if (s->pidfd_ev == NULL || event_add(s->pidfd_ev, NULL) != 0)
+	if (p->pidfd >= 0) {
+		p->pidfd_ev = event_new(pool->base, p->pidfd, EV_READ,
+					proc_pidfd_cb, p);
+		if (p->pidfd_ev == NULL || event_add(p->pidfd_ev, NULL) != 0)
 			fpool_log(FPOOL_LOG_WARNING,
 				  "worker %u pid %d: cannot watch its pidfd; "
 				  "relying on SIGCHLD",
 				  s->id, (int)pid);
 	}
 	for (int i = 0; i < 2; i++)
-		if (fpool__pipe_watch(&s->pipes[i], pool->base) != 0)
+		if (fpool__pipe_watch(&p->pipes[i], pool->base) != 0)
 			fpool_log(FPOOL_LOG_ERROR,
 				  "worker %u pid %d: cannot watch its %s; it "
 				  "will block once the pipe is full",
-				  s->id, (int)pid, names[i]);
+				  s->id, (int)pid, p->pipes[i].stream);
 	if (s->restarts > 0)
-		fpool_log(FPOOL_LOG_INFO, "worker %u pid %d started (respawn %u)",
-			  s->id, (int)pid, s->restarts);
+		fpool_log(FPOOL_LOG_INFO,
+			  "worker %u pid %d started (respawn %u)", s->id,
+			  (int)pid, s->restarts);
 	else
 		fpool_log(FPOOL_LOG_INFO, "worker %u pid %d started", s->id,
 			  (int)pid);
+	s->restarts++;
+	return p;
+}
+
+int fpool__slot_spawn(struct fpool__slot *s)
+{
+	if (s->cur != NULL)
+		return -EEXIST;
+	s->backoff = false;
+	event_del(s->timer);
+	s->cur = proc_spawn(s);
+	if (s->cur == NULL) {
+		slot_backoff(s, 1.0, "cannot start a worker");
+		return -EAGAIN;
+	}
 	return 0;
 }
 
-int fpool__slot_signal(struct fpool__slot *s, int sig)
+int fpool__slot_replace(struct fpool__slot *s)
+{
+	if (s->cur == NULL || s->next != NULL || s->old != NULL)
+		return -EBUSY;
+	s->next = proc_spawn(s);
+	return s->next != NULL ? 0 : -EAGAIN;
+}
+
+int fpool__proc_signal(struct fpool__proc *p, int sig)
 {
 	int r;
 
-	if (s->pid <= 0)
+	if (p->pid <= 0)
 		return -ESRCH;
 	/* Through the pidfd the signal can never reach a recycled pid.
 	 * kill() is the fallback; it is safe too as long as we are the only
 	 * one reaping our children, which we are. */
-	if (s->pidfd >= 0)
-		r = (int)syscall(SYS_pidfd_send_signal, s->pidfd, sig, NULL, 0);
+	if (p->pidfd >= 0)
+		r = (int)syscall(SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0);
 	else
-		r = kill(s->pid, sig);
+		r = kill(p->pid, sig);
 	if (r < 0) {
 		r = -errno;
 		/* ESRCH: it already exited and waits to be reaped. */
 		fpool__log_errno(r == -ESRCH ? FPOOL_LOG_DEBUG
 					     : FPOOL_LOG_WARNING,
 				 -r, "worker %u pid %d: sending %s failed",
-				 s->id, (int)s->pid, fpool__signame(sig));
+				 p->slot->id, (int)p->pid, fpool__signame(sig));
 		return r;
 	}
 	return 0;
 }
 
-void fpool__slot_stop(struct fpool__slot *s, bool graceful)
+void fpool__proc_stop(struct fpool__proc *p, bool graceful)
 {
-	if (s->state == SLOT_BACKOFF) {
-		event_del(s->timer);
-		s->state = SLOT_IDLE;
-		return;
-	}
-	if (s->pid <= 0)
-		return;
 	/* An interrupt may follow a graceful stop (an impatient operator):
 	 * forward it, but keep the first deadline. */
-	if (s->state == SLOT_STOPPING && graceful)
+	if (p->state == PROC_STOPPING && graceful)
 		return;
-	fpool__slot_signal(s, graceful ? SIGTERM : SIGINT);
-	if (s->state != SLOT_STOPPING) {
-		s->state = SLOT_STOPPING;
-		s->stop_sent = fpool__now();
-		slot_arm_timer(s, s->pool->cfg.graceful_timeout);
+	fpool__proc_signal(p, graceful ? SIGTERM : SIGINT);
+	if (p->state != PROC_STOPPING) {
+		p->state = PROC_STOPPING;
+		p->stop_sent = fpool__now();
+		arm(p->timer, p->slot->pool->cfg.graceful_timeout, p->slot->id);
 	}
 }
 
-void fpool__slot_check(struct fpool__slot *s, double now)
+void fpool__slot_stop(struct fpool__slot *s, bool graceful)
 {
+	if (s->backoff) {
+		event_del(s->timer);
+		s->backoff = false;
+	}
+	if (s->cur != NULL)
+		fpool__proc_stop(s->cur, graceful);
+	if (s->next != NULL)
+		fpool__proc_stop(s->next, graceful);
+	if (s->old != NULL)
+		fpool__proc_stop(s->old, graceful);
+}
+
+static void proc_check(struct fpool__proc *p, double now)
+{
+	struct fpool__slot *s = p->slot;
 	double age;
 
-	if (s->state == SLOT_BACKOFF) {
-		/* Safety net should the slot's timer not have fired. */
-		if (now > s->due + 1)
-			fpool__slot_spawn(s);
+	if (p->killed)
 		return;
-	}
-	if (s->pid <= 0 || s->killed)
-		return;
-	if (s->state == SLOT_STOPPING) {
-		/* Normally the slot's own timer fires first; this is the
+	if (p->state == PROC_STOPPING) {
+		/* Normally the process's own timer fires first; this is the
 		 * safety net should arming it have failed. */
-		if (now - s->stop_sent > s->pool->cfg.graceful_timeout + 1)
-			slot_timer_cb(-1, 0, s);
+		if (now - p->stop_sent > s->pool->cfg.graceful_timeout + 1)
+			proc_timer_cb(-1, 0, p);
 		return;
 	}
-	age = now - s->last_seen;
+	age = now - p->last_seen;
 	if (age <= s->pool->cfg.worker_timeout)
 		return;
 	fpool_log(FPOOL_LOG_WARNING,
 		  "worker %u pid %d hung: no heartbeat for %.1f s "
 		  "(--worker-timeout %.3g s), sending SIGKILL",
-		  s->id, (int)s->pid, age, s->pool->cfg.worker_timeout);
-	s->killed = true;
-	fpool__slot_signal(s, SIGKILL);
+		  s->id, (int)p->pid, age, s->pool->cfg.worker_timeout);
+	p->killed = true;
+	fpool__proc_signal(p, SIGKILL);
 }
 
-void fpool__slot_exited(struct fpool__slot *s, int status)
+void fpool__slot_check(struct fpool__slot *s, double now)
+{
+	/* Safety net should the backoff timer not have fired. */
+	if (s->backoff && now > s->due + 1)
+		fpool__slot_spawn(s);
+	if (s->cur != NULL)
+		proc_check(s->cur, now);
+	if (s->next != NULL)
+		proc_check(s->next, now);
+	if (s->old != NULL)
+		proc_check(s->old, now);
+}
+
+void fpool__slot_exited(struct fpool__slot *s, struct fpool__proc *p,
+			int status)
 {
 	struct fpool_pool *pool = s->pool;
 	double now = fpool__now(), delay;
-	bool failed_start, stopping = s->state == SLOT_STOPPING;
-	char how[96];
+	bool failed_start, stopping = p->state == PROC_STOPPING;
+	char why[96];
 
 	/* Read what the worker sent and printed before it died (a late
 	 * "ready", its last records and lines) before saying it died. */
-	if (s->chan_ev != NULL)
-		slot_chan_cb(s->chan, EV_READ, s);
-	fpool__pipe_drain(&s->pipes[0]);
-	fpool__pipe_drain(&s->pipes[1]);
-	fpool__describe_status(status, how, sizeof(how));
+	if (p->chan_ev != NULL)
+		proc_chan_read(p);
+	fpool__pipe_drain(&p->pipes[0]);
+	fpool__pipe_drain(&p->pipes[1]);
+	fpool__describe_status(status, s->last_exit, sizeof(s->last_exit));
 	fpool_log(stopping || (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 			  ? FPOOL_LOG_INFO
 			  : FPOOL_LOG_WARNING,
-		  "worker %u pid %d %s after %.3f s%s", s->id, (int)s->pid, how,
-		  now - s->started, s->ready_at == 0 ? ", before ready" : "");
-
-	slot_release(s);
-	event_del(s->timer);
-	s->pid = 0;
-
-	if (!s->wanted || pool->state != POOL_RUNNING) {
-		s->state = SLOT_IDLE;
+		  "worker %u pid %d %s after %.3f s%s", s->id, (int)p->pid,
+		  s->last_exit, now - p->started,
+		  p->ready_at == 0 ? ", before ready" : "");
+	/* A late "ready" may have promoted p from next to cur just now. */
+	if (p == s->old) {
+		s->old = NULL;
+		proc_free(p);
 		fpool__pool_slot_idle(pool);
 		return;
 	}
+	if (p == s->next) {
+		s->next = NULL;
+		proc_free(p);
+		fpool__pool_replace_failed(pool, s);
+		fpool__pool_slot_idle(pool);
+		return;
+	}
+	s->cur = NULL;
 	/* A worker stopped on purpose (kill, recycle) is not a failure. */
-	failed_start = !stopping && (s->ready_at == 0 ||
-				     now - s->ready_at < pool->cfg.min_uptime);
+	failed_start = !stopping && (p->ready_at == 0 ||
+				     now - p->ready_at < pool->cfg.min_uptime);
+	proc_free(p);
+	if (!s->wanted || pool->state != POOL_RUNNING) {
+		fpool__pool_slot_idle(pool);
+		return;
+	}
 	s->failed = failed_start ? s->failed + 1 : 0;
 	delay = fpool__backoff_delay(s->failed);
 	if (delay > 0) {
-		char why[96];
-
 		snprintf(why, sizeof(why), "%u failed starts in a row",
 			 s->failed);
 		slot_backoff(s, delay, why);

@@ -429,8 +429,8 @@ static void free_worker(struct fpool_worker *w)
 	close(w->chan);
 }
 
-void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s, int chan,
-		       const int out[2])
+void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
+		       const int child[3])
 {
 	struct fpool_worker w = { 0 };
 	const struct fpool_worker_def *def = pool->cfg.worker;
@@ -445,7 +445,7 @@ void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s, int chan,
 	w.id = s->id;
 	w.pid = getpid();
 	w.master_pid = pool->master_pid;
-	w.chan = chan;
+	w.chan = child[0];
 	w.def = def;
 	w.argc = pool->cfg.worker_argc;
 	w.argv = pool->cfg.worker_argv;
@@ -454,10 +454,11 @@ void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s, int chan,
 	if (w.heartbeat_interval > pool->cfg.worker_timeout / 3)
 		w.heartbeat_interval = pool->cfg.worker_timeout / 3;
 	/* From here on, records go to the master over the channel. */
-	fpool__log_set_worker(chan, w.id);
+	fpool__log_set_worker(w.chan, w.id);
 
 	/* stdout and stderr become the pipes the master reads. */
-	if (dup2(out[0], STDOUT_FILENO) < 0 || dup2(out[1], STDERR_FILENO) < 0)
+	if (dup2(child[1], STDOUT_FILENO) < 0 ||
+	    dup2(child[2], STDERR_FILENO) < 0)
 		worker_fail("dup2 of the output pipes failed");
 	forget_master(&w, pool); /* frees pool and s */
 	build_loop(&w);
