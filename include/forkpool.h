@@ -149,7 +149,8 @@ struct fpool_config {
 	/* Files for captured worker stdout/stderr lines; NULL: the log. */
 	const char *stdout_file;
 	const char *stderr_file;
-	unsigned output_lines; /* last lines kept per slot for `output` */
+	unsigned output_lines;	  /* last lines kept per slot for `output` */
+	const char *control_path; /* control socket (unix), or NULL */
 };
 
 /* Fill `cfg` with the defaults: workers = number of CPUs, timeouts 30 s,

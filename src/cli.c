@@ -23,6 +23,7 @@ enum {
 	OPT_LOG_FILE,
 	OPT_STDOUT,
 	OPT_STDERR,
+	OPT_CONTROL,
 };
 
 static const struct option long_options[] = {
@@ -38,6 +39,7 @@ static const struct option long_options[] = {
 	{ "log-file", required_argument, NULL, OPT_LOG_FILE },
 	{ "stdout", required_argument, NULL, OPT_STDOUT },
 	{ "stderr", required_argument, NULL, OPT_STDERR },
+	{ "control", required_argument, NULL, OPT_CONTROL },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -50,6 +52,8 @@ void fpool__cli_usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: forkpool [OPTIONS] [-- WORKER-ARGS]\n"
+		"       forkpool ctl [--control PATH] [--json] COMMAND [ARGS] "
+		"(see ctl --help)\n"
 		"A pre-fork process pool: the master binds the listeners, "
 		"forks the workers\nand replaces any that die or hang.\n\n"
 		"Options:\n"
@@ -79,6 +83,8 @@ void fpool__cli_usage(FILE *out)
 		"the log)\n"
 		"      --stderr PATH          worker stderr lines (default: "
 		"the log)\n"
+		"      --control PATH         control socket for `forkpool "
+		"ctl` (default: none)\n"
 		"  -h, --help                 show this help and exit\n"
 		"  -V, --version              show the version and exit\n\n"
 		"SEC accepts fractions and a unit: 0.5, 250ms, 2s, 1.5m.\n"
@@ -93,6 +99,8 @@ void fpool__cli_usage(FILE *out)
 		"  TERM, QUIT  graceful stop: workers finish their work, "
 		"then exit\n"
 		"  INT         interrupt: workers stop at once\n"
+		"  HUP         rolling reload: each worker replaced, new one "
+		"ready first\n"
 		"  TTIN, TTOU  one worker more, one fewer\n"
 		"  USR1        reopen --log-file, --stdout, --stderr\n\n"
 		"Exit status: 0 after a clean shutdown, 1 on a runtime error "
@@ -254,6 +262,14 @@ int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
 		case OPT_STDERR:
 			r = take_path("stderr", optarg, &o->cfg.stderr_file,
 				      err, errlen);
+			break;
+		case OPT_CONTROL:
+			r = take_path("control", optarg, &o->cfg.control_path,
+				      err, errlen);
+			if (r == 0 && strlen(optarg) >= 100)
+				r = usage_error(err, errlen,
+						"--control: path too long for "
+						"a unix socket");
 			break;
 		case 'h':
 			o->help = true;

@@ -286,6 +286,24 @@ unsigned fpool__slot_live(const struct fpool__slot *s);
 /* "starting", "ready", "stopping", "backoff" or "idle". */
 const char *fpool__slot_state(const struct fpool__slot *s);
 
+/* ---- control.c: the control socket ------------------------------------ */
+
+/* Longest request line. */
+#define FPOOL_CONTROL_MAX 65536
+struct fpool__control;
+/* Listen on a unix socket at path (mode 0600).  0 or -errno. */
+int fpool__control_open(struct fpool_pool *pool, const char *path);
+/* Close it and its clients; the master (`owner`) removes the file. */
+void fpool__control_close(struct fpool_pool *pool, bool owner);
+/* Answer one request line: the reply line goes to out.  *stop is set when
+ * it asks the pool to stop (the caller stops it after sending). */
+struct evbuffer;
+void fpool__control_handle(struct fpool_pool *pool, const char *line,
+			   size_t len, struct evbuffer *out, bool *stop,
+			   bool *graceful);
+/* "TERM", "SIGTERM", "KILL"... to a signal number, or -EINVAL. */
+int fpool__signal_parse(const char *name);
+
 /* ---- pool.c: the master ------------------------------------------------ */
 
 enum fpool__pool_state {
@@ -314,10 +332,12 @@ struct fpool_pool {
 	int *preserved;
 	size_t npreserved;
 	struct fpool__hooks on_start, on_shutdown;
-	int out_fd[2];	      /* --stdout, --stderr files; -1: the log */
-	bool reloading;	      /* a rolling reload is under way */
-	unsigned reload_next; /* the next slot id it looks at */
-	int reload_slot;      /* the slot being replaced now, or -1 */
+	int out_fd[2]; /* --stdout, --stderr files; -1: the log */
+	struct fpool__control *control; /* --control socket, or NULL */
+	double started;			/* fpool__now() when run began */
+	bool reloading;			/* a rolling reload is under way */
+	unsigned reload_next;		/* the next slot id it looks at */
+	int reload_slot;		/* the slot being replaced now, or -1 */
 	struct event *sigev[16];
 	size_t nsigev;
 	struct event *check_ev;
@@ -379,6 +399,8 @@ void fpool__cli_usage(FILE *out);
  * line in err[].  *handle gets the dlopen handle or NULL. */
 int fpool__module_find(const char *name, const struct fpool_worker_def **out,
 		       void **handle, char *err, size_t errlen);
+/* `forkpool ctl ...` (argv[0] is "ctl").  Its exit status. */
+int fpool__ctl_main(int argc, char **argv);
 /* The built-in workers, NULL-terminated. */
 extern const struct fpool_worker_def *const fpool__builtin_workers[];
 

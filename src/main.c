@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "fpool-int.h"
@@ -17,6 +18,8 @@ int main(int argc, char **argv)
 	char err[512];
 	int r, status = 1;
 
+	if (argc > 1 && strcmp(argv[1], "ctl") == 0)
+		return fpool__ctl_main(argc - 1, argv + 1);
 	if (fpool__cli_parse(argc, argv, &o, err, sizeof(err)) != 0) {
 		fprintf(stderr, "forkpool: %s\n", err);
 		return 2;

@@ -582,6 +582,14 @@ int fpool_pool_run(struct fpool_pool *pool)
 		err = -ECANCELED;
 		goto out;
 	}
+	pool->started = fpool__now();
+	if (pool->cfg.control_path != NULL &&
+	    (err = fpool__control_open(pool, pool->cfg.control_path)) != 0) {
+		fpool__log_errno(FPOOL_LOG_ERROR, -err,
+				 "cannot open the control socket %s",
+				 pool->cfg.control_path);
+		goto out;
+	}
 	pool->state = POOL_RUNNING;
 	fpool_log(FPOOL_LOG_INFO, "master pid %d starting %u workers (%s)",
 		  (int)pool->master_pid, fpool_pool_size(pool),
@@ -614,6 +622,7 @@ out:
  */
 static void pool_release(struct fpool_pool *pool, bool owner)
 {
+	fpool__control_close(pool, owner);
 	pool_events_del(pool);
 	for (unsigned i = 0; i < pool->nslots; i++)
 		fpool__slot_free(pool->slots[i]);

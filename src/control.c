@@ -1,0 +1,646 @@
+/*
+ * The control socket: a unix stream socket (mode 0600, peers checked with
+ * SO_PEERCRED) that speaks one JSON object per line each way, as
+ * anaconda's JsonServer does.  Every request carries a hex "id" that the
+ * reply echoes:
+ *
+ *   {"id":"9f2c","cmd":"status"}  ->  {"id":"9f2c","ok":true,"result":{...}}
+ *                                 or  {"id":"9f2c","ok":false,"error":"..."}
+ *
+ * A client can never block the master: reads and writes go through
+ * bufferevents, a request over FPOOL_CONTROL_MAX is refused, and a client
+ * that does not read its replies is dropped once they pile up.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+#include "fpool-int.h"
+
+/* Replies waiting for a client that does not read: past this, drop it. */
+#define CONTROL_OUT_MAX (1024 * 1024)
+
+struct fpool__client {
+	struct fpool__control *ctl;
+	struct bufferevent *bev;
+	struct fpool__client *prev, *next;
+};
+
+struct fpool__control {
+	struct fpool_pool *pool;
+	struct evconnlistener *listener;
+	char *path;
+	struct fpool__client *clients;
+};
+
+/* ---- replies ------------------------------------------------------------ */
+
+static bool gstr(yajl_gen g, const char *s)
+{
+	return yajl_gen_string(g, (const unsigned char *)s, strlen(s)) ==
+	       yajl_gen_status_ok;
+}
+
+static bool gint(yajl_gen g, long long v)
+{
+	return yajl_gen_integer(g, v) == yajl_gen_status_ok;
+}
+
+static bool gnum(yajl_gen g, double v)
+{
+	char num[64];
+
+	snprintf(num, sizeof(num), "%.3f", v);
+	return yajl_gen_number(g, num, strlen(num)) == yajl_gen_status_ok;
+}
+
+/* Resident set size of a process in KiB, or -1. */
+static long rss_kib(pid_t pid)
+{
+	char path[64];
+	long pages = -1, rss = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+	f = fopen(path, "re");
+	if (f == NULL)
+		return -1;
+	if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+		rss = -1;
+	fclose(f);
+	return rss < 0 ? -1 : rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static bool gen_proc(yajl_gen g, const struct fpool__slot *s,
+		     const struct fpool__proc *p, double now)
+{
+	static const char *const states[] = { "starting", "ready", "stopping" };
+	long rss = rss_kib(p->pid);
+	bool ok;
+
+	ok = yajl_gen_map_open(g) == yajl_gen_status_ok && gstr(g, "id") &&
+	     gint(g, s->id) && gstr(g, "pid") && gint(g, p->pid) &&
+	     gstr(g, "state") && gstr(g, states[p->state]) &&
+	     gstr(g, "uptime") && gnum(g, now - p->started) &&
+	     gstr(g, "restarts") &&
+	     gint(g, s->restarts > 0 ? s->restarts - 1 : 0) &&
+	     gstr(g, "last_exit") &&
+	     (s->last_exit[0] ? gstr(g, s->last_exit)
+			      : yajl_gen_null(g) == yajl_gen_status_ok) &&
+	     gstr(g, "heartbeat_age") && gnum(g, now - p->last_seen) &&
+	     gstr(g, "rss_kib") &&
+	     (rss >= 0 ? gint(g, rss)
+		       : yajl_gen_null(g) == yajl_gen_status_ok) &&
+	     gstr(g, "requests") && gint(g, (long long)p->requests) &&
+	     gstr(g, "role") &&
+	     gstr(g, p == s->cur    ? "worker"
+		     : p == s->next ? "replacement"
+				    : "draining");
+	return ok && yajl_gen_map_close(g) == yajl_gen_status_ok;
+}
+
+static bool gen_status(yajl_gen g, struct fpool_pool *pool)
+{
+	double now = fpool__now();
+	unsigned restarts = 0;
+	bool ok;
+
+	for (unsigned i = 0; i < pool->nslots; i++)
+		if (pool->slots[i] != NULL && pool->slots[i]->restarts > 0)
+			restarts += pool->slots[i]->restarts - 1;
+	ok = yajl_gen_map_open(g) == yajl_gen_status_ok && gstr(g, "pid") &&
+	     gint(g, pool->master_pid) && gstr(g, "target") &&
+	     gint(g, fpool_pool_size(pool)) && gstr(g, "live") &&
+	     gint(g, fpool__pool_live(pool)) && gstr(g, "uptime") &&
+	     gnum(g, now - pool->started) && gstr(g, "restarts") &&
+	     gint(g, restarts) && gstr(g, "reloading") &&
+	     yajl_gen_bool(g, pool->reloading) == yajl_gen_status_ok &&
+	     gstr(g, "workers") && yajl_gen_array_open(g) == yajl_gen_status_ok;
+	for (unsigned i = 0; ok && i < pool->nslots; i++) {
+		struct fpool__slot *s = pool->slots[i];
+		struct fpool__proc *v[3];
+
+		if (s == NULL)
+			continue;
+		v[0] = s->cur;
+		v[1] = s->next;
+		v[2] = s->old;
+		for (int k = 0; ok && k < 3; k++)
+			if (v[k] != NULL)
+				ok = gen_proc(g, s, v[k], now);
+		if (ok && s->cur == NULL && s->backoff)
+			ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
+			     gstr(g, "id") && gint(g, s->id) &&
+			     gstr(g, "pid") &&
+			     yajl_gen_null(g) == yajl_gen_status_ok &&
+			     gstr(g, "state") && gstr(g, "backoff") &&
+			     gstr(g, "backoff_left") &&
+			     gnum(g, s->due > now ? s->due - now : 0) &&
+			     gstr(g, "restarts") &&
+			     gint(g, s->restarts > 0 ? s->restarts - 1 : 0) &&
+			     gstr(g, "last_exit") &&
+			     (s->last_exit[0] ? gstr(g, s->last_exit)
+					      : yajl_gen_null(g) ==
+							yajl_gen_status_ok) &&
+			     yajl_gen_map_close(g) == yajl_gen_status_ok;
+	}
+	return ok && yajl_gen_array_close(g) == yajl_gen_status_ok &&
+	       yajl_gen_map_close(g) == yajl_gen_status_ok;
+}
+
+static bool gen_output(yajl_gen g, struct fpool__slot *s, size_t lines)
+{
+	size_t n = s->ring.n, from = n > lines ? n - lines : 0;
+	bool ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
+		  gstr(g, "worker") && gint(g, s->id) && gstr(g, "lines") &&
+		  yajl_gen_array_open(g) == yajl_gen_status_ok;
+
+	for (size_t i = from; ok && i < n; i++) {
+		const char *line = fpool__ring_get(&s->ring, i);
+		size_t len = strlen(line), clean_len;
+		char *clean = fpool__utf8_sanitize(line, len, true, &clean_len);
+
+		ok = clean != NULL &&
+		     yajl_gen_string(g, (const unsigned char *)clean,
+				     clean_len) == yajl_gen_status_ok;
+		free(clean);
+	}
+	return ok && yajl_gen_array_close(g) == yajl_gen_status_ok &&
+	       yajl_gen_map_close(g) == yajl_gen_status_ok;
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+static yajl_val get(yajl_val obj, const char *key)
+{
+	for (size_t i = 0; i < obj->u.object.len; i++)
+		if (strcmp(obj->u.object.keys[i], key) == 0)
+			return obj->u.object.values[i];
+	return NULL;
+}
+
+/* A whole number in [min, max] under `key`.  0, or a message. */
+static const char *get_uint(yajl_val req, const char *key, long long min,
+			    long long max, long long *out)
+{
+	static char why[96];
+	yajl_val v = get(req, key);
+
+	if (v == NULL) {
+		snprintf(why, sizeof(why), "missing \"%s\"", key);
+		return why;
+	}
+	if (!YAJL_IS_INTEGER(v) || YAJL_GET_INTEGER(v) < min ||
+	    YAJL_GET_INTEGER(v) > max) {
+		snprintf(why, sizeof(why),
+			 "\"%s\" must be a whole number from %lld to %lld", key,
+			 min, max);
+		return why;
+	}
+	*out = YAJL_GET_INTEGER(v);
+	return NULL;
+}
+
+int fpool__signal_parse(const char *name)
+{
+	if (strncmp(name, "SIG", 3) == 0)
+		name += 3;
+	for (int sig = 1; sig < NSIG; sig++) {
+		const char *abbrev = sigabbrev_np(sig);
+
+		if (abbrev != NULL && strcmp(abbrev, name) == 0)
+			return sig;
+	}
+	return -EINVAL;
+}
+
+static int pool_scale(struct fpool_pool *pool, unsigned n)
+{
+	int err;
+
+	for (unsigned id = 0; id < n; id++) {
+		err = fpool_pool_add_worker(pool, id);
+		if (err != 0 && err != -EEXIST)
+			return err;
+	}
+	for (unsigned id = pool->nslots; id-- > n;)
+		if (pool->slots[id] != NULL && pool->slots[id]->wanted)
+			fpool_pool_remove_worker(pool, id);
+	fpool_log(FPOOL_LOG_INFO, "scaled to %u workers", n);
+	return 0;
+}
+
+static struct fpool__slot *wanted_slot(struct fpool_pool *pool, long long id)
+{
+	if (id < 0 || id >= pool->nslots || pool->slots[id] == NULL)
+		return NULL;
+	return pool->slots[id];
+}
+
+/*
+ * Carry out one request.  Writes the "result" value into g and returns
+ * NULL, or returns the error message (then g is not used).
+ */
+static const char *execute(struct fpool_pool *pool, yajl_val req,
+			   const char *cmd, yajl_gen g, bool *stop,
+			   bool *graceful)
+{
+	static char why[128];
+	long long n, id;
+	const char *err;
+	struct fpool__slot *s;
+	int r;
+
+	if (strcmp(cmd, "status") == 0)
+		return gen_status(g, pool) ? NULL : "out of memory";
+	if (strcmp(cmd, "scale") == 0) {
+		if ((err = get_uint(req, "workers", 1, FPOOL_MAX_WORKERS, &n)))
+			return err;
+		r = pool_scale(pool, (unsigned)n);
+		if (r != 0)
+			return fpool_strerror(r);
+		return gen_status(g, pool) ? NULL : "out of memory";
+	}
+	if (strcmp(cmd, "add") == 0 || strcmp(cmd, "remove") == 0) {
+		if ((err = get_uint(req, "worker", 0, FPOOL_MAX_WORKERS - 1,
+				    &id)))
+			return err;
+		r = cmd[0] == 'a'
+			    ? fpool_pool_add_worker(pool, (unsigned)id)
+			    : fpool_pool_remove_worker(pool, (unsigned)id);
+		if (r == -EEXIST)
+			return "that worker is already running";
+		if (r == -ENOENT)
+			return "no such worker";
+		if (r == -EBUSY)
+			return "cannot remove the last worker";
+		if (r != 0)
+			return fpool_strerror(r);
+		return yajl_gen_bool(g, 1) == yajl_gen_status_ok ? NULL
+								 : "internal";
+	}
+	if (strcmp(cmd, "kill") == 0) {
+		yajl_val sv = get(req, "signal");
+		int sig = SIGTERM;
+
+		if ((err = get_uint(req, "worker", 0, FPOOL_MAX_WORKERS - 1,
+				    &id)))
+			return err;
+		if (sv != NULL &&
+		    (!YAJL_IS_STRING(sv) ||
+		     (sig = fpool__signal_parse(sv->u.string)) < 0))
+			return "\"signal\" must be a signal name such as "
+			       "\"TERM\"";
+		s = wanted_slot(pool, id);
+		if (s == NULL || s->cur == NULL)
+			return "no such worker running";
+		/* A graceful stop gets the usual deadline; the slot is then
+		 * respawned as after any exit. */
+		if (sig == SIGTERM || sig == SIGINT)
+			fpool__proc_stop(s->cur, sig == SIGTERM);
+		else if ((r = fpool__proc_signal(s->cur, sig)) != 0)
+			return fpool_strerror(r);
+		fpool_log(FPOOL_LOG_INFO,
+			  "control: sent %s to worker %u pid %d",
+			  fpool__signame(sig), s->id, (int)s->cur->pid);
+		return yajl_gen_bool(g, 1) == yajl_gen_status_ok ? NULL
+								 : "internal";
+	}
+	if (strcmp(cmd, "reload") == 0) {
+		if ((r = fpool_pool_reload(pool)) != 0)
+			return fpool_strerror(r);
+		return yajl_gen_bool(g, 1) == yajl_gen_status_ok ? NULL
+								 : "internal";
+	}
+	if (strcmp(cmd, "stop") == 0) {
+		yajl_val gv = get(req, "graceful");
+
+		if (gv != NULL && !YAJL_IS_TRUE(gv) && !YAJL_IS_FALSE(gv))
+			return "\"graceful\" must be true or false";
+		*stop = true;
+		*graceful = gv == NULL || YAJL_IS_TRUE(gv);
+		return yajl_gen_bool(g, 1) == yajl_gen_status_ok ? NULL
+								 : "internal";
+	}
+	if (strcmp(cmd, "output") == 0) {
+		n = 50;
+		if ((err = get_uint(req, "worker", 0, FPOOL_MAX_WORKERS - 1,
+				    &id)))
+			return err;
+		if (get(req, "lines") != NULL &&
+		    (err = get_uint(req, "lines", 1, 100000, &n)))
+			return err;
+		s = wanted_slot(pool, id);
+		if (s == NULL)
+			return "no such worker";
+		return gen_output(g, s, (size_t)n) ? NULL : "out of memory";
+	}
+	snprintf(why, sizeof(why),
+		 "unknown command \"%.40s\" (status, scale, add, remove, kill, "
+		 "reload, stop, output)",
+		 cmd);
+	return why;
+}
+
+static bool hex_id(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 64)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') ||
+		      (*s >= 'A' && *s <= 'F')))
+			return false;
+	return true;
+}
+
+/* Build the reply line to one request line into out.  Sets *stop when
+ * the request asks the pool to stop (done once the reply is sent). */
+void fpool__control_handle(struct fpool_pool *pool, const char *line,
+			   size_t len, struct evbuffer *out, bool *stop,
+			   bool *graceful)
+{
+	char errbuf[128] = "";
+	yajl_gen g = yajl_gen_alloc(NULL), result = yajl_gen_alloc(NULL);
+	yajl_val req = NULL, idv = NULL, cmdv;
+	const char *err = NULL, *id = NULL;
+	const unsigned char *buf;
+	size_t n;
+	char *copy = NULL;
+
+	*stop = false;
+	if (g == NULL || result == NULL) {
+		err = "out of memory";
+		goto reply;
+	}
+	if (len > FPOOL_CONTROL_MAX) {
+		err = "request too large";
+		goto reply;
+	}
+	if (memchr(line, '\0', len) != NULL || !fpool__utf8_valid(line, len)) {
+		err = "malformed request: not UTF-8 text";
+		goto reply;
+	}
+	copy = malloc(len + 1);
+	if (copy == NULL) {
+		err = "out of memory";
+		goto reply;
+	}
+	memcpy(copy, line, len);
+	copy[len] = '\0';
+	req = yajl_tree_parse(copy, errbuf, sizeof(errbuf));
+	if (req == NULL) {
+		/* yajl's message spans lines; its first says enough. */
+		static char why[sizeof(errbuf) + 32];
+
+		errbuf[strcspn(errbuf, "\n")] = '\0';
+		snprintf(why, sizeof(why), "malformed JSON: %s", errbuf);
+		err = why;
+		goto reply;
+	}
+	if (!YAJL_IS_OBJECT(req)) {
+		err = "a request must be a JSON object";
+		goto reply;
+	}
+	idv = get(req, "id");
+	if (idv == NULL || !YAJL_IS_STRING(idv) || !hex_id(idv->u.string)) {
+		idv = NULL;
+		err = "\"id\" must be a string of hex digits";
+		goto reply;
+	}
+	id = idv->u.string;
+	cmdv = get(req, "cmd");
+	if (cmdv == NULL || !YAJL_IS_STRING(cmdv)) {
+		err = "\"cmd\" must be a string";
+		goto reply;
+	}
+	err = execute(pool, req, cmdv->u.string, result, stop, graceful);
+reply:
+	if (g == NULL || result == NULL) {
+		evbuffer_add_printf(out, "{\"id\":null,\"ok\":false,"
+					 "\"error\":\"out of memory\"}\n");
+		goto out;
+	}
+	yajl_gen_map_open(g);
+	gstr(g, "id");
+	if (id != NULL)
+		gstr(g, id);
+	else
+		yajl_gen_null(g);
+	gstr(g, "ok");
+	yajl_gen_bool(g, err == NULL);
+	if (err != NULL) {
+		gstr(g, "error");
+		gstr(g, err);
+	} else {
+		gstr(g, "result");
+		yajl_gen_get_buf(result, &buf, &n);
+		/* The result is already JSON: splice it in as a number would
+		 * be, yajl_gen_number writes its text verbatim. */
+		yajl_gen_number(g, (const char *)buf, n);
+	}
+	yajl_gen_map_close(g);
+	yajl_gen_get_buf(g, &buf, &n);
+	evbuffer_add(out, buf, n);
+	evbuffer_add(out, "\n", 1);
+out:
+	if (g != NULL)
+		yajl_gen_free(g);
+	if (result != NULL)
+		yajl_gen_free(result);
+	if (req != NULL)
+		yajl_tree_free(req);
+	free(copy);
+}
+
+/* ---- clients ------------------------------------------------------------ */
+
+static void client_free(struct fpool__client *c)
+{
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		c->ctl->clients = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct fpool__client *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *out = bufferevent_get_output(bev);
+	bool stop = false, graceful = true;
+	size_t len;
+	char *line;
+
+	while ((line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
+		fpool__control_handle(c->ctl->pool, line, len, out, &stop,
+				      &graceful);
+		free(line);
+		/* Send now: a stop may end the loop before the next turn. */
+		evbuffer_write(out, bufferevent_getfd(bev));
+		if (stop) {
+			fpool_log(FPOOL_LOG_INFO, "control: stop (%s)",
+				  graceful ? "graceful" : "interrupt");
+			fpool_pool_stop(c->ctl->pool, graceful);
+			return;
+		}
+	}
+	if (evbuffer_get_length(in) > FPOOL_CONTROL_MAX) {
+		/* No newline within the limit: answer and hang up, since
+		 * the rest of that line cannot be told from a new request. */
+		evbuffer_add_printf(out, "{\"id\":null,\"ok\":false,\"error\":"
+					 "\"request too large\"}\n");
+		evbuffer_write(out, bufferevent_getfd(bev));
+		client_free(c);
+		return;
+	}
+	if (evbuffer_get_length(out) > CONTROL_OUT_MAX) {
+		fpool_log(FPOOL_LOG_WARNING,
+			  "control: dropping a client that does not read its "
+			  "replies");
+		client_free(c);
+	}
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	(void)what;
+	/* EOF or error: the client is gone. */
+	client_free(arg);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+		      struct sockaddr *sa, int salen, void *arg)
+{
+	struct fpool__control *ctl = arg;
+	struct fpool__client *c;
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+
+	(void)l;
+	(void)sa;
+	(void)salen;
+	/* Only our own user (or root) may steer the pool, whatever the
+	 * socket file's mode ends up being. */
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
+	    (cred.uid != geteuid() && cred.uid != 0)) {
+		static const char no[] = "{\"id\":null,\"ok\":false,\"error\":"
+					 "\"permission denied\"}\n";
+
+		fpool_log(FPOOL_LOG_WARNING,
+			  "control: refused a client (uid %d)",
+			  clen == sizeof(cred) ? (int)cred.uid : -1);
+		if (send(fd, no, sizeof(no) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) <
+		    0)
+			fpool__log_errno(FPOOL_LOG_DEBUG, errno,
+					 "control: telling a refused client");
+		close(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL ||
+	    (c->bev = bufferevent_socket_new(ctl->pool->base, fd,
+					     BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+		fpool_log(FPOOL_LOG_ERROR, "control: out of memory");
+		free(c);
+		close(fd);
+		return;
+	}
+	c->ctl = ctl;
+	c->next = ctl->clients;
+	if (ctl->clients != NULL)
+		ctl->clients->prev = c;
+	ctl->clients = c;
+	/* Read at most a little past the limit before judging a line. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0, FPOOL_CONTROL_MAX + 2);
+	bufferevent_setcb(c->bev, client_read_cb, NULL, client_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	(void)l;
+	(void)arg;
+	fpool__log_errno(FPOOL_LOG_WARNING, EVUTIL_SOCKET_ERROR(),
+			 "control: accept failed");
+}
+
+int fpool__control_open(struct fpool_pool *pool, const char *path)
+{
+	struct fpool__control *ctl = calloc(1, sizeof(*ctl));
+	struct fpool__addr a;
+	char spec[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
+	mode_t mask;
+	int fd, err;
+
+	if (ctl == NULL)
+		return -ENOMEM;
+	snprintf(spec, sizeof(spec), "unix:%s", path);
+	if (fpool__addr_parse(spec, &a, NULL) != 0) {
+		free(ctl);
+		return -ENAMETOOLONG;
+	}
+	/* Created 0600 from the start: no window where others could
+	 * connect. */
+	mask = umask(0177);
+	err = fpool__addr_listen(&a, 64, &fd);
+	umask(mask);
+	if (err != 0) {
+		free(ctl);
+		return err;
+	}
+	ctl->pool = pool;
+	ctl->path = strdup(path);
+	ctl->listener = evconnlistener_new(pool->base, accept_cb, ctl,
+					   LEV_OPT_CLOSE_ON_FREE, 0, fd);
+	if (ctl->path == NULL || ctl->listener == NULL) {
+		if (ctl->listener == NULL)
+			close(fd);
+		else
+			evconnlistener_free(ctl->listener);
+		unlink(path);
+		free(ctl->path);
+		free(ctl);
+		return -ENOMEM;
+	}
+	evconnlistener_set_error_cb(ctl->listener, accept_error_cb);
+	pool->control = ctl;
+	fpool_log(FPOOL_LOG_INFO, "control socket at %s", path);
+	return 0;
+}
+
+void fpool__control_close(struct fpool_pool *pool, bool owner)
+{
+	struct fpool__control *ctl = pool->control;
+
+	if (ctl == NULL)
+		return;
+	while (ctl->clients != NULL)
+		client_free(ctl->clients);
+	evconnlistener_free(ctl->listener);
+	if (owner && unlink(ctl->path) < 0 && errno != ENOENT)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno, "removing %s",
+				 ctl->path);
+	free(ctl->path);
+	free(ctl);
+	pool->control = NULL;
+}

@@ -1,0 +1,439 @@
+/*
+ * `forkpool ctl`: the control socket's client.
+ *
+ *   forkpool ctl [--control PATH] [--json] [--timeout SEC] COMMAND [ARGS]
+ *
+ * It sends one request with a fresh hex id, waits for the reply that
+ * echoes it, and prints the result: a table for status, plain text for
+ * the rest, or the raw JSON result with --json.  Exit status: 0 on
+ * success, 1 when the master is not there or refuses, 2 on a usage error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+#include "fpool-int.h"
+
+#define CTL_REPLY_MAX (16 * 1024 * 1024)
+
+static void ctl_usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: forkpool ctl [--control PATH] [--json] [--timeout SEC] "
+		"COMMAND [ARGS]\n"
+		"Commands:\n"
+		"  status              the pool and its workers\n"
+		"  scale N             run N workers (slots 0..N-1)\n"
+		"  add ID, remove ID   start / gracefully stop worker ID\n"
+		"  kill ID [SIGNAL]    signal worker ID (default TERM); it is "
+		"replaced\n"
+		"  reload              rolling reload of every worker\n"
+		"  stop [--now]        stop the pool (--now: interrupt)\n"
+		"  output ID [LINES]   the last lines worker ID printed\n"
+		"The socket is --control PATH, or $FORKPOOL_CONTROL.\n");
+}
+
+static int ctl_error(const char *fmt, ...) FPOOL_PRINTF(1, 2);
+
+static int ctl_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("forkpool ctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return 2;
+}
+
+static bool gstr(yajl_gen g, const char *s)
+{
+	return yajl_gen_string(g, (const unsigned char *)s, strlen(s)) ==
+	       yajl_gen_status_ok;
+}
+
+/* Add "key": N, with N checked to be a whole number in [min, max]. */
+static int add_uint(yajl_gen g, const char *key, const char *arg, unsigned min,
+		    unsigned max)
+{
+	unsigned v;
+
+	if (fpool__parse_uint(arg, min, max, &v) != 0)
+		return ctl_error("%s: '%s' is not a whole number from %u to %u",
+				 key, arg, min, max);
+	gstr(g, key);
+	yajl_gen_integer(g, v);
+	return 0;
+}
+
+/* Build the request for argv (COMMAND ARGS...).  0 or 2. */
+static int build_request(yajl_gen g, const char *id, int argc, char **argv)
+{
+	const char *cmd = argv[0];
+	int want = 1, r = 0;
+
+	yajl_gen_map_open(g);
+	gstr(g, "id");
+	gstr(g, id);
+	gstr(g, "cmd");
+	gstr(g, cmd);
+	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0) {
+		want = 1;
+	} else if (strcmp(cmd, "scale") == 0) {
+		want = 2;
+		if (argc >= 2)
+			r = add_uint(g, "workers", argv[1], 1,
+				     FPOOL_MAX_WORKERS);
+	} else if (strcmp(cmd, "add") == 0 || strcmp(cmd, "remove") == 0) {
+		want = 2;
+		if (argc >= 2)
+			r = add_uint(g, "worker", argv[1], 0,
+				     FPOOL_MAX_WORKERS - 1);
+	} else if (strcmp(cmd, "kill") == 0) {
+		want = argc >= 3 ? 3 : 2;
+		if (argc >= 2)
+			r = add_uint(g, "worker", argv[1], 0,
+				     FPOOL_MAX_WORKERS - 1);
+		if (r == 0 && argc >= 3) {
+			if (fpool__signal_parse(argv[2]) < 0)
+				return ctl_error("kill: '%s' is not a signal "
+						 "name (e.g. TERM, KILL)",
+						 argv[2]);
+			gstr(g, "signal");
+			gstr(g, argv[2]);
+		}
+	} else if (strcmp(cmd, "stop") == 0) {
+		want = argc >= 2 ? 2 : 1;
+		if (argc >= 2 && strcmp(argv[1], "--now") != 0)
+			return ctl_error("stop: unknown argument '%s'",
+					 argv[1]);
+		gstr(g, "graceful");
+		yajl_gen_bool(g, argc < 2);
+	} else if (strcmp(cmd, "output") == 0) {
+		want = argc >= 3 ? 3 : 2;
+		if (argc >= 2)
+			r = add_uint(g, "worker", argv[1], 0,
+				     FPOOL_MAX_WORKERS - 1);
+		if (r == 0 && argc >= 3)
+			r = add_uint(g, "lines", argv[2], 1, 100000);
+	} else {
+		return ctl_error("unknown command '%s' (see --help)", cmd);
+	}
+	if (r != 0)
+		return r;
+	if (argc != want)
+		return ctl_error("%s: expected %d argument%s, got %d", cmd,
+				 want - 1, want == 2 ? "" : "s", argc - 1);
+	yajl_gen_map_close(g);
+	return 0;
+}
+
+/* Send one request line and read the reply line.  0 or 1 (printed). */
+static int exchange(const char *path, const char *req, size_t len,
+		    double timeout, char **reply)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	size_t cap = 4096, n = 0;
+	char *buf;
+	int fd;
+
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "forkpool ctl: %s: path too long\n", path);
+		return 1;
+	}
+	strcpy(sun.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		fprintf(stderr,
+			"forkpool ctl: cannot connect to %s: %s (is the master "
+			"running with --control %s?)\n",
+			path, strerror(errno), path);
+		if (fd >= 0)
+			close(fd);
+		return 1;
+	}
+	if (fpool__write_all(fd, req, len) != 0) {
+		fprintf(stderr, "forkpool ctl: sending to %s: %s\n", path,
+			strerror(errno));
+		close(fd);
+		return 1;
+	}
+	buf = malloc(cap);
+	while (buf != NULL) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		int pr = poll(&pfd, 1, (int)(timeout * 1000));
+		ssize_t got;
+
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr == 0) {
+			fprintf(stderr,
+				"forkpool ctl: no reply within %.3g s\n",
+				timeout);
+			break;
+		}
+		if (n + 1 == cap) {
+			char *more = cap < CTL_REPLY_MAX ? realloc(buf, cap * 2)
+							 : NULL;
+
+			if (more == NULL) {
+				fprintf(stderr, "forkpool ctl: reply too "
+						"large\n");
+				break;
+			}
+			buf = more;
+			cap *= 2;
+		}
+		got = pr < 0 ? -1 : read(fd, buf + n, cap - n - 1);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			fprintf(stderr, "forkpool ctl: the master closed the "
+					"connection without a reply\n");
+			break;
+		}
+		n += (size_t)got;
+		buf[n] = '\0';
+		if (memchr(buf, '\n', n) != NULL) {
+			close(fd);
+			*reply = buf;
+			return 0;
+		}
+	}
+	free(buf);
+	close(fd);
+	return 1;
+}
+
+static yajl_val get(yajl_val obj, const char *key)
+{
+	if (!YAJL_IS_OBJECT(obj))
+		return NULL;
+	for (size_t i = 0; i < obj->u.object.len; i++)
+		if (strcmp(obj->u.object.keys[i], key) == 0)
+			return obj->u.object.values[i];
+	return NULL;
+}
+
+/* Write v into g again (to print the result as JSON). */
+static void regen(yajl_gen g, yajl_val v)
+{
+	if (YAJL_IS_OBJECT(v)) {
+		yajl_gen_map_open(g);
+		for (size_t i = 0; i < v->u.object.len; i++) {
+			gstr(g, v->u.object.keys[i]);
+			regen(g, v->u.object.values[i]);
+		}
+		yajl_gen_map_close(g);
+	} else if (YAJL_IS_ARRAY(v)) {
+		yajl_gen_array_open(g);
+		for (size_t i = 0; i < v->u.array.len; i++)
+			regen(g, v->u.array.values[i]);
+		yajl_gen_array_close(g);
+	} else if (YAJL_IS_STRING(v)) {
+		gstr(g, v->u.string);
+	} else if (YAJL_IS_NUMBER(v)) {
+		yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r));
+	} else if (YAJL_IS_TRUE(v) || YAJL_IS_FALSE(v)) {
+		yajl_gen_bool(g, YAJL_IS_TRUE(v));
+	} else {
+		yajl_gen_null(g);
+	}
+}
+
+/* A value as short text for the table ("-" for null/missing). */
+static const char *cell(yajl_val obj, const char *key, char *buf, size_t n,
+			const char *unit)
+{
+	yajl_val v = get(obj, key);
+
+	if (v == NULL || YAJL_IS_NULL(v))
+		return "-";
+	if (YAJL_IS_STRING(v))
+		return v->u.string;
+	if (YAJL_IS_NUMBER(v)) {
+		snprintf(buf, n, "%s%s", v->u.number.r, unit);
+		return buf;
+	}
+	return YAJL_IS_TRUE(v) ? "yes" : "no";
+}
+
+static void print_status(yajl_val r)
+{
+	yajl_val workers = get(r, "workers");
+	char a[64], b[64], c[64], d[64], e[64], f[64], g[64], h[64];
+
+	printf("master pid %s, %s of %s workers live, up %s s, %s restarts%s\n",
+	       cell(r, "pid", a, sizeof(a), ""),
+	       cell(r, "live", b, sizeof(b), ""),
+	       cell(r, "target", c, sizeof(c), ""),
+	       cell(r, "uptime", d, sizeof(d), ""),
+	       cell(r, "restarts", e, sizeof(e), ""),
+	       YAJL_IS_TRUE(get(r, "reloading")) ? ", reloading" : "");
+	printf("%-4s %-8s %-9s %-10s %-8s %-9s %-10s %-9s %s\n", "ID", "PID",
+	       "STATE", "UPTIME", "RESTARTS", "HEARTBEAT", "RSS", "REQUESTS",
+	       "LAST EXIT");
+	for (size_t i = 0; YAJL_IS_ARRAY(workers) && i < workers->u.array.len;
+	     i++) {
+		yajl_val w = workers->u.array.values[i];
+		yajl_val role = get(w, "role");
+		char state[32];
+
+		snprintf(state, sizeof(state), "%s%s",
+			 cell(w, "state", a, sizeof(a), ""),
+			 YAJL_IS_STRING(role) &&
+					 strcmp(role->u.string, "worker") != 0
+				 ? "*"
+				 : "");
+		printf("%-4s %-8s %-9s %-10s %-8s %-9s %-10s %-9s %s\n",
+		       cell(w, "id", b, sizeof(b), ""),
+		       cell(w, "pid", c, sizeof(c), ""), state,
+		       get(w, "uptime") ? cell(w, "uptime", d, sizeof(d), "s")
+					: cell(w, "backoff_left", d, sizeof(d),
+					       "s left"),
+		       cell(w, "restarts", e, sizeof(e), ""),
+		       cell(w, "heartbeat_age", f, sizeof(f), "s"),
+		       cell(w, "rss_kib", g, sizeof(g), " KiB"),
+		       cell(w, "requests", a, sizeof(a), ""),
+		       cell(w, "last_exit", h, sizeof(h), ""));
+	}
+}
+
+static void print_result(const char *cmd, yajl_val r, bool json)
+{
+	if (json) {
+		yajl_gen g = yajl_gen_alloc(NULL);
+		const unsigned char *buf;
+		size_t n;
+
+		if (g == NULL)
+			return;
+		regen(g, r);
+		yajl_gen_get_buf(g, &buf, &n);
+		fwrite(buf, 1, n, stdout);
+		fputc('\n', stdout);
+		yajl_gen_free(g);
+		return;
+	}
+	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "scale") == 0) {
+		print_status(r);
+	} else if (strcmp(cmd, "output") == 0) {
+		yajl_val lines = get(r, "lines");
+
+		for (size_t i = 0;
+		     YAJL_IS_ARRAY(lines) && i < lines->u.array.len; i++)
+			if (YAJL_IS_STRING(lines->u.array.values[i]))
+				puts(lines->u.array.values[i]->u.string);
+	} else {
+		puts("ok");
+	}
+}
+
+int fpool__ctl_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "control", required_argument, NULL, 'c' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = getenv("FORKPOOL_CONTROL");
+	double timeout = 10;
+	bool json = false;
+	unsigned char rnd[4] = { 0 };
+	char id[16], *reply = NULL, err[256];
+	const unsigned char *req;
+	size_t len;
+	yajl_gen g;
+	yajl_val tree, idv, ok;
+	int c, status;
+
+	optind = 0;
+	opterr = 0;
+	/* '+': stop at COMMAND, so `kill 3 -9`-like args stay arguments. */
+	while ((c = getopt_long(argc, argv, "+jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 't':
+			if (fpool__parse_duration(optarg, &timeout) != 0)
+				return ctl_error("--timeout: '%s' is not a "
+						 "duration",
+						 optarg);
+			break;
+		case 'h':
+			ctl_usage(stdout);
+			return 0;
+		default:
+			return ctl_error("unknown option '%s' (see --help)",
+					 argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		return ctl_error("no command given (see --help)");
+	if (path == NULL || path[0] == '\0')
+		return ctl_error("--control: no control socket given (or set "
+				 "FORKPOOL_CONTROL)");
+	/* The id only has to be unique among this client's requests; any
+	 * failure of getrandom leaves a fixed but valid one. */
+	if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) < 0)
+		rnd[0] = (unsigned char)getpid();
+	snprintf(id, sizeof(id), "%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
+		 rnd[3]);
+	g = yajl_gen_alloc(NULL);
+	if (g == NULL)
+		return ctl_error("out of memory");
+	status = build_request(g, id, argc - optind, argv + optind);
+	if (status == 0) {
+		yajl_gen_get_buf(g, &req, &len);
+		char line[len + 1];
+
+		memcpy(line, req, len);
+		line[len] = '\n';
+		status = exchange(path, line, len + 1, timeout, &reply);
+	}
+	yajl_gen_free(g);
+	if (status != 0)
+		return status;
+	reply[strcspn(reply, "\n")] = '\0';
+	tree = yajl_tree_parse(reply, err, sizeof(err));
+	idv = get(tree, "id");
+	ok = get(tree, "ok");
+	if (tree == NULL || ok == NULL) {
+		fprintf(stderr, "forkpool ctl: malformed reply: %s\n", reply);
+		status = 1;
+	} else if (!YAJL_IS_TRUE(ok)) {
+		yajl_val e = get(tree, "error");
+
+		fprintf(stderr, "forkpool ctl: %s\n",
+			YAJL_IS_STRING(e) ? e->u.string : "error");
+		status = 1;
+	} else if (!YAJL_IS_STRING(idv) || strcmp(idv->u.string, id) != 0) {
+		fprintf(stderr, "forkpool ctl: the reply is not to our request "
+				"(id)\n");
+		status = 1;
+	} else {
+		print_result(argv[optind], get(tree, "result"), json);
+	}
+	yajl_tree_free(tree);
+	free(reply);
+	return status;
+}
