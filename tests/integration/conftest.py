@@ -464,6 +464,14 @@ def read_json_log(path):
 # The master process
 
 
+def shorten(text, width=300):
+    """`text`, or its start and end around a note of how much was cut."""
+    if len(text) <= width:
+        return text
+    keep = width // 2
+    return f"{text[:keep]}...[{len(text) - 2 * keep} more]...{text[-keep:]}"
+
+
 class LogFile:
     """A file another process appends to, read incrementally.
 
@@ -497,8 +505,9 @@ class LogFile:
         text = self.text()
         return text[:-1].split("\n") if text else []
 
-    def tail(self, n=40):
-        return "\n".join(self.lines()[-n:])
+    def tail(self, n=40, width=300):
+        """The last n lines, each cut to `width` characters, for messages."""
+        return "\n".join(shorten(l, width) for l in self.lines()[-n:])
 
 
 def log_time(line):
@@ -639,7 +648,7 @@ class Master:
     # -- logs --
 
     def describe(self):
-        text = (f"--- master args: {' '.join(self.args)}\n"
+        text = (f"--- master args: {shorten(' '.join(shorten(a, 80) for a in self.args), 1000)}\n"
                 f"--- stderr (tail):\n{self.err.tail()}\n"
                 f"--- stdout (tail):\n{self.out.tail()}")
         for f in ([self.log] if self.log is not self.err else []) + self.worker_files:
