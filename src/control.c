@@ -37,6 +37,14 @@ struct fpool__client {
 	struct fpool__control *ctl;
 	struct bufferevent *bev;
 	struct fpool__client *prev, *next;
+	/* What to do once the pending replies are sent. */
+	enum {
+		THEN_NOTHING,
+		THEN_STOP,     /* stop the pool gracefully */
+		THEN_STOP_NOW, /* stop it by interrupt */
+		THEN_HANG_UP,  /* answered a request too large: close */
+		THEN_DISCARD,  /* closing: ignore what the client sends */
+	} then;
 };
 
 struct fpool__control {
@@ -483,6 +491,42 @@ static void client_free(struct fpool__client *c)
 	free(c);
 }
 
+/* Once a reply is out (the write callback: output drained), do what the
+ * request asked to happen after it. */
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct fpool__client *c = arg;
+	struct timeval tv = { 1, 0 };
+
+	switch (c->then) {
+	case THEN_NOTHING:
+		break;
+	case THEN_STOP:
+	case THEN_STOP_NOW:
+		fpool_log(FPOOL_LOG_INFO, "control: stop (%s)",
+			  c->then == THEN_STOP ? "graceful" : "interrupt");
+		/* Re-enable reading, so the client's EOF frees it. */
+		bufferevent_enable(bev, EV_READ);
+		fpool_pool_stop(c->ctl->pool, c->then == THEN_STOP);
+		c->then = THEN_NOTHING;
+		break;
+	case THEN_HANG_UP:
+		/* Closing with the client's bytes unread would reset the
+		 * connection; shut our side and discard what comes until
+		 * the client closes (or a second passes). */
+		if (shutdown(bufferevent_getfd(bev), SHUT_WR) < 0)
+			fpool__log_errno(FPOOL_LOG_DEBUG, errno,
+					 "control: shutdown");
+		c->then = THEN_DISCARD;
+		bufferevent_setwatermark(bev, EV_READ, 0, 0);
+		bufferevent_set_timeouts(bev, &tv, NULL);
+		bufferevent_enable(bev, EV_READ);
+		break;
+	case THEN_DISCARD:
+		break;
+	}
+}
+
 static void client_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct fpool__client *c = arg;
@@ -492,16 +536,19 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 	size_t len;
 	char *line;
 
+	if (c->then == THEN_DISCARD) {
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
 	while ((line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
 		fpool__control_handle(c->ctl->pool, line, len, out, &stop,
 				      &graceful);
 		free(line);
-		/* Send now: a stop may end the loop before the next turn. */
-		evbuffer_write(out, bufferevent_getfd(bev));
 		if (stop) {
-			fpool_log(FPOOL_LOG_INFO, "control: stop (%s)",
-				  graceful ? "graceful" : "interrupt");
-			fpool_pool_stop(c->ctl->pool, graceful);
+			/* Stop once the reply is sent: stopping now could
+			 * end the loop before it is written. */
+			c->then = graceful ? THEN_STOP : THEN_STOP_NOW;
+			bufferevent_disable(bev, EV_READ);
 			return;
 		}
 	}
@@ -510,8 +557,9 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 		 * the rest of that line cannot be told from a new request. */
 		evbuffer_add_printf(out, "{\"id\":null,\"ok\":false,\"error\":"
 					 "\"request too large\"}\n");
-		evbuffer_write(out, bufferevent_getfd(bev));
-		client_free(c);
+		evbuffer_drain(in, evbuffer_get_length(in));
+		c->then = THEN_HANG_UP;
+		bufferevent_disable(bev, EV_READ);
 		return;
 	}
 	if (evbuffer_get_length(out) > CONTROL_OUT_MAX) {
@@ -574,7 +622,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	ctl->clients = c;
 	/* Read at most a little past the limit before judging a line. */
 	bufferevent_setwatermark(c->bev, EV_READ, 0, FPOOL_CONTROL_MAX + 2);
-	bufferevent_setcb(c->bev, client_read_cb, NULL, client_event_cb, c);
+	bufferevent_setcb(c->bev, client_read_cb, client_write_cb,
+			  client_event_cb, c);
 	bufferevent_enable(c->bev, EV_READ);
 }
 
