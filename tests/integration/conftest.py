@@ -866,7 +866,13 @@ def forkpool(forkpool_bin, tmp_path):
     masters = []
 
     def start(*args, bind=True, name=None, port=None):
-        args = list(args)
+        args = [str(a) for a in args]
+        opts = args[:args.index("--")] if "--" in args else args
+        if not any(a in ("-k", "--worker") or a.startswith("--worker=")
+                   for a in opts):
+            # The pool-mechanics tests talk echo; the CLI's default
+            # worker is http.
+            args = ["-k", "echo"] + args
         if bind:
             port = port or free_port()
             args = ["-b", f"127.0.0.1:{port}"] + args
