@@ -151,6 +151,28 @@ struct fpool_config {
 	const char *stderr_file;
 	unsigned output_lines;	  /* last lines kept per slot for `output` */
 	const char *control_path; /* control socket (unix), or NULL */
+	/* Restart intensity: more than max_restarts failed starts within
+	 * restart_window seconds stop the pool, and fpool_pool_run()
+	 * returns -ECHILD.  0: never give up. */
+	unsigned max_restarts;
+	double restart_window; /* default 60 */
+	/* Recycling: a worker is replaced (through the rolling path) after
+	 * serving max_requests (+ a random 0..max_requests_jitter of its
+	 * own), after living max_lifetime seconds (+ up to 10% of it), or
+	 * once its RSS passes max_rss_mib.  0: never. */
+	uint64_t max_requests;
+	uint64_t max_requests_jitter;
+	double max_lifetime;
+	unsigned max_rss_mib;
+	/* Workers drop to this user and group (names) before on_start;
+	 * NULL: keep the master's. */
+	const char *user;
+	const char *group;
+	/* Detach (double fork, setsid, chdir /, stdio to /dev/null) before
+	 * the first fork of a worker. */
+	int daemonize;
+	/* Write the master's pid here, held with a lock; removed at exit. */
+	const char *pidfile;
 };
 
 /* Fill `cfg` with the defaults: workers = number of CPUs, timeouts 30 s,

@@ -141,6 +141,7 @@ void fpool_config_init(struct fpool_config *cfg)
 	cfg->check_interval = 1;
 	cfg->min_uptime = 1;
 	cfg->output_lines = 200;
+	cfg->restart_window = 60;
 	cfg->worker = NULL;
 	cfg->worker_argc = 0;
 	cfg->worker_argv = NULL;
