@@ -250,6 +250,12 @@ FPOOL_EXPORT int fpool_worker_loop(struct fpool_worker *w);
 FPOOL_EXPORT void fpool_worker_stop(struct fpool_worker *w);
 /* Non-zero once the worker was interrupted (SIGINT): main was cancelled. */
 FPOOL_EXPORT int fpool_worker_interrupted(const struct fpool_worker *w);
+/* Say what the worker is busy with (printf-style; NULL: nothing), e.g.
+ * the request it serves.  The master reads it from shared memory, so the
+ * log of a hung worker's kill can tell what it was doing. */
+FPOOL_EXPORT void fpool_worker_set_activity(struct fpool_worker *w,
+					    const char *fmt, ...)
+	FPOOL_PRINTF(2, 3);
 /* Count `n` more requests served; reported with the heartbeat. */
 FPOOL_EXPORT void fpool_worker_count_requests(struct fpool_worker *w,
 					      uint64_t n);

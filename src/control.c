@@ -75,28 +75,11 @@ static bool gnum(yajl_gen g, double v)
 	return yajl_gen_number(g, num, strlen(num)) == yajl_gen_status_ok;
 }
 
-/* Resident set size of a process in KiB, or -1. */
-static long rss_kib(pid_t pid)
-{
-	char path[64];
-	long pages = -1, rss = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
-	f = fopen(path, "re");
-	if (f == NULL)
-		return -1;
-	if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
-		rss = -1;
-	fclose(f);
-	return rss < 0 ? -1 : rss * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static bool gen_proc(yajl_gen g, const struct fpool__slot *s,
 		     const struct fpool__proc *p, double now)
 {
 	static const char *const states[] = { "starting", "ready", "stopping" };
-	long rss = rss_kib(p->pid);
+	long rss = fpool__rss_kib(p->pid);
 	bool ok;
 
 	ok = yajl_gen_map_open(g) == yajl_gen_status_ok && gstr(g, "id") &&

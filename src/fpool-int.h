@@ -24,6 +24,8 @@ struct event_base;
 
 /* ---- util.c ------------------------------------------------------------ */
 
+/* Resident set size of a process in KiB (from /proc), or -1. */
+long fpool__rss_kib(pid_t pid);
 /* Monotonic clock in seconds. */
 double fpool__now(void);
 /* A struct timeval for a duration in seconds (for event_add). */
@@ -223,6 +225,12 @@ enum fpool__proc_state {
 	PROC_STOPPING, /* told to stop (SIGTERM/SIGINT), waiting for exit */
 };
 
+/* Memory a slot shares with its worker process (MAP_SHARED): what the
+ * worker is doing, readable by the master even when the worker hangs. */
+struct fpool__shared {
+	char activity[120]; /* fpool_worker_set_activity(), NUL-terminated */
+};
+
 /* One worker process. */
 struct fpool__proc {
 	struct fpool__slot *slot;
@@ -240,23 +248,27 @@ struct fpool__proc {
 	double stop_sent;	     /* when SIGTERM/SIGINT was sent */
 	bool killed;		     /* SIGKILL already sent */
 	uint64_t requests;	     /* last reported by the worker */
+	uint64_t max_requests;	     /* recycle past this many; 0: never */
+	double retire_at; /* recycle once fpool__now() passes it; 0: never */
+	double recycle_after; /* no new recycle try before this */
 };
 
 /* A logical worker id and the processes in it (see slot.c). */
 struct fpool__slot {
 	struct fpool_pool *pool;
 	unsigned id;
-	bool wanted;		  /* keep a worker in this slot (respawn) */
-	struct fpool__proc *cur;  /* its worker, or NULL */
-	struct fpool__proc *next; /* rolling reload: the replacement */
-	struct fpool__proc *old;  /* rolling reload: the replaced, draining */
-	bool backoff;		  /* waiting before the next start */
-	struct event *timer;	  /* the backoff delay */
-	double due;		  /* backoff: when the next start is due */
-	unsigned failed;	  /* consecutive failed starts */
-	unsigned restarts;	  /* processes started in this slot */
-	char last_exit[96];	  /* how the last process ended, or "" */
-	struct fpool__ring ring;  /* the last lines its workers printed */
+	bool wanted;		   /* keep a worker in this slot (respawn) */
+	struct fpool__proc *cur;   /* its worker, or NULL */
+	struct fpool__proc *next;  /* rolling reload: the replacement */
+	struct fpool__proc *old;   /* rolling reload: the replaced, draining */
+	bool backoff;		   /* waiting before the next start */
+	struct event *timer;	   /* the backoff delay */
+	double due;		   /* backoff: when the next start is due */
+	unsigned failed;	   /* consecutive failed starts */
+	unsigned restarts;	   /* processes started in this slot */
+	char last_exit[96];	   /* how the last process ended, or "" */
+	struct fpool__shared *shm; /* shared with its worker, or NULL */
+	struct fpool__ring ring;   /* the last lines its workers printed */
 };
 
 struct fpool__slot *fpool__slot_new(struct fpool_pool *pool, unsigned id);
@@ -285,6 +297,12 @@ void fpool__slot_check(struct fpool__slot *s, double now);
 unsigned fpool__slot_live(const struct fpool__slot *s);
 /* "starting", "ready", "stopping", "backoff" or "idle". */
 const char *fpool__slot_state(const struct fpool__slot *s);
+/* Why the process should be recycled now (a phrase for the log), or
+ * NULL. */
+const char *fpool__proc_recycle_reason(struct fpool__proc *p, double now,
+				       char *buf, size_t len);
+/* The worker's activity from shared memory, sanitised, or "". */
+void fpool__slot_activity(const struct fpool__slot *s, char *buf, size_t len);
 
 /* ---- control.c: the control socket ------------------------------------ */
 
@@ -338,6 +356,11 @@ struct fpool_pool {
 	bool reloading;			/* a rolling reload is under way */
 	unsigned reload_next;		/* the next slot id it looks at */
 	int reload_slot;		/* the slot being replaced now, or -1 */
+	double *failures;   /* --max-restarts: times of failed starts (ring) */
+	unsigned nfailures; /* entries used in failures */
+	unsigned failures_at; /* next entry to overwrite */
+	uid_t uid;	      /* --user, resolved; (uid_t)-1: keep */
+	gid_t gid;	      /* --group (or the user's), resolved */
 	struct event *sigev[16];
 	size_t nsigev;
 	struct event *check_ev;
@@ -353,6 +376,10 @@ void fpool__pool_slot_idle(struct fpool_pool *pool);
 /* Rolling reload: slot s's replacement took over / died before ready. */
 void fpool__pool_replaced(struct fpool_pool *pool, struct fpool__slot *s);
 void fpool__pool_replace_failed(struct fpool_pool *pool, struct fpool__slot *s);
+/* A worker of the pool failed to start: count it for --max-restarts. */
+void fpool__pool_failed_start(struct fpool_pool *pool);
+/* Start recycling one worker that is due, if none is being replaced. */
+void fpool__pool_recycle(struct fpool_pool *pool);
 /* Number of slots with a live process. */
 unsigned fpool__pool_live(const struct fpool_pool *pool);
 /* In a new worker: free the master's state it inherited (after

@@ -13,6 +13,9 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <grp.h>
+#include <pwd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -92,6 +95,43 @@ static int pool_open_output(struct fpool_pool *pool)
 	return result;
 }
 
+/* --user and --group: names (or numbers) to ids, once, in the master,
+ * so a worker only has to switch.  0 or -EINVAL. */
+static int pool_resolve_ids(struct fpool_pool *pool)
+{
+	const char *user = pool->cfg.user, *group = pool->cfg.group;
+	char *end;
+
+	if (user != NULL) {
+		struct passwd *pw = getpwnam(user);
+		unsigned long v = strtoul(user, &end, 10);
+
+		if (pw != NULL) {
+			pool->uid = pw->pw_uid;
+			pool->gid = pw->pw_gid;
+		} else if (*user != '\0' && *end == '\0') {
+			pool->uid = (uid_t)v;
+		} else {
+			fpool_log(FPOOL_LOG_ERROR, "no such user: %s", user);
+			return -EINVAL;
+		}
+	}
+	if (group != NULL) {
+		struct group *gr = getgrnam(group);
+		unsigned long v = strtoul(group, &end, 10);
+
+		if (gr != NULL) {
+			pool->gid = gr->gr_gid;
+		} else if (*group != '\0' && *end == '\0') {
+			pool->gid = (gid_t)v;
+		} else {
+			fpool_log(FPOOL_LOG_ERROR, "no such group: %s", group);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
 {
 	struct fpool_pool *pool;
@@ -111,9 +151,23 @@ int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
 	pool->out_fd[0] = pool->out_fd[1] = -1;
 	pool->reload_slot = -1;
 	pool->master_pid = getpid();
+	pool->uid = (uid_t)-1;
+	pool->gid = (gid_t)-1;
+	/* Recycling jitter and the like: a different draw per master. */
+	srandom((unsigned)getpid() ^ (unsigned)time(NULL));
 	pool->base = event_base_new();
 	if (pool->base == NULL)
 		goto err;
+	if ((err = pool_resolve_ids(pool)) != 0)
+		goto err;
+	if (cfg->max_restarts > 0) {
+		pool->failures = calloc((size_t)cfg->max_restarts + 1,
+					sizeof(*pool->failures));
+		if (pool->failures == NULL) {
+			err = -ENOMEM;
+			goto err;
+		}
+	}
 	if ((err = pool_grow(pool, cfg->workers)) != 0)
 		goto err;
 	if ((err = pool_open_output(pool)) != 0)
@@ -286,11 +340,76 @@ void fpool__pool_replace_failed(struct fpool_pool *pool, struct fpool__slot *s)
 	if (pool->reload_slot != (int)s->id)
 		return;
 	pool->reload_slot = -1;
+	if (!pool->reloading) {
+		/* A recycle: try this worker again later, not at once. */
+		fpool_log(FPOOL_LOG_ERROR,
+			  "recycling worker %u failed: its replacement did not "
+			  "become ready; the old worker stays for now",
+			  s->id);
+		if (s->cur != NULL)
+			s->cur->recycle_after = fpool__now() + 10;
+		return;
+	}
 	pool->reloading = false;
 	fpool_log(FPOOL_LOG_ERROR,
 		  "reload aborted: the replacement for worker %u did not "
 		  "become ready; the old worker stays",
 		  s->id);
+}
+
+void fpool__pool_recycle(struct fpool_pool *pool)
+{
+	double now = fpool__now();
+	char why[128];
+
+	/* One slot at a time, and never across a reload. */
+	if (pool->state != POOL_RUNNING || pool->reloading ||
+	    pool->reload_slot >= 0)
+		return;
+	for (unsigned i = 0; i < pool->nslots; i++) {
+		struct fpool__slot *s = pool->slots[i];
+		const char *reason;
+
+		if (s == NULL || !s->wanted || s->cur == NULL ||
+		    s->next != NULL || s->old != NULL)
+			continue;
+		reason = fpool__proc_recycle_reason(s->cur, now, why,
+						    sizeof(why));
+		if (reason == NULL)
+			continue;
+		fpool_log(FPOOL_LOG_INFO, "recycling worker %u pid %d: it %s",
+			  s->id, (int)s->cur->pid, reason);
+		if (fpool__slot_replace(s) != 0) {
+			s->cur->recycle_after = now + 10;
+			continue;
+		}
+		pool->reload_slot = (int)s->id;
+		return;
+	}
+}
+
+void fpool__pool_failed_start(struct fpool_pool *pool)
+{
+	double now = fpool__now(), window = pool->cfg.restart_window;
+	unsigned n = 0, cap = pool->cfg.max_restarts + 1;
+
+	if (pool->cfg.max_restarts == 0 || pool->failures == NULL)
+		return;
+	pool->failures[pool->failures_at] = now;
+	pool->failures_at = (pool->failures_at + 1) % cap;
+	if (pool->nfailures < cap)
+		pool->nfailures++;
+	for (unsigned i = 0; i < pool->nfailures; i++)
+		if (now - pool->failures[i] <= window)
+			n++;
+	if (n <= pool->cfg.max_restarts)
+		return;
+	fpool_log(FPOOL_LOG_ERROR,
+		  "giving up: %u failed starts within %.3g s (--max-restarts "
+		  "%u --restart-window %.3g s); stopping the pool",
+		  n, window, pool->cfg.max_restarts, window);
+	pool->result = -ECHILD;
+	fpool_pool_stop(pool, true);
 }
 
 int fpool_pool_reload(struct fpool_pool *pool)
@@ -505,6 +624,7 @@ static void pool_check_cb(evutil_socket_t fd, short what, void *arg)
 	for (unsigned i = 0; i < pool->nslots; i++)
 		if (pool->slots[i] != NULL)
 			fpool__slot_check(pool->slots[i], now);
+	fpool__pool_recycle(pool);
 }
 
 static void pool_events_del(struct fpool_pool *pool)
@@ -642,6 +762,7 @@ static void pool_release(struct fpool_pool *pool, bool owner)
 		free(pool->listeners[i].unlink_path);
 	free(pool->listeners);
 	free(pool->preserved);
+	free(pool->failures);
 	for (int i = 0; i < 2; i++)
 		if (pool->out_fd[i] >= 0)
 			close(pool->out_fd[i]);

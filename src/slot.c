@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -49,11 +50,21 @@ struct fpool__slot *fpool__slot_new(struct fpool_pool *pool, unsigned id)
 		return NULL;
 	s->pool = pool;
 	s->id = id;
+	/* What the worker is doing, readable here even when it hangs. */
+	s->shm = mmap(NULL, sizeof(*s->shm), PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (s->shm == MAP_FAILED) {
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "worker %u: mmap of its activity page", id);
+		s->shm = NULL;
+	}
 	s->timer = evtimer_new(pool->base, slot_timer_cb, s);
 	if (s->timer == NULL ||
 	    fpool__ring_init(&s->ring, pool->cfg.output_lines) != 0) {
 		if (s->timer != NULL)
 			event_free(s->timer);
+		if (s->shm != NULL)
+			munmap(s->shm, sizeof(*s->shm));
 		free(s);
 		return NULL;
 	}
@@ -89,8 +100,59 @@ void fpool__slot_free(struct fpool__slot *s)
 	proc_free(s->old);
 	if (s->timer != NULL)
 		event_free(s->timer);
+	if (s->shm != NULL)
+		munmap(s->shm, sizeof(*s->shm));
 	fpool__ring_free(&s->ring);
 	free(s);
+}
+
+void fpool__slot_activity(const struct fpool__slot *s, char *buf, size_t len)
+{
+	char raw[sizeof(s->shm->activity)];
+	size_t n;
+	char *clean;
+
+	buf[0] = '\0';
+	if (s->shm == NULL || len == 0)
+		return;
+	/* The worker may be writing it right now: copy, bound, clean. */
+	memcpy(raw, s->shm->activity, sizeof(raw));
+	raw[sizeof(raw) - 1] = '\0';
+	clean = fpool__utf8_sanitize(raw, strlen(raw), false, &n);
+	if (clean != NULL)
+		snprintf(buf, len, "%s", clean);
+	free(clean);
+}
+
+const char *fpool__proc_recycle_reason(struct fpool__proc *p, double now,
+				       char *buf, size_t len)
+{
+	const struct fpool_config *cfg = &p->slot->pool->cfg;
+
+	if (p->state != PROC_READY || now < p->recycle_after)
+		return NULL;
+	if (p->max_requests > 0 && p->requests >= p->max_requests) {
+		snprintf(buf, len, "served %llu requests (its limit %llu)",
+			 (unsigned long long)p->requests,
+			 (unsigned long long)p->max_requests);
+		return buf;
+	}
+	if (p->retire_at > 0 && now >= p->retire_at) {
+		snprintf(buf, len, "lived %.1f s (its limit %.1f s)",
+			 now - p->started, p->retire_at - p->started);
+		return buf;
+	}
+	if (cfg->max_rss_mib > 0) {
+		long kib = fpool__rss_kib(p->pid);
+
+		if (kib > (long)cfg->max_rss_mib * 1024) {
+			snprintf(buf, len,
+				 "RSS %ld KiB is over --max-rss %u MiB", kib,
+				 cfg->max_rss_mib);
+			return buf;
+		}
+	}
+	return NULL;
 }
 
 const char *fpool__slot_state(const struct fpool__slot *s)
@@ -190,6 +252,9 @@ static void proc_chan_read(struct fpool__proc *p)
 			break;
 		case FPOOL_MSG_HEARTBEAT:
 			p->requests = msg.requests;
+			if (p->max_requests > 0 &&
+			    p->requests >= p->max_requests)
+				fpool__pool_recycle(s->pool);
 			break;
 		case FPOOL_MSG_LOG: {
 			struct fpool__record r = {
@@ -362,6 +427,8 @@ static struct fpool__proc *proc_spawn(struct fpool__slot *s)
 	p = proc_new(s, child);
 	if (p == NULL)
 		return NULL;
+	if (s->shm != NULL)
+		memset(s->shm, 0, sizeof(*s->shm));
 	/* Block every signal across fork(): libevent's handler writes to a
 	 * socketpair the new child shares with us until it rebuilds its own
 	 * loop, so a signal caught there would wake the master instead. */
@@ -385,6 +452,19 @@ static struct fpool__proc *proc_spawn(struct fpool__slot *s)
 	p->pid = pid;
 	p->state = PROC_STARTING;
 	p->started = p->last_seen = fpool__now();
+	/* Each worker draws its own limits, so that workers started
+	 * together do not all retire together. */
+	if (pool->cfg.max_requests > 0)
+		p->max_requests =
+			pool->cfg.max_requests +
+			(pool->cfg.max_requests_jitter > 0
+				 ? (uint64_t)random() %
+					   (pool->cfg.max_requests_jitter + 1)
+				 : 0);
+	if (pool->cfg.max_lifetime > 0)
+		p->retire_at = p->started +
+			       pool->cfg.max_lifetime *
+				       (1 + 0.1 * random() / (double)RAND_MAX);
 	p->pidfd = pidfd_open(pid);
 	p->chan_ev = event_new(pool->base, p->chan, EV_READ | EV_PERSIST,
 			       proc_chan_cb, p);
@@ -497,6 +577,7 @@ void fpool__slot_stop(struct fpool__slot *s, bool graceful)
 static void proc_check(struct fpool__proc *p, double now)
 {
 	struct fpool__slot *s = p->slot;
+	char activity[sizeof(s->shm->activity)];
 	double age;
 
 	if (p->killed)
@@ -511,10 +592,15 @@ static void proc_check(struct fpool__proc *p, double now)
 	age = now - p->last_seen;
 	if (age <= s->pool->cfg.worker_timeout)
 		return;
+	fpool__slot_activity(s, activity, sizeof(activity));
 	fpool_log(FPOOL_LOG_WARNING,
 		  "worker %u pid %d hung: no heartbeat for %.1f s "
-		  "(--worker-timeout %.3g s), sending SIGKILL",
-		  s->id, (int)p->pid, age, s->pool->cfg.worker_timeout);
+		  "(--worker-timeout %.3g s); it last reported %llu requests%s"
+		  "%s%s, sending SIGKILL",
+		  s->id, (int)p->pid, age, s->pool->cfg.worker_timeout,
+		  (unsigned long long)p->requests,
+		  activity[0] ? " and was busy with \"" : "", activity,
+		  activity[0] ? "\"" : "");
 	p->killed = true;
 	fpool__proc_signal(p, SIGKILL);
 }
@@ -577,6 +663,14 @@ void fpool__slot_exited(struct fpool__slot *s, struct fpool__proc *p,
 		return;
 	}
 	s->failed = failed_start ? s->failed + 1 : 0;
+	if (failed_start) {
+		/* It may be the one too many: then the pool stops. */
+		fpool__pool_failed_start(pool);
+		if (pool->state != POOL_RUNNING) {
+			fpool__pool_slot_idle(pool);
+			return;
+		}
+	}
 	delay = fpool__backoff_delay(s->failed);
 	if (delay > 0) {
 		snprintf(why, sizeof(why), "%u failed starts in a row",

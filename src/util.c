@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "fpool-int.h"
 
@@ -167,6 +168,23 @@ char *fpool__utf8_sanitize(const char *s, size_t len, bool keep_nul,
 	*o = '\0';
 	*outlen = (size_t)(o - out);
 	return out;
+}
+
+/* Resident set size of a process in KiB, or -1. */
+long fpool__rss_kib(pid_t pid)
+{
+	char path[64];
+	long pages = -1, rss = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+	f = fopen(path, "re");
+	if (f == NULL)
+		return -1;
+	if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+		rss = -1;
+	fclose(f);
+	return rss < 0 ? -1 : rss * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 const char *fpool_strerror(int err)

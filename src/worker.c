@@ -17,6 +17,9 @@
 #include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <stdarg.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -52,6 +55,10 @@ struct fpool_worker {
 	timer_t deadline;
 	uint64_t requests;
 	void *data;
+	struct fpool__shared *shm; /* the slot's activity page, or NULL */
+	uid_t uid;		   /* drop to these before on_start; */
+	gid_t gid;		   /* (uid_t)-1: keep */
+	const char *user;	   /* for messages */
 };
 
 void fpool__child_exit(int status)
@@ -117,6 +124,50 @@ int fpool_worker_interrupted(const struct fpool_worker *w)
 void fpool_worker_count_requests(struct fpool_worker *w, uint64_t n)
 {
 	w->requests += n;
+}
+
+void fpool_worker_set_activity(struct fpool_worker *w, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (w->shm == NULL)
+		return;
+	if (fmt == NULL) {
+		w->shm->activity[0] = '\0';
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(w->shm->activity, sizeof(w->shm->activity), fmt, ap);
+	va_end(ap);
+}
+
+/* Become --user/--group.  Checked: a worker that cannot drop exits
+ * rather than run with the master's privileges. */
+static void drop_privileges(struct fpool_worker *w)
+{
+	if (w->gid != (gid_t)-1 &&
+	    (setgroups(1, &w->gid) < 0 || setgid(w->gid) < 0)) {
+		fpool__log_errno(FPOOL_LOG_ERROR, errno,
+				 "cannot switch to group %u", (unsigned)w->gid);
+		fpool__child_exit(FPOOL_EXIT_START_FAILED);
+	}
+	if (w->uid == (uid_t)-1)
+		return;
+	if (setuid(w->uid) < 0) {
+		fpool__log_errno(FPOOL_LOG_ERROR, errno,
+				 "cannot switch to user %s (uid %u)", w->user,
+				 (unsigned)w->uid);
+		fpool__child_exit(FPOOL_EXIT_START_FAILED);
+	}
+	/* Make sure there is no way back (setuid(0) must fail). */
+	if (w->uid != 0 && (getuid() != w->uid || setuid(0) == 0)) {
+		fpool_log(FPOOL_LOG_ERROR,
+			  "privileges still held after "
+			  "switching to user %s; refusing to "
+			  "run",
+			  w->user);
+		fpool__child_exit(FPOOL_EXIT_START_FAILED);
+	}
 }
 
 /* Run a hook list in order; stop at the first failure when `strict`. */
@@ -427,6 +478,8 @@ static void free_worker(struct fpool_worker *w)
 	fpool__hooks_free(&w->on_shutdown);
 	free(w->listeners);
 	close(w->chan);
+	if (w->shm != NULL)
+		munmap(w->shm, sizeof(*w->shm));
 }
 
 void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
@@ -455,6 +508,13 @@ void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
 		w.heartbeat_interval = pool->cfg.worker_timeout / 3;
 	/* From here on, records go to the master over the channel. */
 	fpool__log_set_worker(w.chan, w.id);
+	w.uid = pool->uid;
+	w.gid = pool->gid;
+	w.user = pool->cfg.user;
+	/* Keep the slot's activity page mapped when the master's state is
+	 * freed below. */
+	w.shm = s->shm;
+	s->shm = NULL;
 
 	/* stdout and stderr become the pipes the master reads. */
 	if (dup2(child[1], STDOUT_FILENO) < 0 ||
@@ -464,6 +524,8 @@ void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
 	build_loop(&w);
 	if (sigprocmask(SIG_SETMASK, &mask, NULL) < 0)
 		worker_fail("sigprocmask");
+
+	drop_privileges(&w);
 
 	/* Step 3: the definition's own hooks come first in each list. */
 	if ((def->on_start &&
