@@ -12,9 +12,13 @@
 #include "fpool-int.h"
 
 extern const struct fpool_worker_def fpool_echo_worker;
+extern const struct fpool_worker_def fpool_http_worker;
+extern const struct fpool_worker_def fpool_jsonrpc_worker;
 
 const struct fpool_worker_def *const fpool__builtin_workers[] = {
 	&fpool_echo_worker,
+	&fpool_http_worker,
+	&fpool_jsonrpc_worker,
 	NULL,
 };
 

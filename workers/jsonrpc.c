@@ -1,0 +1,900 @@
+/*
+ * jsonrpc: JSON-RPC 2.0 over TCP (or a unix stream socket) on every
+ * listener the worker inherits: one JSON object per line each way, parsed
+ * with yajl_tree_parse() and written with yajl_gen.
+ *
+ * Methods:
+ *   ping                  "pong"
+ *   echo                  the params, whatever JSON they are (null if none)
+ *   worker                {"id": ID, "pid": PID, "requests": N}
+ *   sleep                 {"ms": N} or [N], 0 <= N <= 60000: true after
+ *                         N ms, without blocking the loop
+ * A reply echoes the request's id (a string, or a number with its exact
+ * text).  Errors are JSON-RPC error objects: -32700 parse error, -32600
+ * invalid request, -32601 method not found, -32602 invalid params; the
+ * connection stays usable.  A notification (no id) gets no reply.  A line
+ * over RPC_MAX_LINE gets -32600 "request too large", then the connection
+ * is closed (after a lingering read, so the client sees the reply).
+ * Replies keep the order of their requests on a connection: each waits
+ * in a per-connection queue until those before it are sent, so a ping
+ * after a slow sleep is answered after the sleep.
+ *
+ * SIGTERM: stop accepting, answer every request received (sleeps too),
+ * and close each connection once it has been idle for RPC_STOP_GRACE; a
+ * client that half-closed is closed as soon as its answers are sent.
+ * SIGINT: close everything at once.
+ *
+ * It uses only the public API, as any worker written outside the tree.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+#include "forkpool.h"
+
+#define RPC_MAX_LINE (1024 * 1024) /* bytes, newline excluded */
+/* Deepest nesting of arrays and objects accepted in a request.  yajl_gen
+ * refuses to go deeper than YAJL_MAX_DEPTH (128) and yajl_tree_free()
+ * recurses, so a request of "[[[[..." must be refused before parsing. */
+#define RPC_MAX_DEPTH  100
+#define RPC_SLEEP_MAX  60000 /* ms */
+#define RPC_STOP_GRACE 1     /* s an idle connection stays open after stop */
+#define RPC_LINGER     2     /* s we read (and drop) after refusing a line */
+/* A client that sends but does not read makes us stop reading once this
+ * much output or this many queued replies wait for it. */
+#define RPC_HIGH_WATER	    (1024 * 1024)
+#define RPC_MAX_PENDING	    1024
+#define RPC_ACCEPT_PAUSE_MS 100
+
+enum {
+	RPC_PARSE_ERROR = -32700,
+	RPC_INVALID_REQUEST = -32600,
+	RPC_METHOD_NOT_FOUND = -32601,
+	RPC_INVALID_PARAMS = -32602,
+	RPC_INTERNAL_ERROR = -32603,
+};
+
+enum conn_state {
+	CONN_OPEN,    /* reading requests */
+	CONN_CLOSING, /* the client half-closed: answer, flush, close */
+	CONN_LINGER,  /* a line was refused: flush, shut down, drop input */
+};
+
+struct rpc;
+struct rpc_conn;
+
+/* A reply that must wait: for a sleep, or for replies queued before it. */
+struct rpc_reply {
+	struct rpc_reply *next;
+	struct rpc_conn *c;
+	struct event *timer; /* a sleep's; NULL once due */
+	size_t len;
+	char data[]; /* the reply line, newline included */
+};
+
+struct rpc_conn {
+	struct bufferevent *bev;
+	struct rpc *rpc;
+	struct rpc_conn *prev, *next;
+	struct rpc_reply *head, *tail; /* in request order */
+	size_t npending;
+	struct event *timer; /* the stop grace, or the linger */
+	enum conn_state state;
+	bool shut; /* CONN_LINGER: our side is shut down */
+};
+
+struct rpc {
+	struct fpool_worker *w;
+	struct evconnlistener **listeners;
+	size_t nlisteners;
+	struct rpc_conn *conns;
+	struct event *resume_ev; /* ends an accept pause */
+	yajl_gen g;		 /* reused for every reply */
+	long long requests;
+	bool stopping;
+};
+
+/* ---- Replies --------------------------------------------------------- */
+
+static bool gen_str(yajl_gen g, const char *s)
+{
+	return yajl_gen_string(g, (const unsigned char *)s, strlen(s)) ==
+	       yajl_gen_status_ok;
+}
+
+/* Write `v` back as it came; numbers keep their exact text. */
+static bool gen_value(yajl_gen g, yajl_val v)
+{
+	bool ok = true;
+
+	if (v == NULL)
+		return yajl_gen_null(g) == yajl_gen_status_ok;
+	switch (v->type) {
+	case yajl_t_string:
+		return gen_str(g, v->u.string);
+	case yajl_t_number:
+		return yajl_gen_number(g, v->u.number.r,
+				       strlen(v->u.number.r)) ==
+		       yajl_gen_status_ok;
+	case yajl_t_object:
+		ok = yajl_gen_map_open(g) == yajl_gen_status_ok;
+		for (size_t i = 0; ok && i < v->u.object.len; i++)
+			ok = gen_str(g, v->u.object.keys[i]) &&
+			     gen_value(g, v->u.object.values[i]);
+		return ok && yajl_gen_map_close(g) == yajl_gen_status_ok;
+	case yajl_t_array:
+		ok = yajl_gen_array_open(g) == yajl_gen_status_ok;
+		for (size_t i = 0; ok && i < v->u.array.len; i++)
+			ok = gen_value(g, v->u.array.values[i]);
+		return ok && yajl_gen_array_close(g) == yajl_gen_status_ok;
+	case yajl_t_true:
+		return yajl_gen_bool(g, 1) == yajl_gen_status_ok;
+	case yajl_t_false:
+		return yajl_gen_bool(g, 0) == yajl_gen_status_ok;
+	default:
+		return yajl_gen_null(g) == yajl_gen_status_ok;
+	}
+}
+
+/* Start a reply: {"jsonrpc":"2.0", and the caller adds result or error. */
+static bool gen_begin(yajl_gen g)
+{
+	yajl_gen_clear(g);
+	yajl_gen_reset(g, NULL);
+	return yajl_gen_map_open(g) == yajl_gen_status_ok &&
+	       gen_str(g, "jsonrpc") && gen_str(g, "2.0");
+}
+
+/* End a reply with "id": id} (null when id is NULL). */
+static bool gen_end(yajl_gen g, yajl_val id)
+{
+	return gen_str(g, "id") && gen_value(g, id) &&
+	       yajl_gen_map_close(g) == yajl_gen_status_ok;
+}
+
+static bool gen_error(yajl_gen g, int code, const char *message,
+		      const char *data, yajl_val id)
+{
+	return gen_begin(g) && gen_str(g, "error") &&
+	       yajl_gen_map_open(g) == yajl_gen_status_ok &&
+	       gen_str(g, "code") &&
+	       yajl_gen_integer(g, code) == yajl_gen_status_ok &&
+	       gen_str(g, "message") && gen_str(g, message) &&
+	       (data == NULL || (gen_str(g, "data") && gen_str(g, data))) &&
+	       yajl_gen_map_close(g) == yajl_gen_status_ok && gen_end(g, id);
+}
+
+static void reply_free(struct rpc_reply *rp)
+{
+	if (rp->timer != NULL)
+		event_free(rp->timer);
+	free(rp);
+}
+
+/* Send the replies at the head of the queue that are due. */
+static void conn_flush(struct rpc_conn *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct rpc_reply *rp;
+
+	while ((rp = c->head) != NULL && rp->timer == NULL) {
+		if (evbuffer_add(out, rp->data, rp->len) != 0)
+			fpool_log(FPOOL_LOG_ERROR,
+				  "jsonrpc: out of memory; a reply is lost");
+		c->head = rp->next;
+		if (c->head == NULL)
+			c->tail = NULL;
+		c->npending--;
+		reply_free(rp);
+	}
+}
+
+static void conn_kick(struct rpc_conn *c);
+
+static void sleep_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct rpc_reply *rp = arg;
+	struct rpc_conn *c = rp->c;
+
+	(void)fd;
+	(void)what;
+	event_free(rp->timer);
+	rp->timer = NULL;
+	conn_flush(c);
+	conn_kick(c);
+}
+
+/* Queue the reply in g's buffer, due after `ms` (-1: at once). */
+static void conn_reply(struct rpc_conn *c, long ms)
+{
+	const unsigned char *buf;
+	size_t len;
+	struct rpc_reply *rp;
+
+	yajl_gen_get_buf(c->rpc->g, &buf, &len);
+	if (ms < 0 && c->head == NULL) {
+		/* Nothing waits before it: straight to the socket. */
+		if (evbuffer_add(bufferevent_get_output(c->bev), buf, len) !=
+			    0 ||
+		    evbuffer_add(bufferevent_get_output(c->bev), "\n", 1) != 0)
+			fpool_log(FPOOL_LOG_ERROR,
+				  "jsonrpc: out of memory; a reply is lost");
+		return;
+	}
+	rp = malloc(sizeof(*rp) + len + 1);
+	if (rp == NULL) {
+		fpool_log(FPOOL_LOG_ERROR,
+			  "jsonrpc: out of memory; a reply is lost");
+		return;
+	}
+	rp->next = NULL;
+	rp->c = c;
+	rp->timer = NULL;
+	rp->len = len + 1;
+	memcpy(rp->data, buf, len);
+	rp->data[len] = '\n';
+	if (ms >= 0) {
+		struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+		rp->timer = evtimer_new(bufferevent_get_base(c->bev),
+					sleep_done_cb, rp);
+		if (rp->timer == NULL || evtimer_add(rp->timer, &tv) != 0) {
+			fpool_log(FPOOL_LOG_ERROR,
+				  "jsonrpc: cannot arm a sleep timer; "
+				  "answering at once");
+			if (rp->timer != NULL)
+				event_free(rp->timer);
+			rp->timer = NULL;
+		}
+	}
+	if (c->tail != NULL)
+		c->tail->next = rp;
+	else
+		c->head = rp;
+	c->tail = rp;
+	c->npending++;
+	conn_flush(c);
+}
+
+/* ---- Requests -------------------------------------------------------- */
+
+/* The value of `key` in object `obj` (the first, if repeated), or NULL. */
+static yajl_val member(yajl_val obj, const char *key)
+{
+	for (size_t i = 0; i < obj->u.object.len; i++)
+		if (strcmp(obj->u.object.keys[i], key) == 0)
+			return obj->u.object.values[i];
+	return NULL;
+}
+
+static bool has_member(yajl_val obj, const char *key)
+{
+	for (size_t i = 0; i < obj->u.object.len; i++)
+		if (strcmp(obj->u.object.keys[i], key) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * What yajl_tree cannot take: nesting deeper than RPC_MAX_DEPTH, and a
+ * \u0000 escape in a string (its strings end at the first NUL, so the
+ * value would change).  Strings and comments (yajl_tree_parse allows
+ * them) are skipped; anything that is not JSON is left to yajl.
+ * Returns the reason for a refusal, or NULL.
+ */
+static const char *prescan(const char *s, size_t len)
+{
+	int depth = 0;
+	bool in_str = false;
+
+	for (size_t i = 0; i < len; i++) {
+		if (in_str) {
+			if (s[i] == '"') {
+				in_str = false;
+			} else if (s[i] == '\\' && i + 1 < len) {
+				if (s[i + 1] == 'u' && i + 5 < len &&
+				    memcmp(s + i + 2, "0000", 4) == 0)
+					return "\\u0000 in a string is not "
+					       "supported";
+				i++;
+			}
+			continue;
+		}
+		switch (s[i]) {
+		case '"':
+			in_str = true;
+			break;
+		case '[':
+		case '{':
+			if (++depth > RPC_MAX_DEPTH)
+				return "nested too deeply";
+			break;
+		case ']':
+		case '}':
+			depth--;
+			break;
+		case '/':
+			if (i + 1 < len && s[i + 1] == '/')
+				return NULL; /* a comment to the end */
+			if (i + 1 < len && s[i + 1] == '*') {
+				const char *end = NULL;
+
+				for (size_t j = i + 2; j + 1 < len; j++)
+					if (s[j] == '*' && s[j + 1] == '/') {
+						end = s + j;
+						break;
+					}
+				if (end == NULL)
+					return NULL; /* yajl rejects it */
+				i = (size_t)(end - s) + 1;
+			}
+			break;
+		default:
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* sleep's milliseconds from {"ms": N} or [N], or -1. */
+static long sleep_params(yajl_val params)
+{
+	yajl_val n = NULL;
+
+	if (YAJL_IS_OBJECT(params) && params->u.object.len == 1)
+		n = member(params, "ms");
+	else if (YAJL_IS_ARRAY(params) && params->u.array.len == 1)
+		n = params->u.array.values[0];
+	if (!YAJL_IS_NUMBER(n) ||
+	    !(n->u.number.flags & YAJL_NUMBER_INT_VALID) ||
+	    strpbrk(n->u.number.r, ".eE") != NULL || n->u.number.i < 0 ||
+	    n->u.number.i > RPC_SLEEP_MAX)
+		return -1;
+	return (long)n->u.number.i;
+}
+
+/*
+ * Answer one request (a parsed object) into the generator.  Returns false
+ * if no reply is due: a valid notification.  *ms is set for a sleep.
+ */
+static bool handle_request(struct rpc *r, yajl_val req, long *ms, bool *ok)
+{
+	yajl_gen g = r->g;
+	yajl_val id = member(req, "id");
+	yajl_val version = member(req, "jsonrpc");
+	yajl_val method = member(req, "method");
+	yajl_val params = member(req, "params");
+	bool notification = !has_member(req, "id");
+	const char *name;
+
+	if (id != NULL && !YAJL_IS_STRING(id) && !YAJL_IS_NUMBER(id) &&
+	    !YAJL_IS_NULL(id)) {
+		*ok = gen_error(g, RPC_INVALID_REQUEST, "Invalid Request",
+				"id must be a string, a number or null", NULL);
+		return true;
+	}
+	if (!YAJL_IS_STRING(version) || strcmp(version->u.string, "2.0") != 0) {
+		*ok = gen_error(g, RPC_INVALID_REQUEST, "Invalid Request",
+				"jsonrpc must be \"2.0\"", id);
+		return true;
+	}
+	if (!YAJL_IS_STRING(method)) {
+		*ok = gen_error(g, RPC_INVALID_REQUEST, "Invalid Request",
+				"method must be a string", id);
+		return true;
+	}
+	/* A valid notification: no reply, even for an error (JSON-RPC 2.0,
+	 * section 4.1); a sleep would delay nothing anyone waits for. */
+	if (notification)
+		return false;
+	name = method->u.string;
+	if (strcmp(name, "ping") == 0) {
+		*ok = gen_begin(g) && gen_str(g, "result") &&
+		      gen_str(g, "pong") && gen_end(g, id);
+	} else if (strcmp(name, "echo") == 0) {
+		*ok = gen_begin(g) && gen_str(g, "result") &&
+		      gen_value(g, params) && gen_end(g, id);
+	} else if (strcmp(name, "worker") == 0) {
+		*ok = gen_begin(g) && gen_str(g, "result") &&
+		      yajl_gen_map_open(g) == yajl_gen_status_ok &&
+		      gen_str(g, "id") &&
+		      yajl_gen_integer(g, fpool_worker_id(r->w)) ==
+			      yajl_gen_status_ok &&
+		      gen_str(g, "pid") &&
+		      yajl_gen_integer(g, fpool_worker_pid(r->w)) ==
+			      yajl_gen_status_ok &&
+		      gen_str(g, "requests") &&
+		      yajl_gen_integer(g, r->requests) == yajl_gen_status_ok &&
+		      yajl_gen_map_close(g) == yajl_gen_status_ok &&
+		      gen_end(g, id);
+	} else if (strcmp(name, "sleep") == 0) {
+		*ms = sleep_params(params);
+		if (*ms < 0)
+			*ok = gen_error(g, RPC_INVALID_PARAMS, "Invalid params",
+					"sleep takes {\"ms\": N} or [N], N an "
+					"integer from 0 to 60000",
+					id);
+		else
+			*ok = gen_begin(g) && gen_str(g, "result") &&
+			      yajl_gen_bool(g, 1) == yajl_gen_status_ok &&
+			      gen_end(g, id);
+	} else {
+		*ok = gen_error(g, RPC_METHOD_NOT_FOUND, "Method not found",
+				"methods: ping, echo, worker, sleep", id);
+	}
+	return true;
+}
+
+/* Answer one line (NUL-terminated, newline removed). */
+static void handle_line(struct rpc_conn *c, char *line, size_t len)
+{
+	struct rpc *r = c->rpc;
+	char err[1024];
+	const char *why;
+	yajl_val req = NULL;
+	long ms = -1;
+	bool ok = true, reply = true;
+
+	if (len > 0 && line[len - 1] == '\r')
+		line[--len] = '\0';
+	if (strspn(line, " \t") == len)
+		return; /* a blank line is no request */
+	r->requests++;
+	fpool_worker_count_requests(r->w, 1);
+	if (memchr(line, '\0', len) != NULL) {
+		ok = gen_error(r->g, RPC_PARSE_ERROR, "Parse error",
+			       "a NUL byte in the line", NULL);
+	} else if ((why = prescan(line, len)) != NULL) {
+		ok = gen_error(r->g, RPC_INVALID_REQUEST, "Invalid Request",
+			       why, NULL);
+	} else if ((req = yajl_tree_parse(line, err, sizeof(err))) == NULL) {
+		/* The first line of yajl's message; the rest quotes the
+		 * input. */
+		err[strcspn(err, "\n")] = '\0';
+		ok = gen_error(r->g, RPC_PARSE_ERROR, "Parse error", err, NULL);
+	} else if (!YAJL_IS_OBJECT(req)) {
+		ok = gen_error(r->g, RPC_INVALID_REQUEST, "Invalid Request",
+			       "a request is a JSON object", NULL);
+	} else {
+		reply = handle_request(r, req, &ms, &ok);
+	}
+	if (reply && !ok) {
+		fpool_log(FPOOL_LOG_ERROR, "jsonrpc: cannot generate a reply");
+		ms = -1;
+		ok = gen_error(r->g, RPC_INTERNAL_ERROR, "Internal error", NULL,
+			       NULL);
+	}
+	if (reply && ok)
+		conn_reply(c, ms);
+	yajl_tree_free(req);
+}
+
+/* ---- Connections ----------------------------------------------------- */
+
+static void conn_free(struct rpc_conn *c)
+{
+	struct rpc_reply *rp;
+
+	while ((rp = c->head) != NULL) {
+		c->head = rp->next;
+		reply_free(rp);
+	}
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		c->rpc->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	event_free(c->timer);
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+static bool throttled(struct rpc_conn *c)
+{
+	return c->npending >= RPC_MAX_PENDING ||
+	       evbuffer_get_length(bufferevent_get_output(c->bev)) >=
+		       RPC_HIGH_WATER;
+}
+
+/*
+ * After anything changed: close a connection that is done, run the stop
+ * grace or the linger.  Returns false if the connection was freed.
+ */
+static bool conn_update(struct rpc_conn *c)
+{
+	bool idle = c->head == NULL &&
+		    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+	struct timeval grace = { RPC_STOP_GRACE, 0 };
+	struct timeval linger = { RPC_LINGER, 0 };
+	int fd;
+
+	switch (c->state) {
+	case CONN_OPEN:
+		if (!c->rpc->stopping)
+			break;
+		if (!idle)
+			event_del(c->timer);
+		else if (!evtimer_pending(c->timer, NULL) &&
+			 evtimer_add(c->timer, &grace) != 0) {
+			fpool_log(FPOOL_LOG_ERROR,
+				  "jsonrpc: cannot arm the stop grace timer; "
+				  "closing an idle connection now");
+			conn_free(c);
+			return false;
+		}
+		break;
+	case CONN_CLOSING:
+		if (idle &&
+		    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+			conn_free(c);
+			return false;
+		}
+		break;
+	case CONN_LINGER:
+		if (!idle || c->shut)
+			break;
+		/* The refusal is sent: shut our side down and read what
+		 * the client still sends, so that closing does not reset
+		 * the connection before it has read the reply. */
+		fd = bufferevent_getfd(c->bev);
+		if (shutdown(fd, SHUT_WR) < 0) {
+			fpool_log(FPOOL_LOG_DEBUG,
+				  "jsonrpc: shutdown of fd %d: %s", fd,
+				  strerror(errno));
+			conn_free(c);
+			return false;
+		}
+		c->shut = true;
+		if (evtimer_add(c->timer, &linger) != 0) {
+			fpool_log(FPOOL_LOG_ERROR,
+				  "jsonrpc: cannot arm the linger timer; "
+				  "closing now");
+			conn_free(c);
+			return false;
+		}
+		break;
+	}
+	return true;
+}
+
+/* Refuse the line being received: too large. */
+static void conn_refuse(struct rpc_conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+
+	if (gen_error(c->rpc->g, RPC_INVALID_REQUEST, "request too large", NULL,
+		      NULL))
+		conn_reply(c, -1);
+	else
+		fpool_log(FPOOL_LOG_ERROR, "jsonrpc: cannot generate a reply");
+	c->rpc->requests++;
+	fpool_worker_count_requests(c->rpc->w, 1);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	if (c->state == CONN_CLOSING)
+		return; /* the client sends nothing more: flush and close */
+	c->state = CONN_LINGER;
+	event_del(c->timer);
+	bufferevent_enable(c->bev, EV_READ);
+}
+
+/* Answer the complete lines received, as far as the queue allows.
+ * Returns false if the connection was freed. */
+static bool conn_process(struct rpc_conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+
+	while (c->state != CONN_LINGER && !throttled(c)) {
+		size_t eol_len = 0, inlen = evbuffer_get_length(in), len;
+		struct evbuffer_ptr eol = evbuffer_search_eol(
+			in, NULL, &eol_len, EVBUFFER_EOL_LF);
+		char *line;
+
+		if (eol.pos < 0) {
+			if (inlen > RPC_MAX_LINE) {
+				conn_refuse(c);
+				break;
+			}
+			/* At EOF the rest is the last line. */
+			if (c->state != CONN_CLOSING || inlen == 0)
+				break;
+			eol.pos = (ev_ssize_t)inlen;
+		}
+		if ((size_t)eol.pos > RPC_MAX_LINE) {
+			conn_refuse(c);
+			break;
+		}
+		line = malloc((size_t)eol.pos + 1);
+		if (line == NULL) {
+			fpool_log(FPOOL_LOG_ERROR, "jsonrpc: out of memory; "
+						   "closing a connection");
+			conn_free(c);
+			return false;
+		}
+		len = (size_t)eol.pos;
+		evbuffer_remove(in, line, len);
+		evbuffer_drain(in, eol_len);
+		line[len] = '\0';
+		handle_line(c, line, len);
+		free(line);
+	}
+	if (c->state == CONN_LINGER)
+		evbuffer_drain(in, evbuffer_get_length(in));
+	else if (c->state == CONN_OPEN && throttled(c))
+		bufferevent_disable(c->bev, EV_READ);
+	return conn_update(c);
+}
+
+/* Output went out or a sleep ended: read again if we had stopped. */
+static void conn_kick(struct rpc_conn *c)
+{
+	if (c->state == CONN_OPEN && !throttled(c) &&
+	    !(bufferevent_get_enabled(c->bev) & EV_READ))
+		bufferevent_enable(c->bev, EV_READ);
+	conn_process(c);
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct rpc_conn *c = arg;
+
+	(void)bev;
+	if (c->state == CONN_OPEN)
+		event_del(c->timer); /* not idle: the grace starts anew */
+	conn_process(c);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	/* Called once the output has drained. */
+	conn_kick(arg);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct rpc_conn *c = arg;
+
+	(void)bev;
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+	    !(c->state == CONN_LINGER && c->shut)) {
+		/* Half-closed: answer what came (a refusal included), then
+		 * close. */
+		c->state = CONN_CLOSING;
+		event_del(c->timer);
+		bufferevent_disable(c->bev, EV_READ);
+		conn_process(c);
+		return;
+	}
+	if (what & BEV_EVENT_ERROR)
+		fpool_log(FPOOL_LOG_DEBUG, "jsonrpc: connection error: %s",
+			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	conn_free(c);
+}
+
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	/* The stop grace or the linger is over. */
+	conn_free(arg);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+		      struct sockaddr *sa, int salen, void *arg)
+{
+	struct rpc *r = arg;
+	struct event_base *base = evconnlistener_get_base(l);
+	struct rpc_conn *c = calloc(1, sizeof(*c));
+	int one = 1;
+
+	(void)salen;
+	if (c == NULL) {
+		evutil_closesocket(fd);
+		fpool_log(FPOOL_LOG_ERROR,
+			  "jsonrpc: out of memory; refused a connection");
+		return;
+	}
+	/* Small replies, often pipelined: no Nagle delay. */
+	if ((sa->sa_family == AF_INET || sa->sa_family == AF_INET6) &&
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+		fpool_log(FPOOL_LOG_DEBUG, "jsonrpc: TCP_NODELAY: %s",
+			  strerror(errno));
+	c->rpc = r;
+	c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->timer = evtimer_new(base, conn_timer_cb, c);
+	if (c->bev == NULL || c->timer == NULL) {
+		if (c->bev != NULL)
+			bufferevent_free(c->bev);
+		else
+			evutil_closesocket(fd);
+		if (c->timer != NULL)
+			event_free(c->timer);
+		free(c);
+		fpool_log(FPOOL_LOG_ERROR,
+			  "jsonrpc: cannot set up a connection");
+		return;
+	}
+	c->next = r->conns;
+	if (r->conns != NULL)
+		r->conns->prev = c;
+	r->conns = c;
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
+			  c);
+	if (bufferevent_enable(c->bev, EV_READ) != 0) {
+		fpool_log(FPOOL_LOG_ERROR,
+			  "jsonrpc: cannot read from a connection");
+		conn_free(c);
+	}
+}
+
+/* ---- Listeners and the worker ------------------------------------------ */
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct rpc *r = arg;
+
+	(void)fd;
+	(void)what;
+	for (size_t i = 0; i < r->nlisteners; i++)
+		if (evconnlistener_enable(r->listeners[i]) != 0)
+			fpool_log(FPOOL_LOG_ERROR,
+				  "jsonrpc: cannot resume accepting on fd %d",
+				  (int)evconnlistener_get_fd(r->listeners[i]));
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct rpc *r = arg;
+	struct timeval pause = { 0, RPC_ACCEPT_PAUSE_MS * 1000 };
+
+	(void)l;
+	/* EMFILE and friends: the connection stays queued; try again after
+	 * a pause rather than spin on a listener that stays readable. */
+	fpool_log(FPOOL_LOG_WARNING,
+		  "jsonrpc: accept failed: %s; pausing accepts for %d ms",
+		  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()),
+		  RPC_ACCEPT_PAUSE_MS);
+	for (size_t i = 0; i < r->nlisteners; i++)
+		evconnlistener_disable(r->listeners[i]);
+	if (event_add(r->resume_ev, &pause) != 0) {
+		fpool_log(FPOOL_LOG_ERROR, "jsonrpc: cannot arm the accept "
+					   "pause timer; accepting again now");
+		resume_cb(-1, 0, r);
+	}
+}
+
+static void close_listeners(struct rpc *r)
+{
+	/* LEV_OPT_CLOSE_ON_FREE closes this worker's copy only: the master
+	 * and the other workers keep the socket. */
+	for (size_t i = 0; i < r->nlisteners; i++)
+		evconnlistener_free(r->listeners[i]);
+	r->nlisteners = 0;
+	if (r->resume_ev != NULL)
+		event_del(r->resume_ev);
+}
+
+/* Free everything; connections still open are closed at once. */
+static void rpc_release(struct rpc *r)
+{
+	while (r->conns != NULL)
+		conn_free(r->conns);
+	close_listeners(r);
+	free(r->listeners);
+	r->listeners = NULL;
+	if (r->resume_ev != NULL) {
+		event_free(r->resume_ev);
+		r->resume_ev = NULL;
+	}
+	if (r->g != NULL) {
+		yajl_gen_free(r->g);
+		r->g = NULL;
+	}
+}
+
+static int rpc_on_start(struct fpool_worker *w, void *arg)
+{
+	struct rpc *r = calloc(1, sizeof(*r));
+	struct event_base *base = fpool_worker_base(w);
+	size_t n;
+	const int *fds = fpool_worker_listeners(w, &n);
+
+	(void)arg;
+	if (r == NULL) {
+		fpool_log(FPOOL_LOG_ERROR, "jsonrpc: out of memory");
+		return -ENOMEM;
+	}
+	r->w = w;
+	fpool_worker_set_data(w, r);
+	r->listeners = calloc(n ? n : 1, sizeof(*r->listeners));
+	r->resume_ev = evtimer_new(base, resume_cb, r);
+	r->g = yajl_gen_alloc(NULL);
+	if (r->listeners == NULL || r->resume_ev == NULL || r->g == NULL) {
+		fpool_log(FPOOL_LOG_ERROR, "jsonrpc: cannot set up the server");
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		/* Backlog 0: the master already called listen(). */
+		struct evconnlistener *l = evconnlistener_new(
+			base, accept_cb, r,
+			LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0,
+			fds[i]);
+
+		if (l == NULL) {
+			fpool_log(FPOOL_LOG_ERROR,
+				  "jsonrpc: cannot listen on fd %d", fds[i]);
+			return -EIO;
+		}
+		evconnlistener_set_error_cb(l, accept_error_cb);
+		r->listeners[r->nlisteners++] = l;
+	}
+	return 0;
+}
+
+static int rpc_on_stop(struct fpool_worker *w, void *arg)
+{
+	struct rpc *r = fpool_worker_data(w);
+	struct rpc_conn *c, *next;
+
+	(void)arg;
+	r->stopping = true;
+	close_listeners(r);
+	/* Idle connections get their grace now; busy ones once their
+	 * replies are out (conn_update). */
+	for (c = r->conns; c != NULL; c = next) {
+		next = c->next;
+		conn_update(c);
+	}
+	return 0;
+}
+
+static int rpc_main(struct fpool_worker *w, void *arg)
+{
+	struct rpc *r = fpool_worker_data(w);
+	int err;
+
+	(void)arg;
+	err = fpool_worker_loop(w);
+	if (err != 0)
+		fpool_log(FPOOL_LOG_ERROR, "jsonrpc: the loop failed: %s",
+			  fpool_strerror(err));
+	/* After an interrupt (or a loop failure) connections may remain. */
+	rpc_release(r);
+	return err == 0 ? 0 : 1;
+}
+
+static int rpc_on_shutdown(struct fpool_worker *w, void *arg)
+{
+	struct rpc *r = fpool_worker_data(w);
+
+	(void)arg;
+	if (r != NULL) {
+		rpc_release(r); /* main may not have run */
+		free(r);
+	}
+	fpool_worker_set_data(w, NULL);
+	return 0;
+}
+
+const struct fpool_worker_def fpool_jsonrpc_worker = {
+	.name = "jsonrpc",
+	.description = "JSON-RPC 2.0, one object per line: ping, echo, "
+		       "worker, sleep",
+	.on_start = rpc_on_start,
+	.on_stop = rpc_on_stop,
+	.on_shutdown = rpc_on_shutdown,
+	.main = rpc_main,
+};
