@@ -268,7 +268,8 @@ struct fpool__slot {
 	unsigned restarts;	   /* processes started in this slot */
 	char last_exit[96];	   /* how the last process ended, or "" */
 	struct fpool__shared *shm; /* shared with its worker, or NULL */
-	struct fpool__ring ring;   /* the last lines its workers printed */
+	uint64_t spawn_max_requests; /* for the worker being forked */
+	struct fpool__ring ring;     /* the last lines its workers printed */
 };
 
 struct fpool__slot *fpool__slot_new(struct fpool_pool *pool, unsigned id);
@@ -361,6 +362,7 @@ struct fpool_pool {
 	unsigned failures_at; /* next entry to overwrite */
 	uid_t uid;	      /* --user, resolved; (uid_t)-1: keep */
 	gid_t gid;	      /* --group (or the user's), resolved */
+	int pidfile_fd;	      /* --pidfile, held locked; -1: none */
 	struct event *sigev[16];
 	size_t nsigev;
 	struct event *check_ev;
@@ -399,9 +401,99 @@ void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
 /* Flush stdio and leave the process: the only exit of a child. */
 void fpool__child_exit(int status) __attribute__((noreturn));
 
+/* ---- daemon.c: daemon mode and the pidfile ---------------------------- */
+
+/*
+ * Detach from the terminal (daemon(7)): fork, setsid, fork again, so the
+ * daemon is re-parented to init (or a subreaper) and, not being a session
+ * leader, can never acquire a controlling terminal; chdir("/") (relative
+ * paths given to the pool must be made absolute first; the CLI does so);
+ * the umask is kept; stdin and stdout go to /dev/null at once.
+ *
+ * stderr goes to /dev/null in fpool__daemon_ready(), not here: until the
+ * daemon reports, whatever it logs to stderr (no --log-file) still
+ * reaches the terminal or the script that started it, so a start that
+ * fails (pidfile held, bad hook) is explained where it was asked for.
+ *
+ * The original process does not return: it waits on a CLOEXEC pipe and
+ * leaves with _exit(status byte) once the daemon calls
+ * fpool__daemon_ready(), or _exit(1) if the pipe closes without a byte
+ * (the daemon died).  In the daemon: 0, with *ready_fd the pipe's write
+ * end.  Before forking: -errno (nothing changed).
+ *
+ * Call it before any signal event is added to an event_base (libevent's
+ * signal socketpair would be shared with the waiting original process)
+ * and before forking workers.  Listeners bound before stay open.
+ */
+int fpool__daemonize(int *ready_fd);
+/* Tell the original process how the start went and close the pipe
+ * (*ready_fd = -1): status 0 (the pool started; stderr is then sent to
+ * /dev/null) or 1 (it failed: log why *before* calling this).  A no-op
+ * when *ready_fd < 0 (not a daemon, or already reported). */
+void fpool__daemon_ready(int *ready_fd, int status);
+/*
+ * Take the pidfile: open (O_RDWR|O_CREAT|O_CLOEXEC, 0644) and lock it
+ * with flock(LOCK_EX|LOCK_NB).  If another process holds the lock:
+ * -EEXIST and *holder = the pid written in the file (0 if none could be
+ * read).  Otherwise the file is truncated, gets "PID\n" and is fsynced;
+ * 0, and *fd stays open, holding the lock, until fpool__pidfile_remove().
+ * A file left by a dead master (no lock) is simply taken over.  -EINVAL
+ * if path is not a regular file; other errors -errno.  The lock belongs
+ * to the open file description, so workers must not keep *fd open (they
+ * close every inherited fd).
+ */
+int fpool__pidfile_take(const char *path, int *fd, pid_t *holder);
+/* Remove the pidfile (unlink, then close fd, so no other master can take
+ * the old file in between).  Only the master holding it may call this;
+ * a no-op when fd < 0. */
+void fpool__pidfile_remove(const char *path, int fd);
+
 /* ---- cli.c and module.c: the forkpool program, not the library ------- */
 
-/* What the command line asked for. */
+/*
+ * The config file (config.c), for the program: one JSON object whose keys
+ * are the long flags' names.  The parsed file is kept: the strings handed
+ * out point into it and live until fpool__conf_free().
+ */
+enum fpool__conf_kind {
+	FPOOL_CONF_NULL,
+	FPOOL_CONF_BOOL,
+	FPOOL_CONF_NUMBER,
+	FPOOL_CONF_STRING,
+	FPOOL_CONF_ARRAY,
+	FPOOL_CONF_OBJECT,
+};
+/* One value of the file. */
+struct fpool__conf_value {
+	enum fpool__conf_kind kind;
+	const char *text; /* STRING: the string; NUMBER: as written */
+	bool boolean;	  /* BOOL */
+	size_t nitems;	  /* ARRAY: its length */
+	const void *impl; /* the parser's node */
+};
+struct fpool__conf;
+/* Parse len bytes of JSON text (no NUL needed).  0, or -EINVAL (syntax
+ * error: "line L, column C: ..."; not an object; a key given twice;
+ * nesting too deep; a string with NUL), -EFBIG or -ENOMEM, with one line
+ * in err[] that does not name the file. */
+int fpool__conf_parse(const char *text, size_t len, struct fpool__conf **out,
+		      char *err, size_t errlen);
+/* Read and parse a file.  As fpool__conf_parse(), or -errno with the
+ * errno text in err[]. */
+int fpool__conf_load(const char *path, struct fpool__conf **out, char *err,
+		     size_t errlen);
+/* Number of keys, and key i (in file order) with its value. */
+size_t fpool__conf_size(const struct fpool__conf *c);
+const char *fpool__conf_key(const struct fpool__conf *c, size_t i,
+			    struct fpool__conf_value *v);
+/* Item i of an ARRAY value. */
+void fpool__conf_item(const struct fpool__conf_value *array, size_t i,
+		      struct fpool__conf_value *out);
+/* "a string", "an array"... for messages. */
+const char *fpool__conf_kind_name(enum fpool__conf_kind kind);
+void fpool__conf_free(struct fpool__conf *c);
+
+/* What the command line (and the config file) asked for. */
 struct fpool_cli {
 	struct fpool_config cfg;
 	const char **binds; /* --bind values, in order */
@@ -409,12 +501,19 @@ struct fpool_cli {
 	const char *worker; /* --worker: a built-in name or a .so path */
 	enum fpool_log_level log_level;
 	enum fpool_log_format log_format;
-	const char *log_file; /* NULL: stderr */
+	const char *log_file;	 /* NULL: stderr */
+	const char *config_file; /* --config, or NULL */
 	bool help, version;
-	int worker_argc; /* arguments after `--` */
+	int worker_argc; /* arguments after `--` (or "worker-args") */
 	char **worker_argv;
+	/* What the strings above may point into besides argv: the parsed
+	 * config file, and paths made absolute for --daemon. */
+	struct fpool__conf *conf;
+	char **owned;
+	size_t nowned;
 };
-/* Parse argv.  0, or 2 (a usage error) with one line in err[]. */
+/* Parse argv, and the --config file if one is named (defaults < file <
+ * flags).  0, or 2 (a usage error) with one line in err[]. */
 int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
 		     size_t errlen);
 void fpool__cli_free(struct fpool_cli *o);

@@ -15,7 +15,7 @@ int main(int argc, char **argv)
 	struct fpool_cli o;
 	struct fpool_pool *pool = NULL;
 	void *handle = NULL;
-	char err[512];
+	char err[1024];
 	int r, status = 1;
 
 	if (argc > 1 && strcmp(argv[1], "ctl") == 0)
@@ -75,7 +75,17 @@ int main(int argc, char **argv)
 		}
 	}
 	r = fpool_pool_run(pool);
-	if (r != 0)
+	if (r == -ECHILD)
+		fprintf(stderr,
+			"forkpool: more than %u failed starts within %g s "
+			"(--max-restarts, --restart-window): the pool "
+			"stopped\n",
+			o.cfg.max_restarts, o.cfg.restart_window);
+	else if (r == -EEXIST && o.cfg.pidfile != NULL)
+		fprintf(stderr,
+			"forkpool: --pidfile %s is held by another master\n",
+			o.cfg.pidfile);
+	else if (r != 0)
 		fprintf(stderr, "forkpool: %s\n", fpool_strerror(r));
 	else
 		status = 0;

@@ -152,6 +152,7 @@ int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
 	pool->reload_slot = -1;
 	pool->master_pid = getpid();
 	pool->uid = (uid_t)-1;
+	pool->pidfile_fd = -1;
 	pool->gid = (gid_t)-1;
 	/* Recycling jitter and the like: a different draw per master. */
 	srandom((unsigned)getpid() ^ (unsigned)time(NULL));
@@ -328,8 +329,9 @@ void fpool__pool_replaced(struct fpool_pool *pool, struct fpool__slot *s)
 {
 	if (s->old != NULL)
 		fpool_log(FPOOL_LOG_INFO,
-			  "reload: worker %u pid %d took over; pid %d drains",
-			  s->id, (int)s->cur->pid, (int)s->old->pid);
+			  "%s: worker %u pid %d took over; pid %d drains",
+			  pool->reloading ? "reload" : "recycle", s->id,
+			  (int)s->cur->pid, (int)s->old->pid);
 	if (pool->reload_slot == (int)s->id)
 		pool->reload_slot = -1;
 	reload_step(pool);
@@ -683,13 +685,51 @@ static int run_hooks(struct fpool_pool *pool, struct fpool__hooks *h,
 	return 0;
 }
 
+/* Daemonize (-D) and take the pidfile, in DESIGN.md's order: after the
+ * listeners are bound, before any signal event and any worker.  0, or
+ * -errno, logged. */
+static int pool_detach(struct fpool_pool *pool, int *ready_fd)
+{
+	pid_t holder = 0;
+	int err;
+
+	if (pool->cfg.daemonize) {
+		err = fpool__daemonize(ready_fd);
+		if (err != 0) {
+			fpool__log_errno(FPOOL_LOG_ERROR, -err,
+					 "cannot become a daemon");
+			return err;
+		}
+		/* The loop was made by the original process: give the
+		 * daemon an epoll instance of its own. */
+		if (event_reinit(pool->base) != 0) {
+			fpool_log(FPOOL_LOG_ERROR, "event_reinit failed after "
+						   "daemonizing");
+			return -EIO;
+		}
+	}
+	pool->master_pid = getpid();
+	if (pool->cfg.pidfile == NULL)
+		return 0;
+	err = fpool__pidfile_take(pool->cfg.pidfile, &pool->pidfile_fd,
+				  &holder);
+	if (err == -EEXIST)
+		fpool_log(FPOOL_LOG_ERROR, "pidfile %s is held by pid %d",
+			  pool->cfg.pidfile, (int)holder);
+	else if (err != 0)
+		fpool__log_errno(FPOOL_LOG_ERROR, -err,
+				 "cannot take pidfile %s", pool->cfg.pidfile);
+	return err;
+}
+
 int fpool_pool_run(struct fpool_pool *pool)
 {
-	int err;
+	int err, ready_fd = -1;
 
 	if (pool->state != POOL_NEW)
 		return -EALREADY;
-	pool->master_pid = getpid();
+	if ((err = pool_detach(pool, &ready_fd)) != 0)
+		goto out;
 	fpool__log_libevent();
 	/* Writes to a peer that went away must fail with EPIPE, not kill
 	 * the master.  Workers restore the default. */
@@ -717,6 +757,8 @@ int fpool_pool_run(struct fpool_pool *pool)
 	for (unsigned i = 0; i < pool->nslots; i++)
 		if (pool->slots[i] != NULL && pool->slots[i]->wanted)
 			fpool__slot_spawn(pool->slots[i]);
+	/* The command that started a daemon returns now, with success. */
+	fpool__daemon_ready(&ready_fd, 0);
 
 	if (event_base_dispatch(pool->base) < 0) {
 		fpool_log(FPOOL_LOG_ERROR, "the master's event loop failed");
@@ -730,6 +772,12 @@ int fpool_pool_run(struct fpool_pool *pool)
 		err = pool->result;
 	fpool_log(FPOOL_LOG_INFO, "shutdown complete");
 out:
+	/* A daemon that failed to start says so to the waiting command. */
+	fpool__daemon_ready(&ready_fd, 1);
+	if (pool->pidfile_fd >= 0) {
+		fpool__pidfile_remove(pool->cfg.pidfile, pool->pidfile_fd);
+		pool->pidfile_fd = -1;
+	}
 	pool->state = POOL_DONE;
 	pool_events_del(pool);
 	return err;

@@ -147,8 +147,8 @@ const char *fpool__proc_recycle_reason(struct fpool__proc *p, double now,
 
 		if (kib > (long)cfg->max_rss_mib * 1024) {
 			snprintf(buf, len,
-				 "RSS %ld KiB is over --max-rss %u MiB", kib,
-				 cfg->max_rss_mib);
+				 "grew to %ld KiB RSS, over --max-rss %u MiB",
+				 kib, cfg->max_rss_mib);
 			return buf;
 		}
 	}
@@ -429,6 +429,18 @@ static struct fpool__proc *proc_spawn(struct fpool__slot *s)
 		return NULL;
 	if (s->shm != NULL)
 		memset(s->shm, 0, sizeof(*s->shm));
+	/* Each worker draws its own limits, so that workers started
+	 * together do not all retire together.  Drawn before fork() so the
+	 * worker knows its request limit too, and says so when it gets
+	 * there. */
+	if (pool->cfg.max_requests > 0)
+		p->max_requests =
+			pool->cfg.max_requests +
+			(pool->cfg.max_requests_jitter > 0
+				 ? (uint64_t)random() %
+					   (pool->cfg.max_requests_jitter + 1)
+				 : 0);
+	s->spawn_max_requests = p->max_requests;
 	/* Block every signal across fork(): libevent's handler writes to a
 	 * socketpair the new child shares with us until it rebuilds its own
 	 * loop, so a signal caught there would wake the master instead. */
@@ -452,15 +464,6 @@ static struct fpool__proc *proc_spawn(struct fpool__slot *s)
 	p->pid = pid;
 	p->state = PROC_STARTING;
 	p->started = p->last_seen = fpool__now();
-	/* Each worker draws its own limits, so that workers started
-	 * together do not all retire together. */
-	if (pool->cfg.max_requests > 0)
-		p->max_requests =
-			pool->cfg.max_requests +
-			(pool->cfg.max_requests_jitter > 0
-				 ? (uint64_t)random() %
-					   (pool->cfg.max_requests_jitter + 1)
-				 : 0);
 	if (pool->cfg.max_lifetime > 0)
 		p->retire_at = p->started +
 			       pool->cfg.max_lifetime *
@@ -650,10 +653,21 @@ void fpool__slot_exited(struct fpool__slot *s, struct fpool__proc *p,
 		s->next = NULL;
 		proc_free(p);
 		fpool__pool_replace_failed(pool, s);
+		/* The worker it was to replace may be gone meanwhile. */
+		if (s->cur == NULL && s->wanted && pool->state == POOL_RUNNING)
+			fpool__slot_spawn(s);
 		fpool__pool_slot_idle(pool);
 		return;
 	}
 	s->cur = NULL;
+	if (s->next != NULL) {
+		/* Its replacement is on the way and takes the slot when
+		 * ready: forking a third process now would only be
+		 * drained. */
+		proc_free(p);
+		fpool__pool_slot_idle(pool);
+		return;
+	}
 	/* A worker stopped on purpose (kill, recycle) is not a failure. */
 	failed_start = !stopping && (p->ready_at == 0 ||
 				     now - p->ready_at < pool->cfg.min_uptime);

@@ -56,6 +56,8 @@ struct fpool_worker {
 	uint64_t requests;
 	void *data;
 	struct fpool__shared *shm; /* the slot's activity page, or NULL */
+	uint64_t max_requests;	   /* the master recycles us past this */
+	bool limit_told;	   /* the heartbeat at the limit was sent */
 	uid_t uid;		   /* drop to these before on_start; */
 	gid_t gid;		   /* (uid_t)-1: keep */
 	const char *user;	   /* for messages */
@@ -121,9 +123,18 @@ int fpool_worker_interrupted(const struct fpool_worker *w)
 	return w->interrupted;
 }
 
+static void heartbeat_cb(evutil_socket_t fd, short what, void *arg);
+
 void fpool_worker_count_requests(struct fpool_worker *w, uint64_t n)
 {
 	w->requests += n;
+	/* Past its recycling limit: tell the master now rather than at the
+	 * next heartbeat, so each worker retires at its own count. */
+	if (w->max_requests > 0 && !w->limit_told &&
+	    w->requests >= w->max_requests) {
+		w->limit_told = true;
+		heartbeat_cb(-1, 0, w);
+	}
 }
 
 void fpool_worker_set_activity(struct fpool_worker *w, const char *fmt, ...)
@@ -390,6 +401,23 @@ static void worker_fail(const char *what)
 	fpool__child_exit(FPOOL_EXIT_START_FAILED);
 }
 
+/* Get SIGTERM when the master dies; then check it did not die already,
+ * before the prctl took effect (we would have been re-parented).  The
+ * kernel clears the setting when credentials change (prctl(2)), so this
+ * runs again after a privilege drop. */
+static void die_with_master(struct fpool_worker *w)
+{
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "prctl(PR_SET_PDEATHSIG)");
+	if (getppid() != w->master_pid) {
+		fpool_log(FPOOL_LOG_WARNING,
+			  "the master died while this worker "
+			  "started");
+		fpool__child_exit(FPOOL_EXIT_START_FAILED);
+	}
+}
+
 /* Step 1: leave nothing of the master in this process but what it keeps. */
 static void forget_master(struct fpool_worker *w, struct fpool_pool *pool)
 {
@@ -426,15 +454,7 @@ static void forget_master(struct fpool_worker *w, struct fpool_pool *pool)
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		fpool__log_errno(FPOOL_LOG_WARNING, errno, "ignoring SIGPIPE");
 
-	/* Die with the master; then check it did not die already, before
-	 * the prctl took effect (we would have been re-parented). */
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
-		fpool__log_errno(FPOOL_LOG_WARNING, errno,
-				 "prctl(PR_SET_PDEATHSIG)");
-	if (getppid() != w->master_pid) {
-		fpool_log(FPOOL_LOG_WARNING, "master died during fork");
-		fpool__child_exit(FPOOL_EXIT_START_FAILED);
-	}
+	die_with_master(w);
 	close_other_fds(keep, k);
 	free(keep);
 }
@@ -515,6 +535,7 @@ void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
 	 * freed below. */
 	w.shm = s->shm;
 	s->shm = NULL;
+	w.max_requests = s->spawn_max_requests;
 
 	/* stdout and stderr become the pipes the master reads. */
 	if (dup2(child[1], STDOUT_FILENO) < 0 ||
@@ -525,7 +546,10 @@ void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
 	if (sigprocmask(SIG_SETMASK, &mask, NULL) < 0)
 		worker_fail("sigprocmask");
 
-	drop_privileges(&w);
+	if (w.uid != (uid_t)-1 || w.gid != (gid_t)-1) {
+		drop_privileges(&w);
+		die_with_master(&w);
+	}
 
 	/* Step 3: the definition's own hooks come first in each list. */
 	if ((def->on_start &&

@@ -7,7 +7,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -31,14 +33,25 @@ static void test_defaults(void **state)
 	assert_true(o.cfg.workers >= 1);
 	assert_int_equal(o.nbinds, 1);
 	assert_string_equal(o.binds[0], "127.0.0.1:8080");
-	assert_string_equal(o.worker, "echo");
+	assert_string_equal(o.worker, "http");
 	assert_true(o.cfg.worker_timeout == 30.0);
 	assert_true(o.cfg.graceful_timeout == 30.0);
 	assert_true(o.cfg.check_interval == 1.0);
 	assert_int_equal(o.log_level, FPOOL_LOG_INFO);
 	assert_int_equal(o.worker_argc, 1);
-	assert_string_equal(o.worker_argv[0], "echo");
+	assert_string_equal(o.worker_argv[0], "http");
 	assert_null(o.worker_argv[1]);
+	assert_int_equal(o.cfg.max_restarts, 0);
+	assert_true(o.cfg.restart_window == 60.0);
+	assert_true(o.cfg.max_requests == 0);
+	assert_true(o.cfg.max_requests_jitter == 0);
+	assert_true(o.cfg.max_lifetime == 0);
+	assert_int_equal(o.cfg.max_rss_mib, 0);
+	assert_null(o.cfg.user);
+	assert_null(o.cfg.group);
+	assert_false(o.cfg.daemonize);
+	assert_null(o.cfg.pidfile);
+	assert_null(o.config_file);
 	fpool__cli_free(&o);
 }
 
@@ -72,6 +85,83 @@ static void test_every_flag(void **state)
 	assert_null(o.worker_argv[3]);
 	assert_int_equal(o.cfg.worker_argc, 3);
 	assert_ptr_equal(o.cfg.worker_argv, o.worker_argv);
+	fpool__cli_free(&o);
+}
+
+/* The flags of restart intensity, recycling, privileges and daemon mode. */
+static void test_hardening_flags(void **state)
+{
+	struct fpool_cli o;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(PARSE(&o, err, "--max-restarts", "1000000",
+			       "--restart-window", "2m", "--max-requests",
+			       "1099511627776", "--max-requests-jitter", "0",
+			       "--max-lifetime", "1.5m", "--max-rss", "1048576",
+			       "--user", "root", "--group", "root", "-D",
+			       "--pidfile", "/run/fp.pid"),
+			 0);
+	assert_int_equal(o.cfg.max_restarts, 1000000);
+	assert_true(o.cfg.restart_window == 120.0);
+	assert_true(o.cfg.max_requests == (uint64_t)1 << 40);
+	assert_true(o.cfg.max_requests_jitter == 0);
+	assert_true(o.cfg.max_lifetime == 90.0);
+	assert_int_equal(o.cfg.max_rss_mib, 1048576);
+	assert_string_equal(o.cfg.user, "root");
+	assert_string_equal(o.cfg.group, "root");
+	assert_true(o.cfg.daemonize);
+	assert_string_equal(o.cfg.pidfile, "/run/fp.pid");
+	fpool__cli_free(&o);
+
+	/* 0 is "never" for the limits; numeric ids need no name. */
+	assert_int_equal(PARSE(&o, err, "--max-restarts", "0", "--max-requests",
+			       "0", "--max-requests-jitter", "200",
+			       "--max-lifetime", "0", "--max-rss", "0",
+			       "--user", "4242", "--group", "4343", "--daemon"),
+			 0);
+	assert_int_equal(o.cfg.max_restarts, 0);
+	assert_true(o.cfg.max_requests_jitter == 200);
+	assert_true(o.cfg.max_lifetime == 0);
+	assert_string_equal(o.cfg.user, "4242");
+	assert_string_equal(o.cfg.group, "4343");
+	assert_true(o.cfg.daemonize);
+	fpool__cli_free(&o);
+	for (size_t i = 0; i < 4; i++) {
+		const char *zero[] = { "0s", "0.0", "0ms", "00" };
+
+		assert_int_equal(
+			PARSE(&o, err, "--max-lifetime", (char *)zero[i]), 0);
+		assert_true(o.cfg.max_lifetime == 0);
+		fpool__cli_free(&o);
+	}
+}
+
+/* The daemon runs in /, so relative paths are made absolute first. */
+static void test_daemon_absolute_paths(void **state)
+{
+	struct fpool_cli o;
+	char err[256], cwd[1024], want[1200];
+
+	(void)state;
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	assert_int_equal(PARSE(&o, err, "-D", "--pidfile", "fp.pid",
+			       "--log-file", "log/fp.log", "--stdout",
+			       "/abs/out", "-b", "unix:fp.sock", "-b",
+			       "127.0.0.1:1", "-k", "./w.so"),
+			 0);
+	snprintf(want, sizeof(want), "%s/fp.pid", cwd);
+	assert_string_equal(o.cfg.pidfile, want);
+	snprintf(want, sizeof(want), "%s/log/fp.log", cwd);
+	assert_string_equal(o.log_file, want);
+	assert_string_equal(o.cfg.stdout_file, "/abs/out");
+	snprintf(want, sizeof(want), "unix:%s/fp.sock", cwd);
+	assert_string_equal(o.binds[0], want);
+	assert_string_equal(o.binds[1], "127.0.0.1:1");
+	fpool__cli_free(&o);
+	/* Without -D they stay as given. */
+	assert_int_equal(PARSE(&o, err, "--pidfile", "fp.pid"), 0);
+	assert_string_equal(o.cfg.pidfile, "fp.pid");
 	fpool__cli_free(&o);
 }
 
@@ -110,6 +200,30 @@ static void test_usage_errors(void **state)
 		{ "--min-uptime", "nan", "--min-uptime" },
 		{ "--log-level", "loud", "--log-level" },
 		{ "-k", "", "--worker" },
+		{ "--max-restarts", "-1", "--max-restarts" },
+		{ "--max-restarts", "1000001", "--max-restarts" },
+		{ "--max-restarts", "x", "--max-restarts" },
+		{ "--restart-window", "0", "--restart-window" },
+		{ "--restart-window", "1h", "--restart-window" },
+		{ "--max-requests", "1099511627777", "--max-requests" },
+		{ "--max-requests", "-5", "--max-requests" },
+		{ "--max-requests", "99999999999999999999999",
+		  "--max-requests" },
+		{ "--max-requests-jitter", "1e3", "--max-requests-jitter" },
+		{ "--max-requests-jitter", "", "--max-requests-jitter" },
+		{ "--max-lifetime", "-1", "--max-lifetime" },
+		{ "--max-lifetime", "0x", "--max-lifetime" },
+		{ "--max-lifetime", "never", "--max-lifetime" },
+		{ "--max-rss", "1048577", "--max-rss" },
+		{ "--max-rss", "1.5", "--max-rss" },
+		{ "--user", "no-such-user-fpool", "--user" },
+		{ "--user", "", "--user" },
+		{ "--user", "99999999999", "--user" },
+		{ "--group", "no-such-group-fpool", "--group" },
+		{ "--group", "", "--group" },
+		{ "--pidfile", "", "--pidfile" },
+		{ "--config", "", "--config" },
+		{ "--config", "/nonexistent/forkpool.json", "--config" },
 	};
 	struct fpool_cli o;
 	char err[256];
@@ -142,6 +256,10 @@ static void test_unknown_and_missing(void **state)
 	assert_non_null(strstr(err, "--workers"));
 	assert_int_equal(PARSE(&o, err, "stray"), 2);
 	assert_non_null(strstr(err, "stray"));
+	assert_int_equal(PARSE(&o, err, "--pidfile"), 2);
+	assert_non_null(strstr(err, "--pidfile"));
+	assert_int_equal(PARSE(&o, err, "-D", "yes"), 2);
+	assert_non_null(strstr(err, "yes"));
 }
 
 static void test_module_lookup(void **state)
@@ -170,6 +288,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_every_flag),
+		cmocka_unit_test(test_hardening_flags),
+		cmocka_unit_test(test_daemon_absolute_paths),
 		cmocka_unit_test(test_help_version),
 		cmocka_unit_test(test_usage_errors),
 		cmocka_unit_test(test_unknown_and_missing),

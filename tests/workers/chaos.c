@@ -15,9 +15,25 @@
  *   --blocking          blocking-style main (loops on is_running) instead of
  *                       the event-driven fpool_worker_loop()
  *
+ * Flags for the restart, recycling and hung-worker tests.  They act at the
+ * start of main (after its "main" line, before the output flags below):
+ *   --activity TEXT     fpool_worker_set_activity(w, "%s", TEXT), so a later
+ *                       --hang-after hang is reported with it
+ *   --count-requests N  fpool_worker_count_requests(w, N) at once and then
+ *                       every 100 ms (until on_stop), so --max-requests
+ *                       recycles the worker without a real server
+ *   --grow-mib N        allocate N MiB and touch every page, so the RSS
+ *                       grows by about N MiB (for --max-rss); freed in
+ *                       on_shutdown
+ *   --say-creds         print the stdout line "chaos worker ID pid PID:
+ *                       creds uid R/E/S gid R/E/S groups G,... pdeathsig N"
+ *                       (getresuid, getresgid, getgroups and
+ *                       prctl(PR_GET_PDEATHSIG)), for the --user tests
+ *
  * Output and log flags, for the capture and forwarding tests.  They run at
- * the start of main (after its "main" line, before the timers above), in
- * this order, each flag's output flushed at once:
+ * the start of main (after its "main" line and the flags just above, before
+ * the timers of the first list), in this order, each flag's output flushed
+ * at once:
  *   --say TEXT          printf("TEXT\n") to stdout; repeatable, in order
  *   --esay TEXT         fprintf(stderr, "TEXT\n"); repeatable, in order
  *   --log-records N     N records as fast as possible, i = 0..N-1:
@@ -48,6 +64,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -65,7 +82,13 @@ struct chaos {
 	const char *partial;
 	int raw_bytes;
 	struct event *crash_ev, *hang_ev, *exit_ev;
-	int exit_now; /* blocking main: --exit-after is due */
+	int exit_now;		/* blocking main: --exit-after is due */
+	const char *activity;	/* --activity, or NULL */
+	long count_requests;	/* --count-requests, -1 = none */
+	long grow_mib;		/* --grow-mib, -1 = none */
+	struct event *count_ev; /* the 100 ms --count-requests timer */
+	char *grown;		/* the --grow-mib block */
+	int say_creds;		/* --say-creds */
 };
 
 /* One instance per process: a worker module's state may be static. */
@@ -138,13 +161,17 @@ static int chaos_setup(struct fpool_worker *w, int argc, char **argv)
 		{ "log-records", required_argument, NULL, 'l' },
 		{ "partial", required_argument, NULL, 'p' },
 		{ "raw-bytes", no_argument, NULL, 'r' },
+		{ "activity", required_argument, NULL, 'a' },
+		{ "count-requests", required_argument, NULL, 'n' },
+		{ "grow-mib", required_argument, NULL, 'g' },
+		{ "say-creds", no_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
 
 	(void)w;
 	chaos.crash_after = chaos.hang_after = chaos.exit_after = -1;
-	chaos.log_records = -1;
+	chaos.log_records = chaos.count_requests = chaos.grow_mib = -1;
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -186,6 +213,19 @@ static int chaos_setup(struct fpool_worker *w, int argc, char **argv)
 		case 'r':
 			chaos.raw_bytes = 1;
 			break;
+		case 'a':
+			chaos.activity = optarg;
+			break;
+		case 'n':
+			chaos.count_requests =
+				parse_ms("--count-requests", optarg);
+			break;
+		case 'g':
+			chaos.grow_mib = parse_ms("--grow-mib", optarg);
+			break;
+		case 'C':
+			chaos.say_creds = 1;
+			break;
 		default:
 			fprintf(stderr, "chaos: unknown flag\n");
 			return -1;
@@ -193,7 +233,8 @@ static int chaos_setup(struct fpool_worker *w, int argc, char **argv)
 	}
 	if (chaos.crash_after < -1 || chaos.hang_after < -1 ||
 	    chaos.exit_after < -1 || chaos.exit_code < 0 ||
-	    chaos.log_records < -1)
+	    chaos.log_records < -1 || chaos.count_requests < -1 ||
+	    chaos.grow_mib < -1)
 		return -1;
 	return 0;
 }
@@ -222,6 +263,8 @@ static int chaos_on_stop(struct fpool_worker *w, void *arg)
 		event_del(chaos.hang_ev);
 	if (chaos.exit_ev)
 		event_del(chaos.exit_ev);
+	if (chaos.count_ev)
+		event_del(chaos.count_ev);
 	return 0;
 }
 
@@ -235,6 +278,9 @@ static int chaos_on_shutdown(struct fpool_worker *w, void *arg)
 		event_free(chaos.hang_ev);
 	if (chaos.exit_ev)
 		event_free(chaos.exit_ev);
+	if (chaos.count_ev)
+		event_free(chaos.count_ev);
+	free(chaos.grown);
 	return 0;
 }
 
@@ -280,6 +326,76 @@ static struct event *after(struct fpool_worker *w, long ms,
 		abort();
 	}
 	return ev;
+}
+
+static void count_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	fpool_worker_count_requests(arg, (uint64_t)chaos.count_requests);
+}
+
+/* --say-creds: what the worker runs as, and its parent-death signal. */
+static void say_creds(struct fpool_worker *w)
+{
+	uid_t ru, eu, su;
+	gid_t rg, eg, sg, groups[64];
+	int sig = -1, n = getgroups(64, groups);
+	char line[1024];
+	size_t len;
+
+	if (getresuid(&ru, &eu, &su) != 0 || getresgid(&rg, &eg, &sg) != 0 ||
+	    prctl(PR_GET_PDEATHSIG, &sig) != 0) {
+		perror("chaos: --say-creds");
+		abort();
+	}
+	len = (size_t)snprintf(line, sizeof(line),
+			       "creds uid %u/%u/%u gid %u/%u/%u groups ",
+			       (unsigned)ru, (unsigned)eu, (unsigned)su,
+			       (unsigned)rg, (unsigned)eg, (unsigned)sg);
+	for (int i = 0; i < n && len < sizeof(line) - 32; i++)
+		len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%u",
+					i ? "," : "", (unsigned)groups[i]);
+	snprintf(line + len, sizeof(line) - len, "%s pdeathsig %d",
+		 n > 0 ? "" : "-", sig);
+	say(w, line);
+}
+
+/* --activity, --count-requests, --grow-mib and --say-creds, at the start
+ * of main. */
+static void chaos_state(struct fpool_worker *w)
+{
+	if (chaos.say_creds)
+		say_creds(w);
+	if (chaos.activity != NULL)
+		fpool_worker_set_activity(w, "%s", chaos.activity);
+	if (chaos.count_requests >= 0) {
+		struct timeval tv = { 0, 100 * 1000 };
+
+		fpool_worker_count_requests(w, (uint64_t)chaos.count_requests);
+		chaos.count_ev = event_new(fpool_worker_base(w), -1, EV_PERSIST,
+					   count_cb, w);
+		if (chaos.count_ev == NULL ||
+		    event_add(chaos.count_ev, &tv) != 0) {
+			fprintf(stderr, "chaos: cannot arm a timer\n");
+			abort();
+		}
+	}
+	if (chaos.grow_mib > 0) {
+		size_t len = (size_t)chaos.grow_mib << 20;
+		long page = sysconf(_SC_PAGESIZE);
+		size_t step = page > 0 ? (size_t)page : 4096;
+
+		chaos.grown = malloc(len);
+		if (chaos.grown == NULL) {
+			perror("chaos: --grow-mib");
+			abort();
+		}
+		/* Non-zero bytes on every page: each one is really there. */
+		for (size_t i = 0; i < len; i += step)
+			((volatile char *)chaos.grown)[i] = 1;
+		((volatile char *)chaos.grown)[len - 1] = 1;
+	}
 }
 
 /* write(2) all of buf to fd, past short writes and EINTR. */
@@ -357,6 +473,7 @@ static int chaos_main(struct fpool_worker *w, void *arg)
 {
 	(void)arg;
 	say(w, "main");
+	chaos_state(w);
 	chaos_output(w);
 	chaos.crash_ev = after(w, chaos.crash_after, crash_cb);
 	chaos.hang_ev = after(w, chaos.hang_after, hang_cb);
