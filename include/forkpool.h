@@ -173,6 +173,9 @@ struct fpool_config {
 	int daemonize;
 	/* Write the master's pid here, held with a lock; removed at exit. */
 	const char *pidfile;
+	/* Each worker listens on a TCP socket of its own (SO_REUSEPORT) and
+	 * the kernel spreads connections, instead of sharing the master's. */
+	int reuse_port;
 };
 
 /* Fill `cfg` with the defaults: workers = number of CPUs, timeouts 30 s,

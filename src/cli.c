@@ -41,6 +41,7 @@ enum {
 	OPT_USER,
 	OPT_GROUP,
 	OPT_PIDFILE,
+	OPT_REUSE_PORT,
 };
 
 /* What a key of the config file may hold (0: not allowed in a file). */
@@ -91,6 +92,7 @@ static const struct cli_option {
 	{ "control", required_argument, OPT_CONTROL, IN_FILE_STRING },
 	{ "daemon", no_argument, 'D', IN_FILE_BOOL },
 	{ "pidfile", required_argument, OPT_PIDFILE, IN_FILE_STRING },
+	{ "reuse-port", no_argument, OPT_REUSE_PORT, IN_FILE_BOOL },
 	/* A config file names no other config file, and asks for no help. */
 	{ "config", required_argument, OPT_CONFIG, 0 },
 	{ "help", no_argument, 'h', 0 },
@@ -168,6 +170,8 @@ void fpool__cli_usage(FILE *out)
 		"locked; a second\n"
 		"                             master with it refuses to "
 		"start\n"
+		"      --reuse-port           each worker listens on its own "
+		"SO_REUSEPORT socket\n"
 		"      --log-level LEVEL      debug, info, warning or error "
 		"(default: info)\n"
 		"      --log-format FORMAT    text or json (default: text)\n"
@@ -495,6 +499,9 @@ static int set_option(struct cli_parser *p, int id, const char *who,
 		break;
 	case 'D':
 		cfg->daemonize = on;
+		break;
+	case OPT_REUSE_PORT:
+		cfg->reuse_port = on;
 		break;
 	case OPT_CONFIG:
 		break; /* read before every flag */

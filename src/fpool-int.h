@@ -126,6 +126,13 @@ int fpool__addr_listen(const struct fpool__addr *a, int backlog, int *fd);
 /* Format a bound socket's local address into buf. */
 void fpool__sockname(int fd, char *buf, size_t len);
 
+/* ---- reuseport.c ------------------------------------------------------ */
+
+/* A TCP socket (CLOEXEC, NONBLOCK) with SO_REUSEPORT bound to sa, and
+ * listening when backlog > 0.  0 and *fd, or -errno. */
+int fpool__reuseport_socket(const struct sockaddr *sa, socklen_t len,
+			    int backlog, int *fd);
+
 /* ---- backoff.c --------------------------------------------------------- */
 
 /* Delay before the next start of a slot after `failed` consecutive failed

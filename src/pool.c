@@ -202,7 +202,14 @@ int fpool_pool_listen(struct fpool_pool *pool, const char *addr)
 	if (v == NULL)
 		return -ENOMEM;
 	pool->listeners = v;
-	if ((err = fpool__addr_listen(&a, SOMAXCONN, &fd)) != 0)
+	if (pool->cfg.reuse_port && a.ss.ss_family != AF_UNIX)
+		/* Reserve the address only; each worker listens on its own
+		 * socket (reuseport.c). */
+		err = fpool__reuseport_socket((struct sockaddr *)&a.ss, a.len,
+					      0, &fd);
+	else
+		err = fpool__addr_listen(&a, SOMAXCONN, &fd);
+	if (err != 0)
 		return err;
 	l = &pool->listeners[pool->nlisteners++];
 	memset(l, 0, sizeof(*l));
@@ -218,7 +225,10 @@ int fpool_pool_listen(struct fpool_pool *pool, const char *addr)
 				  a.text);
 	}
 	fpool__sockname(fd, name, sizeof(name));
-	fpool_log(FPOOL_LOG_INFO, "listening on %s", name);
+	fpool_log(FPOOL_LOG_INFO, "listening on %s%s", name,
+		  pool->cfg.reuse_port && a.ss.ss_family != AF_UNIX
+			  ? " (a socket per worker, SO_REUSEPORT)"
+			  : "");
 	return 0;
 }
 

@@ -418,6 +418,32 @@ static void die_with_master(struct fpool_worker *w)
 	}
 }
 
+/* The listener this worker serves for the master's socket fd: that very
+ * socket, or with --reuse-port a socket of its own on the same address. */
+static int own_listener(struct fpool_pool *pool, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int own, err;
+
+	if (!pool->cfg.reuse_port)
+		return fd;
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+		fpool__log_errno(FPOOL_LOG_ERROR, errno, "getsockname");
+		worker_fail("cannot learn a listener's address");
+	}
+	if (ss.ss_family == AF_UNIX)
+		return fd;
+	err = fpool__reuseport_socket((struct sockaddr *)&ss, len, SOMAXCONN,
+				      &own);
+	if (err != 0) {
+		fpool__log_errno(FPOOL_LOG_ERROR, -err,
+				 "cannot listen with SO_REUSEPORT");
+		worker_fail("no listener of its own");
+	}
+	return own;
+}
+
 /* Step 1: leave nothing of the master in this process but what it keeps. */
 static void forget_master(struct fpool_worker *w, struct fpool_pool *pool)
 {
@@ -434,7 +460,7 @@ static void forget_master(struct fpool_worker *w, struct fpool_pool *pool)
 	keep[k++] = w->chan;
 	for (size_t i = 0; i < pool->nlisteners; i++)
 		keep[k++] = w->listeners[w->nlisteners++] =
-			pool->listeners[i].fd;
+			own_listener(pool, pool->listeners[i].fd);
 	for (size_t i = 0; i < pool->npreserved; i++)
 		keep[k++] = pool->preserved[i];
 
