@@ -17,6 +17,7 @@ Rules these helpers enforce:
 import collections
 import datetime
 import errno
+import http.client
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import selectors
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -981,3 +983,116 @@ def assert_serves_alone(master, pid, connections=2):
                 os.kill(p, signal.SIGCONT)
             except ProcessLookupError:
                 pass
+
+
+class HttpLoad:
+    """HTTP clients on 127.0.0.1:port, each sending `GET /` back to back:
+    `keepalive` clients on kept-alive connections (told `Connection:
+    close`, one reconnects with its next request: that is no failure) and
+    `fresh` clients opening a new connection per request.
+
+    run(seconds, at=[(t, fn)]) sends for `seconds`, calling each fn(), in
+    this thread, t seconds after the start.  Afterwards: failures (client,
+    what), counts per kind, served_by {pid: requests} (from X-Pid), closes
+    {keep-alive client: Connection: close seen}, wall0 (time.time() at the
+    start).  A response counts only if it is a 200 with a numeric X-Pid
+    and, when `body_prefix` is given, a body starting with it.
+    """
+
+    def __init__(self, port, keepalive=16, fresh=8, body_prefix=None):
+        self.port = port
+        self.nkeepalive = keepalive
+        self.nfresh = fresh
+        self.body_prefix = body_prefix
+        self.lock = threading.Lock()
+        self.failures = []
+        self.served_by = {}
+        self.counts = {"keepalive": 0, "fresh": 0}
+        self.closes = {}
+        self.wall0 = None
+        self._go = threading.Event()
+        self._end = None
+
+    def total(self):
+        return self.counts["keepalive"] + self.counts["fresh"]
+
+    def summary(self):
+        return (f"{self.total()} requests ({self.counts}), by pid {self.served_by}, "
+                f"Connection: close per keep-alive client {sorted(self.closes.values())}")
+
+    def _fail(self, name, what):
+        with self.lock:
+            self.failures.append((name, what))
+
+    def _record(self, name, kind, resp, body):
+        pid = resp.getheader("X-Pid")
+        if resp.status != 200:
+            self._fail(name, f"status {resp.status} {resp.reason} {body[:100]!r}")
+            return False
+        if (pid is None or not pid.isdigit()
+                or (self.body_prefix is not None and not body.startswith(self.body_prefix))):
+            self._fail(name, f"bad response: X-Pid {pid!r} body {body[:100]!r}")
+            return False
+        with self.lock:
+            self.counts[kind] += 1
+            self.served_by[int(pid)] = self.served_by.get(int(pid), 0) + 1
+        return True
+
+    def _keepalive(self, i):
+        name = f"keep-alive client {i}"
+        self.closes[name] = 0
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
+        self._go.wait()
+        try:
+            while time.monotonic() < self._end:
+                try:
+                    conn.request("GET", "/")
+                    resp = conn.getresponse()
+                    body = resp.read()
+                except Exception as e:
+                    self._fail(name, repr(e))
+                    conn.close()
+                    continue
+                if self._record(name, "keepalive", resp, body) and resp.will_close:
+                    # Told to go: the next request opens a new connection.
+                    self.closes[name] += 1
+                    conn.close()
+        finally:
+            conn.close()
+
+    def _fresh(self, i):
+        name = f"new-connection client {i}"
+        self._go.wait()
+        while time.monotonic() < self._end:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
+            try:
+                conn.request("GET", "/")
+                resp = conn.getresponse()
+                body = resp.read()
+            except Exception as e:
+                self._fail(name, repr(e))
+                continue
+            finally:
+                conn.close()
+            self._record(name, "fresh", resp, body)
+
+    def run(self, seconds, at=()):
+        threads = [threading.Thread(target=self._keepalive, args=(i,), daemon=True)
+                   for i in range(self.nkeepalive)]
+        threads += [threading.Thread(target=self._fresh, args=(i,), daemon=True)
+                    for i in range(self.nfresh)]
+        for t in threads:
+            t.start()
+        self.wall0 = time.time()
+        t0 = time.monotonic()
+        self._end = t0 + seconds
+        self._go.set()
+        for when, fn in at:
+            # Pacing the actions within the load window, not a wait for
+            # a condition.
+            time.sleep(max(0.0, t0 + when - time.monotonic()))
+            fn()
+        for t in threads:
+            t.join(seconds + TIMEOUT * 2)
+        assert not any(t.is_alive() for t in threads), "some clients never finished"
+        return self

@@ -9,7 +9,6 @@ The chaos worker (tests/workers/chaos.c) provides the misbehaviour:
 """
 
 import grp
-import http.client
 import json
 import os
 import pwd
@@ -20,12 +19,11 @@ import socket
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 
 import pytest
 
-from conftest import (TIMEOUT, assert_one_line_error, assert_serves_alone,
+from conftest import (TIMEOUT, HttpLoad, assert_one_line_error, assert_serves_alone,
                       echo_roundtrip, is_alive, log_time, wait_for)
 
 # ---------------------------------------------------------------------------
@@ -408,77 +406,9 @@ def test_no_recycling_below_max_rss(forkpool, chaos, sock_path):
 def test_recycling_under_http_load_fails_no_request(forkpool, sock_path, capsys):
     m, pool = start(forkpool, sock_path, 2, "-k", "http", "--max-requests", "1000",
                     "--max-requests-jitter", "200")
-    port = m.port
-    lock = threading.Lock()
-    failures = []
-    served_by = {}
-    counts = {"keepalive": 0, "fresh": 0}
-    closes = {}
-    go = threading.Event()
-    end = [None]
     seconds = 6.0
-
-    def record(name, kind, resp, body):
-        pid = resp.getheader("X-Pid")
-        if resp.status != 200 or pid is None or not pid.isdigit():
-            with lock:
-                failures.append((name, f"status {resp.status} X-Pid {pid!r} {body[:80]!r}"))
-            return False
-        with lock:
-            counts[kind] += 1
-            served_by[int(pid)] = served_by.get(int(pid), 0) + 1
-        return True
-
-    def keepalive(i):
-        name = f"keep-alive client {i}"
-        closes[name] = 0
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
-        go.wait()
-        try:
-            while time.monotonic() < end[0]:
-                try:
-                    conn.request("GET", "/")
-                    resp = conn.getresponse()
-                    body = resp.read()
-                except Exception as e:
-                    with lock:
-                        failures.append((name, repr(e)))
-                    conn.close()
-                    continue
-                if record(name, "keepalive", resp, body) and resp.will_close:
-                    # Told "Connection: close": the next request reconnects.
-                    closes[name] += 1
-                    conn.close()
-        finally:
-            conn.close()
-
-    def fresh(i):
-        name = f"new-connection client {i}"
-        go.wait()
-        while time.monotonic() < end[0]:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
-            try:
-                conn.request("GET", "/")
-                resp = conn.getresponse()
-                body = resp.read()
-            except Exception as e:
-                with lock:
-                    failures.append((name, repr(e)))
-                continue
-            finally:
-                conn.close()
-            record(name, "fresh", resp, body)
-
-    threads = [threading.Thread(target=keepalive, args=(i,), daemon=True) for i in range(16)]
-    threads += [threading.Thread(target=fresh, args=(i,), daemon=True) for i in range(8)]
-    for t in threads:
-        t.start()
-    wall0 = time.time()
-    end[0] = time.monotonic() + seconds
-    go.set()
-    for t in threads:
-        t.join(seconds + TIMEOUT * 2)
-    assert not any(t.is_alive() for t in threads), "some clients never finished"
+    load = HttpLoad(m.port).run(seconds)
+    failures, counts, closes, wall0 = load.failures, load.counts, load.closes, load.wall0
     # Quiet: no request comes, so no recycle starts; wait for the last one
     # to finish and for the pool to be 2 workers again.
     wait_for(lambda: (lambda s: s if s["live"] == 2 else None)(status(sock_path)),
@@ -486,7 +416,7 @@ def test_recycling_under_http_load_fails_no_request(forkpool, sock_path, capsys)
     final = m.wait_pool(2)
 
     pairs = completed_recycles(m)
-    total = counts["keepalive"] + counts["fresh"]
+    total = load.total()
     per_slot = {}
     for rec, _ in pairs:
         r = re.fullmatch(r"served (\d+) requests \(its limit (\d+)\)", rec[3])

@@ -6,7 +6,6 @@ aborts the reload and the old worker stays; under HTTP load no request
 fails.
 """
 
-import http.client
 import json
 import os
 import re
@@ -15,12 +14,11 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 
 import pytest
 
-from conftest import FORKPOOL_BIN, TIMEOUT, EchoClient, is_alive, wait_for
+from conftest import FORKPOOL_BIN, TIMEOUT, EchoClient, HttpLoad, is_alive, wait_for
 
 # ---------------------------------------------------------------------------
 # Helpers (the control socket, as in test_control.py)
@@ -290,88 +288,14 @@ HUPS_AT = (1.5, 3.0)
 def test_reload_twice_under_http_load_fails_no_request(forkpool, sock_path, workers):
     assert http_available(), "forkpool --help lists no built-in http worker"
     m, pool = start(forkpool, sock_path, workers, "-k", "http")
-    port = m.port
-    lock = threading.Lock()
-    failures = []                  # (client, what)
-    served_by = {}                 # pid -> requests
-    counts = {"keepalive": 0, "fresh": 0}
-    closes = {}                    # keep-alive client -> "Connection: close" seen
-    go = threading.Event()
-    end = [None]
-
-    def record(name, kind, resp, body):
-        pid = resp.getheader("X-Pid")
-        if resp.status != 200:
-            failures.append((name, f"status {resp.status} {resp.reason} {body[:100]!r}"))
-            return False
-        if pid is None or not pid.isdigit() or not body.startswith(b"hello from worker "):
-            failures.append((name, f"bad response: X-Pid {pid!r} body {body[:100]!r}"))
-            return False
-        with lock:
-            counts[kind] += 1
-            served_by[int(pid)] = served_by.get(int(pid), 0) + 1
-        return True
-
-    def keepalive(i):
-        name = f"keep-alive client {i}"
-        closes[name] = 0
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
-        go.wait()
-        try:
-            while time.monotonic() < end[0]:
-                try:
-                    conn.request("GET", "/")
-                    resp = conn.getresponse()
-                    body = resp.read()
-                except Exception as e:
-                    failures.append((name, repr(e)))
-                    conn.close()
-                    continue
-                if not record(name, "keepalive", resp, body):
-                    continue
-                if resp.will_close:
-                    # Told to go: http.client has closed the connection and
-                    # opens a new one with the next request.
-                    closes[name] += 1
-                    conn.close()
-        finally:
-            conn.close()
-
-    def fresh(i):
-        name = f"new-connection client {i}"
-        go.wait()
-        while time.monotonic() < end[0]:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
-            try:
-                conn.request("GET", "/")
-                resp = conn.getresponse()
-                body = resp.read()
-            except Exception as e:
-                failures.append((name, repr(e)))
-                continue
-            finally:
-                conn.close()
-            record(name, "fresh", resp, body)
-
-    threads = [threading.Thread(target=keepalive, args=(i,), daemon=True) for i in range(16)]
-    threads += [threading.Thread(target=fresh, args=(i,), daemon=True) for i in range(8)]
-    for t in threads:
-        t.start()
-    t0 = time.monotonic()
-    end[0] = t0 + LOAD_SECONDS
-    go.set()
-    for at in HUPS_AT:
-        time.sleep(max(0.0, t0 + at - time.monotonic()))
-        m.signal(signal.SIGHUP)
-    for t in threads:
-        t.join(LOAD_SECONDS + TIMEOUT * 2)
-    assert not any(t.is_alive() for t in threads), "some clients never finished"
+    load = HttpLoad(m.port, body_prefix=b"hello from worker ").run(
+        LOAD_SECONDS, at=[(t, lambda: m.signal(signal.SIGHUP)) for t in HUPS_AT])
+    failures, served_by, counts, closes = (load.failures, load.served_by, load.counts,
+                                           load.closes)
 
     wait_reload_done(m, sock_path, 2)
     new = m.wait_pool(workers)
-    total = counts["keepalive"] + counts["fresh"]
-    summary = (f"{total} requests ({counts}), by pid {served_by}, Connection: close per "
-               f"keep-alive client {sorted(closes.values())}")
+    summary = load.summary()
     print(summary)
     assert not failures, (f"{len(failures)} failed requests, e.g. {failures[:10]}; {summary}\n"
                           f"{m.describe()}")
