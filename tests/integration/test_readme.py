@@ -4,7 +4,6 @@ under the forkpool program, the other as a program of its own linked with
 the static libforkpool of this build.
 """
 
-import os
 import pathlib
 import re
 import shutil
