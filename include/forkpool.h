@@ -192,6 +192,9 @@ FPOOL_EXPORT int fpool_pool_new(struct fpool_pool **out,
 /* Bind a listener ("HOST:PORT", "[V6]:PORT" or "unix:PATH") that every
  * worker inherits.  0, -EINVAL for a bad address, or the bind error. */
 FPOOL_EXPORT int fpool_pool_listen(struct fpool_pool *pool, const char *addr);
+/* Use an already bound, listening socket (e.g. passed by systemd socket
+ * activation) as a listener; the pool takes it over.  0 or -errno. */
+FPOOL_EXPORT int fpool_pool_listen_fd(struct fpool_pool *pool, int fd);
 /* Keep `fd` open in every worker (it is closed in workers otherwise). */
 FPOOL_EXPORT int fpool_preserve_fd(struct fpool_pool *pool, int fd);
 /* Connect a master hook; hooks run in the order they were connected. */

@@ -91,7 +91,8 @@ static int encode(const struct fpool__msg *m, yajl_gen g)
 	}
 	if (ok && m->type == FPOOL_MSG_LOG) {
 		if ((unsigned)m->level >= FPOOL_NELEM(level_names) ||
-		    m->nfields > FPOOL_LOG_MAX_FIELDS)
+		    m->nfields > FPOOL_LOG_MAX_FIELDS ||
+		    !(m->time >= 0 && m->time < FPOOL_LOG_TIME_MAX))
 			return -EINVAL;
 		snprintf(num, sizeof(num), "%.6f", m->time);
 		ok = gen_str(g, "level") && gen_str(g, level_names[m->level]) &&
@@ -273,6 +274,9 @@ static int decode_log(yajl_val root, struct fpool__msg *m)
 	if (!found || !(time->u.number.flags & YAJL_NUMBER_DOUBLE_VALID))
 		return -EINVAL;
 	m->time = YAJL_GET_DOUBLE(time);
+	/* A Unix time: the encoder's "%.6f" has room for these only. */
+	if (!(m->time >= 0 && m->time < FPOOL_LOG_TIME_MAX))
+		return -EINVAL;
 	if (fields != NULL) {
 		if (!YAJL_IS_OBJECT(fields) ||
 		    fields->u.object.len > FPOOL_LOG_MAX_FIELDS)

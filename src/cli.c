@@ -853,6 +853,7 @@ int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
 				argv[optind]);
 		goto fail;
 	}
+	o->default_bind = o->nbinds == 0;
 	if (o->nbinds == 0 && (r = add_bind(&p, "--bind", DEFAULT_BIND)) != 0)
 		goto fail;
 	/* Arguments after `--` replace the file's "worker-args". */

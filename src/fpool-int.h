@@ -149,6 +149,8 @@ enum fpool__msg_type {
 	FPOOL_MSG_HEARTBEAT,
 	FPOOL_MSG_LOG,
 };
+/* Log record times are Unix times below this (year 5138). */
+#define FPOOL_LOG_TIME_MAX 1e11
 /* Most key/value fields a log record carries over the channel. */
 #define FPOOL_LOG_MAX_FIELDS 32
 struct fpool__msg {
@@ -182,6 +184,7 @@ int fpool__msg_send(int fd, const struct fpool__msg *m, bool block);
 struct fpool__linebuf {
 	char *buf; /* FPOOL_LINE_MAX bytes once needed */
 	size_t len;
+	bool cut; /* the last piece was cut at FPOOL_LINE_MAX */
 };
 typedef void (*fpool__line_cb)(const char *line, size_t len, void *arg);
 /* Split data into lines (without their newline) and call cb for each
@@ -370,6 +373,7 @@ struct fpool_pool {
 	uid_t uid;	      /* --user, resolved; (uid_t)-1: keep */
 	gid_t gid;	      /* --group (or the user's), resolved */
 	int pidfile_fd;	      /* --pidfile, held locked; -1: none */
+	bool notified_ready;  /* READY=1 sent to systemd */
 	struct event *sigev[16];
 	size_t nsigev;
 	struct event *check_ev;
@@ -380,6 +384,8 @@ struct fpool_pool {
 
 /* Reap every exited child, ours or not, and act on our slots' exits. */
 void fpool__pool_reap(struct fpool_pool *pool);
+/* A worker said "ready" (systemd notification). */
+void fpool__pool_worker_ready(struct fpool_pool *pool);
 /* A process exited; the pool decides whether it is done stopping. */
 void fpool__pool_slot_idle(struct fpool_pool *pool);
 /* Rolling reload: slot s's replacement took over / died before ready. */
@@ -511,7 +517,8 @@ struct fpool_cli {
 	const char *log_file;	 /* NULL: stderr */
 	const char *config_file; /* --config, or NULL */
 	bool help, version;
-	int worker_argc; /* arguments after `--` (or "worker-args") */
+	bool default_bind; /* no --bind given: binds holds the default */
+	int worker_argc;   /* arguments after `--` (or "worker-args") */
 	char **worker_argv;
 	/* What the strings above may point into besides argv: the parsed
 	 * config file, and paths made absolute for --daemon. */
@@ -536,5 +543,62 @@ int fpool__module_find(const char *name, const struct fpool_worker_def **out,
 int fpool__ctl_main(int argc, char **argv);
 /* The built-in workers, NULL-terminated. */
 extern const struct fpool_worker_def *const fpool__builtin_workers[];
+
+/* ---- notify.c: systemd notify and watchdog; listen.c: activation ------ */
+
+/*
+ * sd_notify(3) messages from the master.  Through libsystemd when built
+ * with it (FPOOL_HAVE_LIBSYSTEMD), else written to $NOTIFY_SOCKET directly
+ * (a unix datagram socket; '@' starts an abstract name).  Without
+ * NOTIFY_SOCKET each is a no-op.  None can fail: a message that cannot be
+ * sent is logged (the first failure as a warning, later ones at debug
+ * level) and the pool goes on.
+ */
+/* READY=1, STATUS="N/N workers ready" and MAINPID=getpid() (right after
+ * --daemon too, as the daemon sends it).  Once every initial worker said
+ * "ready". */
+void fpool__notify_ready(struct fpool_pool *pool);
+/* STATUS="R/T workers ready[, S starting][, B in backoff][, reloading]
+ * [, stopping]" (R ready slots of T wanted), sent only when it changed
+ * since the last STATUS.  After each worker's "ready" and exit. */
+void fpool__notify_status(struct fpool_pool *pool);
+/* RELOADING=1 with MONOTONIC_USEC (systemd >= 253) when a rolling reload
+ * starts; READY=1 when it completed (or was aborted: the pool serves). */
+void fpool__notify_reloading(void);
+void fpool__notify_reloaded(void);
+/* STOPPING=1, when the pool starts to shut down. */
+void fpool__notify_stopping(void);
+/* If WATCHDOG_USEC is set (and WATCHDOG_PID, when set, is getpid()):
+ * send WATCHDOG=1 now and from a persistent timer on pool->base every
+ * WATCHDOG_USEC / 2.  0, also when there is no watchdog or its variables
+ * are malformed (logged); -ENOMEM if the timer cannot be made.  Call it
+ * in the master after --daemon (the pid must be the final one) and
+ * before the loop runs; a second call is a no-op. */
+int fpool__notify_watchdog_start(struct fpool_pool *pool);
+/* Free the watchdog timer (master side; a no-op without one). */
+void fpool__notify_watchdog_stop(struct fpool_pool *pool);
+/* In a new worker, after event_reinit() of the master's base and before
+ * it is freed: drop the watchdog timer, and unset NOTIFY_SOCKET,
+ * WATCHDOG_USEC and WATCHDOG_PID so a worker (or what it execs) never
+ * speaks for the master. */
+void fpool__notify_child(void);
+
+/*
+ * Socket activation (listen.c), by hand from the environment in every
+ * build: if LISTEN_PID is getpid(), the LISTEN_FDS fds starting at 3.
+ * Each must be a socket; it is made CLOEXEC and NONBLOCK.  LISTEN_PID,
+ * LISTEN_FDS and LISTEN_FDNAMES are unset in every case.  0 with *fds
+ * (malloc'd, free() it; NULL when *n is 0) and *n, or -EINVAL (malformed
+ * LISTEN_FDS), -ENOTSOCK/-EBADF (a bad fd), -ENOMEM; every error logged.
+ */
+int fpool__listen_activated(int **fds, size_t *n);
+/* Whether activated fd is a stream socket bound to address a (a parsed
+ * --bind): same family, address and port, or the same unix path.  An
+ * IPv4 address also matches an IPv6 socket bound to its v4-mapped form,
+ * and 0.0.0.0:P a dual-stack [::]:P (systemd's ListenStream=P). */
+bool fpool__listen_matches(int fd, const struct fpool__addr *a);
+/* The local address of a bound socket (getsockname), with its text, as
+ * fpool__addr_parse() would give it.  0 or -errno. */
+int fpool__addr_from_fd(int fd, struct fpool__addr *a);
 
 #endif /* FPOOL_INT_H */

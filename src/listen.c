@@ -4,12 +4,19 @@
  * socket's address back.  Names are never resolved: a server should not
  * depend on DNS to start, and what it binds must be exactly what the
  * operator wrote.
+ *
+ * Socket activation too: the listeners systemd (or systemd-socket-activate)
+ * passes in LISTEN_FDS, taken by hand from the environment as
+ * sd_listen_fds(3) would, so it works without libsystemd, and matched to
+ * the addresses the operator asked for.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -282,4 +289,220 @@ void fpool__sockname(int fd, char *buf, size_t len)
 		return;
 	}
 	format_addr(&ss, sl, buf, len);
+}
+
+/* ---- Socket activation (sd_listen_fds(3), done by hand) ----------------- */
+
+/* The first fd systemd passes (SD_LISTEN_FDS_START). */
+#define LISTEN_FDS_START 3
+/* More than any unit would pass; a bigger LISTEN_FDS is taken as garbage. */
+#define LISTEN_FDS_MAX 4096
+
+/* A whole decimal number in [0, max].  0 or -EINVAL. */
+static int parse_env_num(const char *s, long max, long *out)
+{
+	long v = 0;
+
+	if (s == NULL || *s == '\0')
+		return -EINVAL;
+	for (; *s != '\0'; s++) {
+		if (*s < '0' || *s > '9' || v > (max - (*s - '0')) / 10)
+			return -EINVAL;
+		v = v * 10 + (*s - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+static void unset_listen_env(void)
+{
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+}
+
+/* Make an inherited fd ours: a socket, CLOEXEC and NONBLOCK.  0 or -errno
+ * (logged). */
+static int adopt_fd(int fd)
+{
+	struct stat st;
+	int flags, err;
+
+	if (fstat(fd, &st) < 0) {
+		err = errno;
+		fpool__log_errno(FPOOL_LOG_ERROR, err,
+				 "socket activation: fd %d of LISTEN_FDS", fd);
+		return -err;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		fpool_log(FPOOL_LOG_ERROR,
+			  "socket activation: fd %d of LISTEN_FDS is not a "
+			  "socket",
+			  fd);
+		return -ENOTSOCK;
+	}
+	flags = fcntl(fd, F_GETFD);
+	if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0)
+		goto err;
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+		goto err;
+	return 0;
+err:
+	err = errno;
+	fpool__log_errno(FPOOL_LOG_ERROR, err,
+			 "socket activation: cannot set the flags of fd %d",
+			 fd);
+	return -err;
+}
+
+int fpool__listen_activated(int **fds, size_t *n)
+{
+	const char *pid_s = getenv("LISTEN_PID");
+	const char *fds_s = getenv("LISTEN_FDS");
+	long pid, count;
+	int *v = NULL, r = 0;
+
+	*fds = NULL;
+	*n = 0;
+	if (fds_s == NULL) {
+		unset_listen_env();
+		return 0; /* not activated */
+	}
+	if (parse_env_num(pid_s, INT32_MAX, &pid) != 0) {
+		fpool_log(FPOOL_LOG_WARNING,
+			  "socket activation: LISTEN_PID='%s' is not a pid; "
+			  "LISTEN_FDS ignored",
+			  pid_s ? pid_s : "(unset)");
+		goto out;
+	}
+	if ((pid_t)pid != getpid()) {
+		/* Meant for another process (e.g. our parent, when a
+		 * wrapper forked us): not ours to take. */
+		fpool_log(FPOOL_LOG_DEBUG,
+			  "socket activation: LISTEN_PID=%ld is not us (pid "
+			  "%d); LISTEN_FDS ignored",
+			  pid, (int)getpid());
+		goto out;
+	}
+	if (parse_env_num(fds_s, LISTEN_FDS_MAX, &count) != 0) {
+		fpool_log(FPOOL_LOG_ERROR,
+			  "socket activation: LISTEN_FDS='%s' is not a "
+			  "number of fds (0..%d)",
+			  fds_s, LISTEN_FDS_MAX);
+		r = -EINVAL;
+		goto out;
+	}
+	if (count == 0)
+		goto out;
+	v = calloc((size_t)count, sizeof(*v));
+	if (v == NULL) {
+		r = -ENOMEM;
+		fpool_log(FPOOL_LOG_ERROR, "socket activation: out of memory");
+		goto out;
+	}
+	for (long i = 0; i < count; i++) {
+		v[i] = LISTEN_FDS_START + (int)i;
+		if ((r = adopt_fd(v[i])) != 0) {
+			free(v);
+			goto out;
+		}
+	}
+	*fds = v;
+	*n = (size_t)count;
+out:
+	/* Workers, and whatever they exec, must not take them again. */
+	unset_listen_env();
+	return r;
+}
+
+int fpool__addr_from_fd(int fd, struct fpool__addr *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->len = sizeof(a->ss);
+	if (getsockname(fd, (struct sockaddr *)&a->ss, &a->len) < 0)
+		return -errno;
+	format_addr(&a->ss, a->len, a->text, sizeof(a->text));
+	return 0;
+}
+
+/* The path of a unix address (a->len bytes), NUL-terminated in buf; an
+ * abstract name starts with '@'. */
+static void unix_path(const struct fpool__addr *a, char *buf, size_t size)
+{
+	const struct sockaddr_un *un = (const void *)&a->ss;
+	size_t off = offsetof(struct sockaddr_un, sun_path);
+	size_t n = a->len > off ? a->len - off : 0;
+
+	if (n > sizeof(un->sun_path))
+		n = sizeof(un->sun_path);
+	if (n > 0 && un->sun_path[0] == '\0') {
+		snprintf(buf, size, "@%.*s", (int)(n - 1), un->sun_path + 1);
+		return;
+	}
+	n = strnlen(un->sun_path, n);
+	snprintf(buf, size, "%.*s", (int)n, un->sun_path);
+}
+
+/* An IPv6 socket `b` serves IPv4 address `a`: it is bound to a's
+ * v4-mapped address (::ffff:A), or to [::] without IPV6_V6ONLY (a
+ * dual-stack socket, systemd's ListenStream=PORT) and a is 0.0.0.0. */
+static bool v6_serves_v4(int fd, const struct sockaddr_in *a,
+			 const struct sockaddr_in6 *b)
+{
+	int v6only = 1;
+	socklen_t len = sizeof(v6only);
+
+	if (a->sin_port != b->sin6_port)
+		return false;
+	if (IN6_IS_ADDR_V4MAPPED(&b->sin6_addr))
+		return memcmp(&b->sin6_addr.s6_addr[12], &a->sin_addr, 4) == 0;
+	if (!IN6_IS_ADDR_UNSPECIFIED(&b->sin6_addr) ||
+	    a->sin_addr.s_addr != htonl(INADDR_ANY))
+		return false;
+	if (getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &len) < 0)
+		return false;
+	return v6only == 0;
+}
+
+bool fpool__listen_matches(int fd, const struct fpool__addr *a)
+{
+	struct fpool__addr got;
+	int type = 0;
+	socklen_t len = sizeof(type);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+	    type != SOCK_STREAM || fpool__addr_from_fd(fd, &got) != 0)
+		return false;
+	switch (a->ss.ss_family) {
+	case AF_INET: {
+		const struct sockaddr_in *x = (const void *)&a->ss;
+		const struct sockaddr_in *y = (const void *)&got.ss;
+
+		if (got.ss.ss_family == AF_INET6)
+			return v6_serves_v4(fd, x, (const void *)&got.ss);
+		return got.ss.ss_family == AF_INET &&
+		       x->sin_port == y->sin_port &&
+		       x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	case AF_INET6: {
+		const struct sockaddr_in6 *x = (const void *)&a->ss;
+		const struct sockaddr_in6 *y = (const void *)&got.ss;
+
+		return got.ss.ss_family == AF_INET6 &&
+		       x->sin6_port == y->sin6_port &&
+		       memcmp(&x->sin6_addr, &y->sin6_addr,
+			      sizeof(x->sin6_addr)) == 0;
+	}
+	case AF_UNIX: {
+		char want[sizeof(struct sockaddr_un)], have[sizeof(want)];
+
+		if (got.ss.ss_family != AF_UNIX)
+			return false;
+		unix_path(a, want, sizeof(want));
+		unix_path(&got, have, sizeof(have));
+		return want[0] != '\0' && strcmp(want, have) == 0;
+	}
+	}
+	return false;
 }

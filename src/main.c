@@ -10,6 +10,59 @@
 
 #include "fpool-int.h"
 
+/*
+ * Socket activation (systemd, systemd-socket-activate): a passed-in socket
+ * that matches a --bind serves it (the --bind is then not bound again,
+ * and its entry is cleared); with no --bind, every passed-in socket is
+ * used as given.  A passed-in socket nothing asked for is closed.
+ * 0, or 1 with a message.
+ */
+static int use_activated(struct fpool_pool *pool, struct fpool_cli *o)
+{
+	int *fds = NULL, r = 0;
+	size_t n = 0;
+
+	if (fpool__listen_activated(&fds, &n) != 0) {
+		fprintf(stderr, "forkpool: LISTEN_FDS: unusable sockets passed "
+				"in (see the log)\n");
+		return 1;
+	}
+	for (size_t i = 0; i < n && r == 0; i++) {
+		bool used = o->default_bind;
+
+		for (size_t b = 0; !used && b < o->nbinds; b++) {
+			struct fpool__addr a;
+
+			if (o->binds[b] == NULL ||
+			    fpool__addr_parse(o->binds[b], &a, NULL) != 0 ||
+			    !fpool__listen_matches(fds[i], &a))
+				continue;
+			o->binds[b] = NULL;
+			used = true;
+		}
+		if (!used) {
+			struct fpool__addr a;
+
+			fpool_log(FPOOL_LOG_WARNING,
+				  "passed-in socket %s matches no --bind; "
+				  "closed",
+				  fpool__addr_from_fd(fds[i], &a) == 0 ? a.text
+								       : "?");
+			close(fds[i]);
+			continue;
+		}
+		if ((r = fpool_pool_listen_fd(pool, fds[i])) != 0) {
+			fprintf(stderr, "forkpool: passed-in socket %d: %s\n",
+				fds[i], fpool_strerror(r));
+			r = 1;
+		}
+	}
+	if (o->default_bind && n > 0)
+		o->nbinds = 0; /* the default address is not wanted then */
+	free(fds);
+	return r;
+}
+
 int main(int argc, char **argv)
 {
 	struct fpool_cli o;
@@ -65,7 +118,11 @@ int main(int argc, char **argv)
 			fpool_strerror(r));
 		goto out;
 	}
+	if ((r = use_activated(pool, &o)) != 0)
+		goto out;
 	for (size_t i = 0; i < o.nbinds; i++) {
+		if (o.binds[i] == NULL)
+			continue; /* served by a passed-in socket */
 		r = fpool_pool_listen(pool, o.binds[i]);
 		if (r != 0) {
 			fprintf(stderr, "forkpool: --bind %s: %s\n", o.binds[i],

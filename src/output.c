@@ -28,8 +28,22 @@ int fpool__linebuf_feed(struct fpool__linebuf *lb, const char *data, size_t n,
 			fpool__line_cb cb, void *arg)
 {
 	while (n > 0) {
-		const char *nl = memchr(data, '\n', n);
-		size_t take = nl ? (size_t)(nl - data) : n;
+		const char *nl;
+		size_t take;
+
+		if (lb->cut) {
+			/* The last piece was cut at FPOOL_LINE_MAX: a newline
+			 * right after it ends that line, not a new empty
+			 * one, however the reads split the stream. */
+			lb->cut = false;
+			if (*data == '\n') {
+				data++;
+				n--;
+				continue;
+			}
+		}
+		nl = memchr(data, '\n', n);
+		take = nl ? (size_t)(nl - data) : n;
 
 		/* A line longer than FPOOL_LINE_MAX is cut into pieces of
 		 * that size, so one endless line cannot grow our memory. */
@@ -50,6 +64,7 @@ int fpool__linebuf_feed(struct fpool__linebuf *lb, const char *data, size_t n,
 			lb->len += take;
 			if (nl != NULL || lb->len == FPOOL_LINE_MAX) {
 				cb(lb->buf, lb->len, arg);
+				lb->cut = nl == NULL;
 				lb->len = 0;
 			}
 		}
@@ -67,6 +82,7 @@ void fpool__linebuf_flush(struct fpool__linebuf *lb, fpool__line_cb cb,
 	if (lb->len > 0)
 		cb(lb->buf, lb->len, arg);
 	lb->len = 0;
+	lb->cut = false;
 }
 
 void fpool__linebuf_free(struct fpool__linebuf *lb)

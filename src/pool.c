@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <time.h>
@@ -188,9 +189,54 @@ err:
 	return err;
 }
 
-int fpool_pool_listen(struct fpool_pool *pool, const char *addr)
+/* Add a bound socket to the listeners. */
+static int pool_add_listener(struct fpool_pool *pool, int fd,
+			     const struct fpool__addr *a, bool owned_path)
 {
 	struct fpool__listener *v, *l;
+
+	v = realloc(pool->listeners, (pool->nlisteners + 1) * sizeof(*v));
+	if (v == NULL)
+		return -ENOMEM;
+	pool->listeners = v;
+	l = &pool->listeners[pool->nlisteners++];
+	memset(l, 0, sizeof(*l));
+	l->fd = fd;
+	l->addr = *a;
+	if (owned_path && a->ss.ss_family == AF_UNIX) {
+		l->unlink_path =
+			strdup(((const struct sockaddr_un *)&a->ss)->sun_path);
+		if (l->unlink_path == NULL)
+			fpool_log(FPOOL_LOG_WARNING,
+				  "out of memory: %s will not be removed at "
+				  "exit",
+				  a->text);
+	}
+	return 0;
+}
+
+int fpool_pool_listen_fd(struct fpool_pool *pool, int fd)
+{
+	struct fpool__addr a;
+	int err, fl;
+
+	if ((err = fpool__addr_from_fd(fd, &a)) != 0)
+		return err;
+	/* Like our own sockets: gone in exec'd children, and read by an
+	 * event loop. */
+	if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ||
+	    (fl = fcntl(fd, F_GETFL)) < 0 ||
+	    fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	/* Not ours to remove: whoever made it (systemd) owns the file. */
+	if ((err = pool_add_listener(pool, fd, &a, false)) != 0)
+		return err;
+	fpool_log(FPOOL_LOG_INFO, "listening on %s (passed in)", a.text);
+	return 0;
+}
+
+int fpool_pool_listen(struct fpool_pool *pool, const char *addr)
+{
 	struct fpool__addr a;
 	char name[160];
 	const char *why = NULL;
@@ -198,10 +244,6 @@ int fpool_pool_listen(struct fpool_pool *pool, const char *addr)
 
 	if (fpool__addr_parse(addr, &a, &why) != 0)
 		return -EINVAL;
-	v = realloc(pool->listeners, (pool->nlisteners + 1) * sizeof(*v));
-	if (v == NULL)
-		return -ENOMEM;
-	pool->listeners = v;
 	if (pool->cfg.reuse_port && a.ss.ss_family != AF_UNIX)
 		/* Reserve the address only; each worker listens on its own
 		 * socket (reuseport.c). */
@@ -211,18 +253,9 @@ int fpool_pool_listen(struct fpool_pool *pool, const char *addr)
 		err = fpool__addr_listen(&a, SOMAXCONN, &fd);
 	if (err != 0)
 		return err;
-	l = &pool->listeners[pool->nlisteners++];
-	memset(l, 0, sizeof(*l));
-	l->fd = fd;
-	l->addr = a;
-	if (a.ss.ss_family == AF_UNIX) {
-		l->unlink_path =
-			strdup(((struct sockaddr_un *)&a.ss)->sun_path);
-		if (l->unlink_path == NULL)
-			fpool_log(FPOOL_LOG_WARNING,
-				  "out of memory: %s will not be removed at "
-				  "exit",
-				  a.text);
+	if ((err = pool_add_listener(pool, fd, &a, true)) != 0) {
+		close(fd);
+		return err;
 	}
 	fpool__sockname(fd, name, sizeof(name));
 	fpool_log(FPOOL_LOG_INFO, "listening on %s%s", name,
@@ -283,6 +316,25 @@ unsigned fpool__pool_live(const struct fpool_pool *pool)
 	return n;
 }
 
+void fpool__pool_worker_ready(struct fpool_pool *pool)
+{
+	/* systemd's READY=1 once the first full pool serves; after that,
+	 * the status line only. */
+	if (!pool->notified_ready) {
+		for (unsigned i = 0; i < pool->nslots; i++) {
+			struct fpool__slot *s = pool->slots[i];
+
+			if (s != NULL && s->wanted &&
+			    (s->cur == NULL || s->cur->state != PROC_READY))
+				return;
+		}
+		pool->notified_ready = true;
+		fpool__notify_ready(pool);
+		return;
+	}
+	fpool__notify_status(pool);
+}
+
 void fpool__pool_slot_idle(struct fpool_pool *pool)
 {
 	if (pool->state == POOL_STOPPING && fpool__pool_live(pool) == 0)
@@ -309,6 +361,7 @@ static void reload_step(struct fpool_pool *pool)
 		if (id >= pool->nslots) {
 			pool->reloading = false;
 			fpool_log(FPOOL_LOG_INFO, "reload complete");
+			fpool__notify_reloaded();
 			return;
 		}
 		s = pool->slots[id];
@@ -326,6 +379,7 @@ static void reload_step(struct fpool_pool *pool)
 				  "reload aborted: cannot start a replacement "
 				  "for worker %u",
 				  id);
+			fpool__notify_reloaded();
 			return;
 		}
 		pool->reload_slot = (int)id;
@@ -367,6 +421,7 @@ void fpool__pool_replace_failed(struct fpool_pool *pool, struct fpool__slot *s)
 		  "reload aborted: the replacement for worker %u did not "
 		  "become ready; the old worker stays",
 		  s->id);
+	fpool__notify_reloaded();
 }
 
 void fpool__pool_recycle(struct fpool_pool *pool)
@@ -433,6 +488,8 @@ int fpool_pool_reload(struct fpool_pool *pool)
 	fpool_log(FPOOL_LOG_INFO, "reload: %s, %u workers",
 		  pool->reloading ? "starting over" : "rolling",
 		  fpool_pool_size(pool));
+	if (!pool->reloading)
+		fpool__notify_reloading();
 	pool->reloading = true;
 	pool->reload_next = 0;
 	reload_step(pool);
@@ -519,6 +576,7 @@ void fpool_pool_stop(struct fpool_pool *pool, int graceful)
 	if (pool->state == POOL_RUNNING) {
 		pool->state = POOL_STOPPING;
 		pool->reloading = false;
+		fpool__notify_stopping();
 		pool->graceful = graceful;
 		fpool_log(FPOOL_LOG_INFO, "shutting down (%s): %u workers",
 			  graceful ? "graceful" : "interrupt",
@@ -769,6 +827,8 @@ int fpool_pool_run(struct fpool_pool *pool)
 			fpool__slot_spawn(pool->slots[i]);
 	/* The command that started a daemon returns now, with success. */
 	fpool__daemon_ready(&ready_fd, 0);
+	if ((err = fpool__notify_watchdog_start(pool)) != 0)
+		goto out;
 
 	if (event_base_dispatch(pool->base) < 0) {
 		fpool_log(FPOOL_LOG_ERROR, "the master's event loop failed");
@@ -782,6 +842,7 @@ int fpool_pool_run(struct fpool_pool *pool)
 		err = pool->result;
 	fpool_log(FPOOL_LOG_INFO, "shutdown complete");
 out:
+	fpool__notify_watchdog_stop(pool);
 	/* A daemon that failed to start says so to the waiting command. */
 	fpool__daemon_ready(&ready_fd, 1);
 	if (pool->pidfile_fd >= 0) {

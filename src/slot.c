@@ -206,6 +206,7 @@ static void proc_ready(struct fpool__proc *p)
 		  s->id, (int)p->pid, (p->ready_at - p->started) * 1e3);
 	if (p == s->next)
 		promote(s);
+	fpool__pool_worker_ready(s->pool);
 }
 
 static void proc_chan_read(struct fpool__proc *p)
@@ -642,6 +643,7 @@ void fpool__slot_exited(struct fpool__slot *s, struct fpool__proc *p,
 		  "worker %u pid %d %s after %.3f s%s", s->id, (int)p->pid,
 		  s->last_exit, now - p->started,
 		  p->ready_at == 0 ? ", before ready" : "");
+	fpool__notify_status(pool);
 	/* A late "ready" may have promoted p from next to cur just now. */
 	if (p == s->old) {
 		s->old = NULL;

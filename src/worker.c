@@ -426,7 +426,15 @@ static int own_listener(struct fpool_pool *pool, int fd)
 	socklen_t len = sizeof(ss);
 	int own, err;
 
-	if (!pool->cfg.reuse_port)
+	int listening = 0;
+	socklen_t ll = sizeof(listening);
+
+	/* Only a socket the master reserved without listening (reuseport.c)
+	 * is replaced; one passed in listening (socket activation) is
+	 * shared as usual. */
+	if (!pool->cfg.reuse_port ||
+	    (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) == 0 &&
+	     listening))
 		return fd;
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
 		fpool__log_errno(FPOOL_LOG_ERROR, errno, "getsockname");
@@ -469,6 +477,7 @@ static void forget_master(struct fpool_worker *w, struct fpool_pool *pool)
 	 * freed, so freeing it cannot unregister the master's fds. */
 	if (event_reinit(pool->base) != 0)
 		worker_fail("event_reinit of the inherited loop failed");
+	fpool__notify_child();
 	fpool__pool_forget(pool);
 
 	for (size_t i = 0; i < fpool__n_master_signals; i++)

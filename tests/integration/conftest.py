@@ -1096,3 +1096,19 @@ class HttpLoad:
             t.join(seconds + TIMEOUT * 2)
         assert not any(t.is_alive() for t in threads), "some clients never finished"
         return self
+
+
+def build_sanitizers(forkpool_bin):
+    """The -Db_sanitize of the build FORKPOOL_BIN comes from ("" if none),
+    read from meson's introspection files."""
+    info = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(forkpool_bin))),
+                        "meson-info", "intro-buildoptions.json")
+    try:
+        with open(info) as f:
+            opts = json.load(f)
+    except (OSError, ValueError):
+        return ""
+    for o in opts:
+        if o.get("name") == "b_sanitize":
+            return "" if o.get("value") in (None, "none") else str(o["value"])
+    return ""

@@ -39,7 +39,8 @@ import time
 
 import pytest
 
-from conftest import TIMEOUT, fd_table, is_alive, proc_stat, wait_for
+from conftest import (FORKPOOL_BIN, TIMEOUT, build_sanitizers, fd_table, is_alive, proc_stat,
+                      wait_for)
 
 KILLS = 100
 KILL_EVERY = 0.2            # s, so the chaos lasts about 20 s
@@ -360,7 +361,10 @@ def test_chaos_kills_reloads_and_scaling_under_load(forkpool, sock_path, capsys)
     assert not m.zombies()
     assert not any(is_alive(p) for p in killed), "a killed worker is still alive"
     assert fds_after == fds_before, (fds_before, kinds_before, fds_after, fd_kinds(m.pid))
-    assert rss_after - rss_before <= RSS_SLACK_KIB, (
+    # AddressSanitizer holds freed memory in quarantine, so a sanitized
+    # master's RSS grows with what it frees; the bound is for real builds.
+    slack = RSS_SLACK_KIB * (16 if build_sanitizers(FORKPOOL_BIN) else 1)
+    assert rss_after - rss_before <= slack, (
         f"master RSS grew from {rss_before} to {rss_after} KiB")
     assert m.alive()
     # The pool still serves, and stops cleanly.

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import Master
+from conftest import Master, build_sanitizers
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
 CFLAGS = ["-std=gnu11", "-Wall", "-Wextra", "-Werror"]
@@ -64,8 +64,11 @@ def test_readme_program_links_libforkpool(forkpool_bin, tmp_path):
         pytest.skip(f"no static library at {lib}")
     (tmp_path / "hello.c").write_text(snippet("/* hello.c:"))
     (tmp_path / "hello_main.c").write_text(snippet("/* hello_main.c:"))
+    # A sanitized build's library needs the sanitizers' runtime too.
+    san = build_sanitizers(forkpool_bin)
     compile_c([f"-I{REPO / 'include'}", "-o", "hello", "hello_main.c", str(lib)]
-              + pkg_libs() + ["-lm", "-ldl"], tmp_path)
+              + pkg_libs() + ["-lm", "-ldl"] + ([f"-fsanitize={san}"] if san else []),
+              tmp_path)
     m = Master(str(tmp_path / "hello"), [], str(tmp_path), name="hello").start()
     try:
         check_hello(m, 2)

@@ -265,6 +265,11 @@ static void test_channel_bad_log(void **state)
 		"\"fields\":[]}",
 		"{\"type\":\"log\",\"level\":\"info\",\"time\":1,\"msg\":\"x\","
 		"\"fields\":{\"a\":1}}",
+		/* Times the encoder could not write back (fuzz-channel). */
+		"{\"type\":\"log\",\"level\":\"info\",\"time\":1e29,"
+		"\"msg\":\"x\"}",
+		"{\"type\":\"log\",\"level\":\"info\",\"time\":-1,\"msg\":"
+		"\"x\"}",
 	};
 	struct fpool__msg m = { 0 };
 

@@ -140,6 +140,29 @@ static void test_long_line(void **state)
 	free(s);
 }
 
+/* A line of exactly FPOOL_LINE_MAX bytes is one line, whether or not its
+ * newline comes in the same read (found by fuzz-linebuf). */
+static void test_max_line_split_before_newline(void **state)
+{
+	char *big = malloc(FPOOL_LINE_MAX);
+	struct fpool__linebuf lb = { 0 };
+	struct seen *s = calloc(1, sizeof(*s));
+
+	(void)state;
+	assert_non_null(big);
+	assert_non_null(s);
+	memset(big, 'x', FPOOL_LINE_MAX);
+	assert_int_equal(
+		fpool__linebuf_feed(&lb, big, FPOOL_LINE_MAX, collect, s), 0);
+	feed(&lb, s, "\nnext\n");
+	assert_int_equal(s->nlines, 2);
+	assert_int_equal(s->longest, FPOOL_LINE_MAX);
+	assert_string_equal(s->text + s->len - 5, "next|");
+	fpool__linebuf_free(&lb);
+	free(big);
+	free(s);
+}
+
 static void test_ring(void **state)
 {
 	struct fpool__ring r;
@@ -182,6 +205,7 @@ int main(void)
 		cmocka_unit_test(test_empty_lines),
 		cmocka_unit_test(test_one_byte_at_a_time),
 		cmocka_unit_test(test_long_line),
+		cmocka_unit_test(test_max_line_split_before_newline),
 		cmocka_unit_test(test_ring),
 	};
 
