@@ -320,6 +320,8 @@ void fpool__pool_worker_ready(struct fpool_pool *pool)
 {
 	/* systemd's READY=1 once the first full pool serves; after that,
 	 * the status line only. */
+	if (pool->state != POOL_RUNNING)
+		return; /* READY=1 must not follow STOPPING=1 */
 	if (!pool->notified_ready) {
 		for (unsigned i = 0; i < pool->nslots; i++) {
 			struct fpool__slot *s = pool->slots[i];
@@ -515,6 +517,10 @@ void fpool__pool_reap(struct fpool_pool *pool)
 				p = fpool__slot_find(s, pid);
 		if (p != NULL) {
 			fpool__slot_exited(s, p, status);
+			/* The slot is up to date now (respawned, in backoff
+			 * or idle): tell systemd. */
+			if (pool->state == POOL_RUNNING)
+				fpool__notify_status(pool);
 		} else {
 			/* Not a worker: a child of a master hook, or an
 			 * orphan re-parented to us as PID 1.  Reaping it is

@@ -643,7 +643,6 @@ void fpool__slot_exited(struct fpool__slot *s, struct fpool__proc *p,
 		  "worker %u pid %d %s after %.3f s%s", s->id, (int)p->pid,
 		  s->last_exit, now - p->started,
 		  p->ready_at == 0 ? ", before ready" : "");
-	fpool__notify_status(pool);
 	/* A late "ready" may have promoted p from next to cur just now. */
 	if (p == s->old) {
 		s->old = NULL;

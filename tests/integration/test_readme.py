@@ -35,7 +35,12 @@ def compile_c(args, cwd):
 
 
 def pkg_libs():
-    res = subprocess.run(["pkg-config", "--libs", "libevent", "yajl"],
+    # libforkpool.a calls sd_notify() when built with libsystemd (meson's
+    # -Dsystemd=auto finds it); linking it when unused does no harm.
+    pkgs = ["libevent", "yajl"]
+    if subprocess.run(["pkg-config", "--exists", "libsystemd"]).returncode == 0:
+        pkgs.append("libsystemd")
+    res = subprocess.run(["pkg-config", "--libs", *pkgs],
                          capture_output=True, text=True, check=True)
     return res.stdout.split()
 
