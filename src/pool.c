@@ -583,6 +583,18 @@ void fpool_pool_stop(struct fpool_pool *pool, int graceful)
 		pool->state = POOL_STOPPING;
 		pool->reloading = false;
 		fpool__notify_stopping();
+		/* No worker will be started again: close our copies of the
+		 * listeners now, so that once the workers close theirs new
+		 * clients are refused at once rather than queued where no
+		 * one will accept them. */
+		for (size_t i = 0; i < pool->nlisteners; i++) {
+			if (pool->listeners[i].fd >= 0 &&
+			    close(pool->listeners[i].fd) < 0)
+				fpool__log_errno(FPOOL_LOG_WARNING, errno,
+						 "closing listener %s",
+						 pool->listeners[i].addr.text);
+			pool->listeners[i].fd = -1;
+		}
 		pool->graceful = graceful;
 		fpool_log(FPOOL_LOG_INFO, "shutting down (%s): %u workers",
 			  graceful ? "graceful" : "interrupt",
@@ -875,7 +887,7 @@ static void pool_release(struct fpool_pool *pool, bool owner)
 	for (size_t i = 0; owner && i < pool->nlisteners; i++) {
 		struct fpool__listener *l = &pool->listeners[i];
 
-		if (close(l->fd) < 0)
+		if (l->fd >= 0 && close(l->fd) < 0)
 			fpool__log_errno(FPOOL_LOG_WARNING, errno,
 					 "closing listener %s", l->addr.text);
 		if (l->unlink_path != NULL && unlink(l->unlink_path) < 0 &&
