@@ -30,6 +30,7 @@ import http.client
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import socket
@@ -111,6 +112,11 @@ def fd_kinds(pid):
             target if target.startswith("anon_inode") else "file")
         kinds[kind] = kinds.get(kind, 0) + 1
     return kinds
+
+
+def exited(pidfd):
+    """True once the process behind pidfd has exited (zombie or reaped)."""
+    return bool(select.select([pidfd], [], [], 0)[0])
 
 
 def quiet_pool(m, sock, n):
@@ -249,6 +255,7 @@ def test_chaos_kills_reloads_and_scaling_under_load(forkpool, sock_path, capsys)
     wait_for(lambda: os.path.exists(sock_path), what="the control socket")
     rng = random.Random(os.environ.get("FORKPOOL_CHAOS_SEED") or None)
     load = Load(m.port)
+    victim_fds = []  # a pidfd per kill, to wait for its exit afterwards
     load.start()
     try:
         # Before: with the load running, at a moment the pool is at rest.
@@ -293,18 +300,30 @@ def test_chaos_kills_reloads_and_scaling_under_load(forkpool, sock_path, capsys)
             try:
                 st = proc_stat(victim)
                 if st is None or st.ppid != m.pid or st.state == "Z":
+                    os.close(pidfd)
                     continue
                 before = time.monotonic()
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                 kills.append((before, time.monotonic(), victim))
+                victim_fds.append(pidfd)
             except ProcessLookupError:
-                continue
-            finally:
                 os.close(pidfd)
+                continue
             next_at = max(next_at + KILL_EVERY, time.monotonic() + KILL_EVERY / 2)
         chaos_seconds = time.monotonic() - t0
     finally:
         load.stop()
+        # A SIGKILLed process is not gone at once: its exit (an
+        # AddressSanitizer build unmaps terabytes of shadow) can take
+        # longer than the load takes to stop, and until then it is neither
+        # a zombie nor reaped, so the master still counts it as ready.
+        # Wait until every victim has exited before looking for quiet.
+        try:
+            wait_for(lambda: all(exited(fd) for fd in victim_fds), timeout=TIMEOUT,
+                     what="every SIGKILLed worker gone")
+        finally:
+            for fd in victim_fds:
+                os.close(fd)
 
     # Wait for quiet: every slot back (backoff is capped at 10 s).
     t_load_stopped = time.monotonic()
