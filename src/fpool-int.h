@@ -26,6 +26,8 @@ struct event_base;
 
 /* Resident set size of a process in KiB (from /proc), or -1. */
 long fpool__rss_kib(pid_t pid);
+/* The memory page size in bytes. */
+size_t fpool__page_size(void);
 /* Monotonic clock in seconds. */
 double fpool__now(void);
 /* A struct timeval for a duration in seconds (for event_add). */
@@ -198,10 +200,11 @@ void fpool__linebuf_free(struct fpool__linebuf *lb);
 
 /* The last `cap` lines, oldest first. */
 struct fpool__ring {
-	char **lines;
+	char **lines; /* cap entries once a line came, else NULL */
 	size_t cap, head, n;
 };
-int fpool__ring_init(struct fpool__ring *r, size_t cap);
+/* An empty ring; nothing is allocated before the first line. */
+void fpool__ring_init(struct fpool__ring *r, size_t cap);
 /* Copy a line in, dropping the oldest when full.  0 or -ENOMEM. */
 int fpool__ring_push(struct fpool__ring *r, const char *line, size_t len);
 /* Line i (0 = oldest), or NULL past the end. */
@@ -236,9 +239,11 @@ enum fpool__proc_state {
 };
 
 /* Memory a slot shares with its worker process (MAP_SHARED): what the
- * worker is doing, readable by the master even when the worker hangs. */
+ * worker is doing, readable by the master even when the worker hangs.
+ * One entry per slot id in the pool's array (pool.c); 128 bytes, so a
+ * page holds whole entries. */
 struct fpool__shared {
-	char activity[120]; /* fpool_worker_set_activity(), NUL-terminated */
+	char activity[128]; /* fpool_worker_set_activity(), NUL-terminated */
 };
 
 /* One worker process. */
@@ -277,7 +282,7 @@ struct fpool__slot {
 	unsigned failed;	   /* consecutive failed starts */
 	unsigned restarts;	   /* processes started in this slot */
 	char last_exit[96];	   /* how the last process ended, or "" */
-	struct fpool__shared *shm; /* shared with its worker, or NULL */
+	struct fpool__shared *shm; /* its entry in pool->shm, or NULL */
 	uint64_t spawn_max_requests; /* for the worker being forked */
 	struct fpool__ring ring;     /* the last lines its workers printed */
 };
@@ -355,6 +360,8 @@ struct fpool_pool {
 	struct event_base *base;
 	struct fpool__slot **slots; /* indexed by id; NULL = never used */
 	unsigned nslots;	    /* length of slots */
+	struct fpool__shared *shm;  /* an entry per possible slot id, or NULL */
+	size_t shm_len;		    /* bytes mapped at shm */
 	unsigned target;	    /* how many slots are wanted */
 	struct fpool__listener *listeners;
 	size_t nlisteners;
@@ -401,6 +408,11 @@ unsigned fpool__pool_live(const struct fpool_pool *pool);
  * event_reinit of the master's base), keeping listeners and preserved fds
  * open and touching no process. */
 void fpool__pool_forget(struct fpool_pool *pool);
+/* In a new worker, before fpool__pool_forget(): unmap the activity
+ * entries of every page but the one holding slot id's entry, which the
+ * worker now owns.  Returns that page (to munmap, fpool__page_size()
+ * bytes) or NULL. */
+void *fpool__pool_keep_shared(struct fpool_pool *pool, unsigned id);
 /* The signals the master handles; a worker resets them to SIG_DFL. */
 extern const int fpool__master_signals[];
 extern const size_t fpool__n_master_signals;

@@ -17,7 +17,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -194,15 +193,14 @@ static void add_time(struct evbuffer *b, double t)
 {
 	char s[64];
 	/* Round to the microsecond: the double holds 1795304772.357857 as
-	 * ...857 minus a little, which truncation would print as ...856. */
-	long long us = llround(t * 1e6);
+	 * ...857 minus a little, which truncation would print as ...856.
+	 * (By hand, not llround(): libm would be the master's only use of
+	 * it, 0.3 MB of its RSS.) */
+	double x = t * 1e6;
+	long long us = x > 0 ? (long long)(x + 0.5) : 0;
 	time_t sec = (time_t)(us / 1000000);
 	struct tm tm;
 
-	if (us < 0) {
-		us = 0;
-		sec = 0;
-	}
 	gmtime_r(&sec, &tm);
 	strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%S", &tm);
 	evbuffer_add_printf(b, "%s.%06lldZ", s, us % 1000000);

@@ -3,11 +3,19 @@
  * RELOADING, STOPPING, MAINPID) and the watchdog keep-alive.
  *
  * Built with libsystemd (meson -Dsystemd=auto|enabled), the messages go
- * through sd_notify(); without it (-Dsystemd=disabled) they are written
- * to $NOTIFY_SOCKET here, which is all sd_notify() does for a process
- * that speaks for itself: one datagram on a unix socket, whose name is a
- * path, or an abstract name when it starts with '@'.  So both builds
- * speak to systemd alike.
+ * through sd_notify(); without it (-Dsystemd=disabled), or when the
+ * library cannot be loaded, they are written to $NOTIFY_SOCKET here,
+ * which is all sd_notify() does for a process that speaks for itself:
+ * one datagram on a unix socket, whose name is a path, or an abstract
+ * name when it starts with '@'.  So both builds speak to systemd alike.
+ *
+ * libsystemd is dlopen()ed when there is a NOTIFY_SOCKET to speak to,
+ * not linked (a departure from linking it as meson's dependency()
+ * would): linked, it and what it pulls in (libgcrypt, libgpg-error,
+ * liblzma, libzstd, liblz4, libcap) cost every master about 0.9 MiB of
+ * RSS, a quarter of the 4 MiB budget for a master of 256 workers, and a
+ * master outside systemd never calls it.  systemd does the same for its
+ * own optional libraries.
  *
  * Outside systemd (no NOTIFY_SOCKET) every function is a no-op.  A
  * message that cannot be sent never stops the pool: the first failure is
@@ -30,6 +38,7 @@
 #include <event2/event.h>
 
 #ifdef FPOOL_HAVE_LIBSYSTEMD
+#include <dlfcn.h>
 #include <systemd/sd-daemon.h>
 #endif
 
@@ -57,7 +66,6 @@ static void notify_failed(const char *msg, int err)
 	warned = true;
 }
 
-#ifndef FPOOL_HAVE_LIBSYSTEMD
 /* NOTIFY_SOCKET's value as a unix socket address.  0, or -EAFNOSUPPORT
  * (e.g. "vsock:..." which only libsystemd speaks), -ENAMETOOLONG. */
 static int notify_addr(const char *name, struct sockaddr_un *un, socklen_t *len)
@@ -85,10 +93,9 @@ static int notify_addr(const char *name, struct sockaddr_un *un, socklen_t *len)
 	return 0;
 }
 
-/* One datagram to $NOTIFY_SOCKET.  1 sent, 0 no socket, or -errno. */
-static int notify_send(const char *msg)
+/* One datagram to $NOTIFY_SOCKET (name), written here. */
+static int notify_send_raw(const char *name, const char *msg)
 {
-	const char *name = getenv("NOTIFY_SOCKET");
 	struct sockaddr_un un;
 	socklen_t len;
 	struct pollfd pfd;
@@ -96,8 +103,6 @@ static int notify_send(const char *msg)
 	ssize_t sent;
 	int fd, r;
 
-	if (name == NULL || name[0] == '\0')
-		return 0;
 	if ((r = notify_addr(name, &un, &len)) != 0)
 		return r;
 	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -128,12 +133,44 @@ out:
 	close(fd);
 	return r;
 }
-#else
-static int notify_send(const char *msg)
+
+#ifdef FPOOL_HAVE_LIBSYSTEMD
+/* sd_notify() from libsystemd, loaded on first use; NULL if it cannot be. */
+static __typeof__(sd_notify) *sd_notify_fn;
+static bool sd_loaded; /* tried to load it */
+
+static void load_libsystemd(void)
 {
-	return sd_notify(0, msg);
+	void *h;
+
+	sd_loaded = true;
+	h = dlopen("libsystemd.so.0", RTLD_NOW | RTLD_LOCAL);
+	if (h != NULL)
+		*(void **)&sd_notify_fn = dlsym(h, "sd_notify");
+	if (sd_notify_fn == NULL)
+		fpool_log(FPOOL_LOG_INFO,
+			  "systemd: cannot load libsystemd (%s); writing to "
+			  "NOTIFY_SOCKET directly",
+			  dlerror());
+	/* The handle stays open: sd_notify is used until the end. */
 }
 #endif
+
+/* One datagram to $NOTIFY_SOCKET.  1 sent, 0 no socket, or -errno. */
+static int notify_send(const char *msg)
+{
+	const char *name = getenv("NOTIFY_SOCKET");
+
+	if (name == NULL || name[0] == '\0')
+		return 0;
+#ifdef FPOOL_HAVE_LIBSYSTEMD
+	if (!sd_loaded)
+		load_libsystemd();
+	if (sd_notify_fn != NULL)
+		return sd_notify_fn(0, msg);
+#endif
+	return notify_send_raw(name, msg);
+}
 
 /* Send msg (lines of KEY=VALUE); log a failure. */
 static void notify(const char *msg)

@@ -94,16 +94,12 @@ void fpool__linebuf_free(struct fpool__linebuf *lb)
 
 /* ---- ring of the last lines --------------------------------------------- */
 
-int fpool__ring_init(struct fpool__ring *r, size_t cap)
+/* Most workers never print: a slot's array of line pointers (1.6 kB for
+ * 200 lines) is only allocated for the first line it keeps. */
+void fpool__ring_init(struct fpool__ring *r, size_t cap)
 {
 	memset(r, 0, sizeof(*r));
-	if (cap == 0)
-		return 0;
-	r->lines = calloc(cap, sizeof(*r->lines));
-	if (r->lines == NULL)
-		return -ENOMEM;
 	r->cap = cap;
-	return 0;
 }
 
 int fpool__ring_push(struct fpool__ring *r, const char *line, size_t len)
@@ -113,6 +109,9 @@ int fpool__ring_push(struct fpool__ring *r, const char *line, size_t len)
 
 	if (r->cap == 0)
 		return 0;
+	if (r->lines == NULL &&
+	    (r->lines = calloc(r->cap, sizeof(*r->lines))) == NULL)
+		return -ENOMEM;
 	copy = malloc(len + 1);
 	if (copy == NULL)
 		return -ENOMEM;
@@ -139,10 +138,12 @@ const char *fpool__ring_get(const struct fpool__ring *r, size_t i)
 
 void fpool__ring_free(struct fpool__ring *r)
 {
+	size_t cap = r->cap;
+
 	for (size_t i = 0; i < r->n; i++)
 		free(r->lines[(r->head + i) % r->cap]);
 	free(r->lines);
-	memset(r, 0, sizeof(*r));
+	fpool__ring_init(r, cap);
 }
 
 /* ---- the master's end of a worker's stdout/stderr ----------------------- */

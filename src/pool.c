@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -133,6 +134,56 @@ static int pool_resolve_ids(struct fpool_pool *pool)
 	return 0;
 }
 
+/*
+ * What the workers are doing (fpool_worker_set_activity()): one shared
+ * anonymous mapping with an entry for every possible slot id, where a
+ * page per slot cost 1 MiB of the master's RSS with 256 workers.  Pages
+ * become resident only when a slot's entry is first touched, so 256
+ * workers cost 8 pages.  Each worker unmaps all but the page holding its
+ * own entry (fpool__pool_keep_shared); the 31 neighbours it can still
+ * write are only diagnostics, cleaned when read.  Without the mapping the
+ * pool runs, and the logs just cannot say what a hung worker was doing.
+ */
+static void pool_map_shared(struct fpool_pool *pool)
+{
+	size_t page = fpool__page_size();
+	size_t len = FPOOL_MAX_WORKERS * sizeof(struct fpool__shared);
+	void *p;
+
+	len = (len + page - 1) / page * page;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) {
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "mmap of the workers' activity area; hung "
+				 "workers' activity will not be logged");
+		return;
+	}
+	pool->shm = p;
+	pool->shm_len = len;
+}
+
+void *fpool__pool_keep_shared(struct fpool_pool *pool, unsigned id)
+{
+	size_t page = fpool__page_size();
+	char *base = (char *)pool->shm, *end, *keep;
+
+	if (base == NULL)
+		return NULL;
+	end = base + pool->shm_len;
+	keep = base + id * sizeof(struct fpool__shared) / page * page;
+	if (keep > base && munmap(base, (size_t)(keep - base)) < 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "munmap of other workers' activity");
+	if (keep + page < end &&
+	    munmap(keep + page, (size_t)(end - keep - page)) < 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "munmap of other workers' activity");
+	pool->shm = NULL;
+	pool->shm_len = 0;
+	return keep;
+}
+
 int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
 {
 	struct fpool_pool *pool;
@@ -160,6 +211,7 @@ int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
 	pool->base = event_base_new();
 	if (pool->base == NULL)
 		goto err;
+	pool_map_shared(pool);
 	if ((err = pool_resolve_ids(pool)) != 0)
 		goto err;
 	if (cfg->max_restarts > 0) {
@@ -905,6 +957,9 @@ static void pool_release(struct fpool_pool *pool, bool owner)
 			close(pool->out_fd[i]);
 	fpool__hooks_free(&pool->on_start);
 	fpool__hooks_free(&pool->on_shutdown);
+	if (pool->shm != NULL && munmap(pool->shm, pool->shm_len) < 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "munmap of the workers' activity area");
 	if (pool->base != NULL)
 		event_base_free(pool->base);
 	free(pool);

@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -51,20 +50,10 @@ struct fpool__slot *fpool__slot_new(struct fpool_pool *pool, unsigned id)
 	s->pool = pool;
 	s->id = id;
 	/* What the worker is doing, readable here even when it hangs. */
-	s->shm = mmap(NULL, sizeof(*s->shm), PROT_READ | PROT_WRITE,
-		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (s->shm == MAP_FAILED) {
-		fpool__log_errno(FPOOL_LOG_WARNING, errno,
-				 "worker %u: mmap of its activity page", id);
-		s->shm = NULL;
-	}
+	s->shm = pool->shm != NULL ? &pool->shm[id] : NULL;
+	fpool__ring_init(&s->ring, pool->cfg.output_lines);
 	s->timer = evtimer_new(pool->base, slot_timer_cb, s);
-	if (s->timer == NULL ||
-	    fpool__ring_init(&s->ring, pool->cfg.output_lines) != 0) {
-		if (s->timer != NULL)
-			event_free(s->timer);
-		if (s->shm != NULL)
-			munmap(s->shm, sizeof(*s->shm));
+	if (s->timer == NULL) {
 		free(s);
 		return NULL;
 	}
@@ -100,8 +89,6 @@ void fpool__slot_free(struct fpool__slot *s)
 	proc_free(s->old);
 	if (s->timer != NULL)
 		event_free(s->timer);
-	if (s->shm != NULL)
-		munmap(s->shm, sizeof(*s->shm));
 	fpool__ring_free(&s->ring);
 	free(s);
 }

@@ -184,7 +184,19 @@ long fpool__rss_kib(pid_t pid)
 	if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
 		rss = -1;
 	fclose(f);
-	return rss < 0 ? -1 : rss * (sysconf(_SC_PAGESIZE) / 1024);
+	return rss < 0 ? -1 : rss * (long)(fpool__page_size() / 1024);
+}
+
+size_t fpool__page_size(void)
+{
+	static size_t page;
+	long v;
+
+	if (page == 0) {
+		v = sysconf(_SC_PAGESIZE);
+		page = v > 0 ? (size_t)v : 4096; /* it cannot fail on Linux */
+	}
+	return page;
 }
 
 const char *fpool_strerror(int err)

@@ -55,7 +55,8 @@ struct fpool_worker {
 	timer_t deadline;
 	uint64_t requests;
 	void *data;
-	struct fpool__shared *shm; /* the slot's activity page, or NULL */
+	struct fpool__shared *shm; /* the slot's activity entry, or NULL */
+	void *shm_page;		   /* the page holding it, to unmap */
 	uint64_t max_requests;	   /* the master recycles us past this */
 	bool limit_told;	   /* the heartbeat at the limit was sent */
 	uid_t uid;		   /* drop to these before on_start; */
@@ -533,8 +534,9 @@ static void free_worker(struct fpool_worker *w)
 	fpool__hooks_free(&w->on_shutdown);
 	free(w->listeners);
 	close(w->chan);
-	if (w->shm != NULL)
-		munmap(w->shm, sizeof(*w->shm));
+	if (w->shm_page != NULL && munmap(w->shm_page, fpool__page_size()) < 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "munmap of the activity page");
 }
 
 void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
@@ -566,10 +568,12 @@ void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
 	w.uid = pool->uid;
 	w.gid = pool->gid;
 	w.user = pool->cfg.user;
-	/* Keep the slot's activity page mapped when the master's state is
+	/* Keep the slot's activity entry mapped when the master's state is
 	 * freed below. */
 	w.shm = s->shm;
-	s->shm = NULL;
+	w.shm_page = fpool__pool_keep_shared(pool, s->id);
+	if (w.shm_page == NULL)
+		w.shm = NULL;
 	w.max_requests = s->spawn_max_requests;
 
 	/* stdout and stderr become the pipes the master reads. */

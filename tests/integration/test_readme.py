@@ -35,8 +35,9 @@ def compile_c(args, cwd):
 
 
 def pkg_libs():
-    # libforkpool.a calls sd_notify() when built with libsystemd (meson's
-    # -Dsystemd=auto finds it); linking it when unused does no harm.
+    # libforkpool.a dlopen()s libsystemd rather than linking it, but its
+    # pkg-config file names it (meson lists the header-only dependency);
+    # linking it when unused does no harm.
     pkgs = ["libevent", "yajl"]
     if subprocess.run(["pkg-config", "--exists", "libsystemd"]).returncode == 0:
         pkgs.append("libsystemd")

@@ -169,7 +169,7 @@ static void test_ring(void **state)
 	char line[16];
 
 	(void)state;
-	assert_int_equal(fpool__ring_init(&r, 3), 0);
+	fpool__ring_init(&r, 3);
 	assert_null(fpool__ring_get(&r, 0));
 	assert_int_equal(fpool__ring_push(&r, "a", 1), 0);
 	assert_int_equal(fpool__ring_push(&r, "bc", 2), 0);
@@ -189,9 +189,15 @@ static void test_ring(void **state)
 	assert_int_equal(fpool__ring_push(&r, "xyz", 2), 0);
 	assert_string_equal(fpool__ring_get(&r, 2), "xy");
 	fpool__ring_free(&r);
+	/* Freed, it is empty and keeps lines again. */
+	assert_null(fpool__ring_get(&r, 0));
+	assert_int_equal(fpool__ring_push(&r, "again", 5), 0);
+	assert_string_equal(fpool__ring_get(&r, 0), "again");
+	assert_null(fpool__ring_get(&r, 1));
+	fpool__ring_free(&r);
 
 	/* A ring of size 0 keeps nothing and does not fail. */
-	assert_int_equal(fpool__ring_init(&r, 0), 0);
+	fpool__ring_init(&r, 0);
 	assert_int_equal(fpool__ring_push(&r, "a", 1), 0);
 	assert_null(fpool__ring_get(&r, 0));
 	fpool__ring_free(&r);
