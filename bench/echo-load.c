@@ -24,7 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LAT_BINS    1000000 /* 1 us each, up to 1 s */
+#include "load.h"
+
 #define MAX_THREADS 64
 
 struct conn {
@@ -45,14 +46,6 @@ static struct sockaddr_in addr = { .sin_family = AF_INET };
 static size_t msg_len = 64;
 static char *msg;
 static double seconds = 5;
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Write what remains of the message; -1 if the connection failed. */
 static int pump_out(struct conn *c)
@@ -148,19 +141,6 @@ static void *run(void *arg)
 	return NULL;
 }
 
-static double percentile(uint32_t *lat, unsigned long long total, double p)
-{
-	unsigned long long want = (unsigned long long)(p / 100.0 * total);
-	unsigned long long seen = 0;
-
-	for (size_t i = 0; i < LAT_BINS; i++) {
-		seen += lat[i];
-		if (seen > want)
-			return (double)i / 1000.0;
-	}
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	const char *host = "127.0.0.1";
@@ -233,7 +213,7 @@ int main(int argc, char **argv)
 	printf("{\"msgs\": %llu, \"failed\": %llu, \"seconds\": %.3f, "
 	       "\"msgs_per_s\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
 	       "\"conns\": %d, \"bytes\": %zu}\n",
-	       msgs, failed, t, (double)msgs / t, percentile(lat, msgs, 50),
-	       percentile(lat, msgs, 99), nconns, msg_len);
+	       msgs, failed, t, (double)msgs / t, lat_percentile(lat, msgs, 50),
+	       lat_percentile(lat, msgs, 99), nconns, msg_len);
 	return failed > 0 ? 1 : 0;
 }

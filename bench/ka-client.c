@@ -42,11 +42,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "load.h"
+
 #define MAX_CONNS	 4096
 #define INBUF		 16384
-#define LAT_BINS	 1000000 /* 1 us each, up to 1 s */
-#define RESPONSE_TIMEOUT 10.0	 /* s */
-#define RETRY_DELAY	 0.001	 /* s */
+#define RESPONSE_TIMEOUT 10.0  /* s */
+#define RETRY_DELAY	 0.001 /* s */
 #define MAX_PIDS	 4096
 
 enum state { IDLE, CONNECTING, SENT, WAITING, STOPPED };
@@ -78,14 +79,6 @@ static struct {
 	unsigned long long n;
 } pids[MAX_PIDS];
 static int npids;
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void count_pid(long pid)
 {
@@ -272,19 +265,6 @@ static void conn_readable(struct conn *c)
 	}
 }
 
-static double percentile(double p)
-{
-	unsigned long long want = (unsigned long long)(p / 100.0 * ok),
-			   seen = 0;
-
-	for (size_t i = 0; i < LAT_BINS; i++) {
-		seen += lat[i];
-		if (seen > want)
-			return (double)i / 1000.0;
-	}
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	const char *host = "127.0.0.1";
@@ -419,7 +399,8 @@ int main(int argc, char **argv)
 	       "\"p50_ms\": %.3f, \"p99_ms\": %.3f, \"start\": %.6f, "
 	       "\"bucket_ms\": %.1f, \"buckets\": [",
 	       ok, dropped, dropped_first, refused, errors, timeouts, connects,
-	       t, (double)ok / t, percentile(50), percentile(99),
+	       t, (double)ok / t, lat_percentile(lat, ok, 50),
+	       lat_percentile(lat, ok, 99),
 	       (double)wall.tv_sec + (double)wall.tv_nsec / 1e9,
 	       bucket_s * 1000.0);
 	for (size_t i = 0; i < nbuckets && (double)i * bucket_s < t; i++)

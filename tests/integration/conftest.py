@@ -20,16 +20,20 @@ import errno
 import http.client
 import json
 import os
+import pathlib
 import re
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
 import pytest
 
+REPO = pathlib.Path(__file__).resolve().parent.parent.parent
 FORKPOOL_BIN = os.environ.get("FORKPOOL_BIN")
 FORKPOOL_CHAOS = os.environ.get("FORKPOOL_CHAOS")
 
@@ -262,7 +266,31 @@ def port_is_free(port, host="127.0.0.1"):
     return True
 
 
-class EchoClient:
+class Conn:
+    """A client connection (self.sock, unread bytes in self.buf), closed
+    when a with block ends."""
+
+    sock = None
+    buf = b""
+
+    def wait_eof(self):
+        """Wait for a clean close: EOF with nothing more sent.  A reset
+        raises ConnectionResetError."""
+        assert not self.buf, f"unexpected bytes after the last reply: {self.buf[:200]!r}"
+        data = self.sock.recv(65536)
+        assert data == b"", f"unexpected bytes instead of EOF: {data[:200]!r}"
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class EchoClient(Conn):
     """One connection to an echo server; address is (host, port) or a path."""
 
     def __init__(self, address, timeout=TIMEOUT):
@@ -322,14 +350,71 @@ class EchoClient:
     def wait_closed(self, timeout=TIMEOUT):
         wait_for(self.is_closed_by_peer, timeout, what="the server to close the connection")
 
-    def close(self):
-        self.sock.close()
 
-    def __enter__(self):
-        return self
+def control_replies(path, *reqs, timeout=TIMEOUT):
+    """Send request objects to the control socket at path (each given an
+    id; all in one write) on one connection; return their replies, each
+    checked to echo its id."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        reqs = [dict(id=os.urandom(4).hex(), **r) for r in reqs]
+        s.sendall(b"".join(json.dumps(r).encode() + b"\n" for r in reqs))
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while buf.count(b"\n") < len(reqs):
+            assert time.monotonic() < deadline, f"no reply to {reqs} (have {buf!r})"
+            chunk = s.recv(65536)
+            assert chunk, f"connection closed before the replies to {reqs} (have {buf!r})"
+            buf += chunk
+    reps = [json.loads(line) for line in buf.split(b"\n")[:len(reqs)]]
+    for req, rep in zip(reqs, reps):
+        assert rep["id"] == req["id"], (req, rep)
+    return reps
 
-    def __exit__(self, *exc):
-        self.close()
+
+def control(path, req, timeout=TIMEOUT):
+    """One request on a fresh connection to the control socket; its reply."""
+    rep, = control_replies(path, req, timeout=timeout)
+    return rep
+
+
+def control_status(path, timeout=TIMEOUT):
+    """The result of a "status" request, which must succeed."""
+    rep = control(path, {"cmd": "status"}, timeout)
+    assert rep["ok"] is True, rep
+    return rep["result"]
+
+
+@pytest.fixture
+def sock_path():
+    """A control socket path short enough for sun_path (pytest's tmp_path
+    may not be), in a private directory removed afterwards."""
+    d = tempfile.mkdtemp(prefix="fpctl", dir="/tmp")
+    yield os.path.join(d, "control.sock")
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def report(capsys, text):
+    """Print figures an issue asks for, visible even when pytest captures
+    output (a plain `pytest -v` run)."""
+    with capsys.disabled():
+        print("\n    " + text.replace("\n", "\n    "))
+
+
+def build_module(tmp_path, name, source):
+    """Compile a worker module from C source into tmp_path/NAME.so, with
+    the project's warnings as errors; its path.  Skips without a C compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler on PATH")
+    (tmp_path / f"{name}.c").write_text(source)
+    res = subprocess.run(
+        [cc, "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+         f"-I{REPO / 'include'}", "-o", f"{name}.so", f"{name}.c"],
+        cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, f"compiling the {name} worker failed:\n{res.stderr}"
+    return str(tmp_path / f"{name}.so")
 
 
 def echo_roundtrip(address, payload=b"hello forkpool\n", timeout=TIMEOUT):
@@ -410,7 +495,32 @@ def parse_json_line(raw, where="line"):
     return rec
 
 
-class JsonLog:
+class Tail:
+    """A file another process appends to, read incrementally: only
+    complete lines are handed out, so nothing sees half a line."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self._pos = 0
+        self._pending = b""
+
+    def new_lines(self):
+        """The complete lines appended since the last call, as bytes that
+        end with a newline (b"" if none, or no file yet)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._pos)
+                new = f.read()
+        except FileNotFoundError:
+            return b""
+        self._pos += len(new)
+        data = self._pending + new
+        cut = data.rfind(b"\n") + 1
+        self._pending = data[cut:]
+        return data[:cut]
+
+
+class JsonLog(Tail):
     """A --log-format json file another process appends to, parsed
     incrementally and strictly (parse_json_line) as complete lines arrive.
 
@@ -419,26 +529,15 @@ class JsonLog:
     """
 
     def __init__(self, path, on_record=None):
-        self.path = str(path)
+        super().__init__(path)
         self.on_record = on_record
         self.records = []
         self.count = 0
-        self._pos = 0
-        self._pending = b""
 
     def read(self):
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._pos)
-                new = f.read()
-        except FileNotFoundError:
-            return self.records
-        if new:
-            self._pos += len(new)
-            data = self._pending + new
-            cut = data.rfind(b"\n") + 1
-            self._pending = data[cut:]
-            for raw in data[:cut - 1].split(b"\n") if cut else ():
+        data = self.new_lines()
+        if data:
+            for raw in data[:-1].split(b"\n"):
                 self.count += 1
                 rec = parse_json_line(raw, f"{os.path.basename(self.path)} line {self.count}")
                 if self.on_record:
@@ -474,31 +573,18 @@ def shorten(text, width=300):
     return f"{text[:keep]}...[{len(text) - 2 * keep} more]...{text[-keep:]}"
 
 
-class LogFile:
+class LogFile(Tail):
     """A file another process appends to, read incrementally.
 
     Only complete lines are exposed, so a regex never matches half a line.
     """
 
     def __init__(self, path):
-        self.path = path
-        self._pos = 0
-        self._pending = b""
+        super().__init__(path)
         self._text = ""
 
     def text(self):
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._pos)
-                new = f.read()
-        except FileNotFoundError:
-            return self._text
-        if new:
-            self._pos += len(new)
-            data = self._pending + new
-            cut = data.rfind(b"\n") + 1
-            self._text += data[:cut].decode(errors="replace")
-            self._pending = data[cut:]
+        self._text += self.new_lines().decode(errors="replace")
         return self._text
 
     def lines(self):

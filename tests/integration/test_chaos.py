@@ -27,21 +27,18 @@ VICTIM_AGE.
 """
 
 import http.client
-import json
 import os
 import random
 import select
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
 
-import pytest
 
-from conftest import (FORKPOOL_BIN, TIMEOUT, build_sanitizers, fd_table, is_alive, proc_stat,
-                      wait_for)
+from conftest import (FORKPOOL_BIN, TIMEOUT, build_sanitizers, control, control_status, fd_table,
+                      is_alive, proc_stat, report, wait_for)
 
 KILLS = 100
 KILL_EVERY = 0.2            # s, so the chaos lasts about 20 s
@@ -60,40 +57,10 @@ MIN_UPTIME = 0.2
 VICTIM_AGE = 0.3
 
 
-def report(capsys, text):
-    """Print figures the issue asks for, visible even when pytest
-    captures output (a plain `pytest -v` run)."""
-    with capsys.disabled():
-        print("\n    " + text.replace("\n", "\n    "))
-
-
-@pytest.fixture
 def sock_path():
     d = tempfile.mkdtemp(prefix="fpchaos", dir="/tmp")
     yield os.path.join(d, "control.sock")
     shutil.rmtree(d, ignore_errors=True)
-
-
-def control(path, req, timeout=TIMEOUT):
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        req = dict(id=os.urandom(4).hex(), **req)
-        s.sendall(json.dumps(req).encode() + b"\n")
-        buf = b""
-        while b"\n" not in buf:
-            chunk = s.recv(65536)
-            assert chunk, f"connection closed before the reply to {req} (have {buf!r})"
-            buf += chunk
-    rep = json.loads(buf.split(b"\n", 1)[0])
-    assert rep["id"] == req["id"], (req, rep)
-    return rep
-
-
-def status(path):
-    rep = control(path, {"cmd": "status"})
-    assert rep["ok"] is True, rep
-    return rep["result"]
 
 
 def vm_rss_kib(pid):
@@ -122,7 +89,7 @@ def exited(pidfd):
 def quiet_pool(m, sock, n):
     """The status of a pool at rest with exactly n ready workers, one per
     slot 0..n-1, and the master's children exactly those; else None."""
-    st = status(sock)
+    st = control_status(sock)
     ws = st["workers"]
     if (st["target"] != n or st["live"] != n or st["reloading"] or len(ws) != n
             or sorted(w["id"] for w in ws) != list(range(n))
@@ -328,7 +295,7 @@ def test_chaos_kills_reloads_and_scaling_under_load(forkpool, sock_path, capsys)
     # Wait for quiet: every slot back (backoff is capped at 10 s).
     t_load_stopped = time.monotonic()
     st = wait_for(lambda: quiet_pool(m, sock_path, 4), timeout=TIMEOUT + 15, what=lambda: (
-        f"the pool back at exactly 4 ready workers (status {status(sock_path)}, children "
+        f"the pool back at exactly 4 ready workers (status {control_status(sock_path)}, children "
         f"{sorted(m.children())})\n{m.describe()}"))
     m.wait_no_zombies()
     wait_for(lambda: len(fd_table(m.pid)) == fds_before, timeout=5, what=lambda: (

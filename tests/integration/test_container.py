@@ -17,7 +17,8 @@ import subprocess
 
 import pytest
 
-from conftest import READY_RE, TIMEOUT, Master, all_procs, free_port, proc_stat, wait_for
+from conftest import (READY_RE, TIMEOUT, Master, all_procs, build_module, free_port, proc_stat,
+                      wait_for)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
 
@@ -228,16 +229,7 @@ FPOOL_WORKER_MODULE(orphan);
 
 @pytest.fixture
 def orphan_module(tmp_path):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler on PATH")
-    (tmp_path / "orphan.c").write_text(ORPHAN_MODULE)
-    res = subprocess.run(
-        [cc, "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-         f"-I{REPO / 'include'}", "-o", "orphan.so", "orphan.c"],
-        cwd=tmp_path, capture_output=True, text=True)
-    assert res.returncode == 0, f"compiling the orphan worker failed:\n{res.stderr}"
-    return str(tmp_path / "orphan.so")
+    return build_module(tmp_path, "orphan", ORPHAN_MODULE)
 
 
 def assert_adopted_then_reaped(c, orphan):

@@ -23,13 +23,12 @@ import time
 
 import pytest
 
-from conftest import TIMEOUT, is_alive, proc_stat, wait_for
+from conftest import TIMEOUT, Conn, is_alive, proc_stat, wait_for
 
 # ---------------------------------------------------------------------------
 # Helpers
 
 
-@pytest.fixture
 def sock_path():
     """A control socket path short enough for sun_path (pytest's tmp_path
     may not be), in a private directory removed afterwards."""
@@ -42,7 +41,7 @@ def new_id():
     return os.urandom(4).hex()
 
 
-class Control:
+class Control(Conn):
     """One connection to the control socket."""
 
     def __init__(self, path, timeout=TIMEOUT):
@@ -110,15 +109,6 @@ class Control:
     def is_closed(self, timeout=TIMEOUT):
         """Wait for EOF (or a reset) on the connection; True if it came."""
         return self.read_line(timeout) is None
-
-    def close(self):
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def call(path, cmd, **args):

@@ -15,7 +15,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -24,49 +23,17 @@ import time
 import pytest
 
 from conftest import (TIMEOUT, HttpLoad, assert_one_line_error, assert_serves_alone,
-                      echo_roundtrip, is_alive, log_time, wait_for)
+                      control_status, echo_roundtrip, is_alive, log_time, report, wait_for)
 
 # ---------------------------------------------------------------------------
 # Helpers
 
 
-def report(capsys, text):
-    """Print figures the issue asks for, visible even when pytest
-    captures output (a plain `pytest -v` run)."""
-    with capsys.disabled():
-        print("\n    " + text.replace("\n", "\n    "))
-
-
-@pytest.fixture
 def sock_path():
     """A control socket path short enough for sun_path."""
     d = tempfile.mkdtemp(prefix="fphard", dir="/tmp")
     yield os.path.join(d, "control.sock")
     shutil.rmtree(d, ignore_errors=True)
-
-
-def control(path, req, timeout=TIMEOUT):
-    """One request on a fresh connection to the control socket; its reply,
-    checked to echo the request's id."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        req = dict(id=os.urandom(4).hex(), **req)
-        s.sendall(json.dumps(req).encode() + b"\n")
-        buf = b""
-        while b"\n" not in buf:
-            chunk = s.recv(65536)
-            assert chunk, f"connection closed before the reply to {req} (have {buf!r})"
-            buf += chunk
-    rep = json.loads(buf.split(b"\n", 1)[0])
-    assert rep["id"] == req["id"], (req, rep)
-    return rep
-
-
-def status(path, timeout=TIMEOUT):
-    rep = control(path, {"cmd": "status"}, timeout)
-    assert rep["ok"] is True, rep
-    return rep["result"]
 
 
 def start(forkpool, sock, n, *args, **kw):
@@ -206,7 +173,7 @@ def test_a_crash_loop_is_backed_off_and_the_master_stays_responsive(forkpool, ch
     latencies, backoffs = [], []
     while time.monotonic() - t0 < window:
         t = time.monotonic()
-        st = status(sock_path, timeout=5)
+        st = control_status(sock_path, timeout=5)
         latencies.append(time.monotonic() - t)
         assert latencies[-1] < 1.0, f"status took {latencies[-1]:.3f} s\n{m.describe()}"
         assert st["target"] == 1, st
@@ -274,7 +241,7 @@ def test_a_kill_of_a_long_lived_worker_is_respawned_at_once(forkpool, sock_path)
         born = m.wait_log(rf"\bworker 0 pid {new} started \(respawn {n}\)$")
         gap = log_time(born.string) - log_time(died.string)
         assert 0 <= gap < 0.5, f"respawned {gap:.3f} s after the kill\n{m.describe()}"
-        st = status(sock_path)
+        st = control_status(sock_path)
         assert [(w["id"], w["pid"], w["state"]) for w in st["workers"]] == [(0, new, "ready")], st
         pid = new
     assert not m.find(r"failed starts in a row|next start in"), m.describe()
@@ -316,7 +283,7 @@ def test_recycling_by_requests_one_slot_at_a_time(forkpool, chaos, sock_path, ca
     deadline = time.monotonic() + TIMEOUT
     while len(completed_recycles(m)) < 4:
         assert time.monotonic() < deadline, f"fewer than 4 recycles\n{m.describe()}"
-        check_pool_sample(status(sock_path), 2)
+        check_pool_sample(control_status(sock_path), 2)
         samples += 1
         time.sleep(0.01)
     pairs = completed_recycles(m)
@@ -334,7 +301,7 @@ def test_recycling_by_requests_one_slot_at_a_time(forkpool, chaos, sock_path, ca
     assert_recycled_gracefully(m, pairs)
     report(capsys, f"recycled by requests: limits {limits}, {samples} status samples")
     # The pool is exactly 2 between recycles.
-    st = wait_for(lambda: (lambda s: s if s["live"] == 2 else None)(status(sock_path)))
+    st = wait_for(lambda: (lambda s: s if s["live"] == 2 else None)(control_status(sock_path)))
     check_pool_sample(st, 2)
 
 
@@ -345,7 +312,7 @@ def test_recycling_by_lifetime(forkpool, chaos, sock_path, capsys):
     deadline = time.monotonic() + TIMEOUT
     while len(completed_recycles(m)) < 4:
         assert time.monotonic() < deadline, f"fewer than 4 recycles\n{m.describe()}"
-        check_pool_sample(status(sock_path), 2)
+        check_pool_sample(control_status(sock_path), 2)
         time.sleep(0.01)
     events = recycle_events(m)
     assert_one_at_a_time(m, events)
@@ -411,7 +378,7 @@ def test_recycling_under_http_load_fails_no_request(forkpool, sock_path, capsys)
     failures, counts, closes, wall0 = load.failures, load.counts, load.closes, load.wall0
     # Quiet: no request comes, so no recycle starts; wait for the last one
     # to finish and for the pool to be 2 workers again.
-    wait_for(lambda: (lambda s: s if s["live"] == 2 else None)(status(sock_path)),
+    wait_for(lambda: (lambda s: s if s["live"] == 2 else None)(control_status(sock_path)),
              what=lambda: f"the pool back at 2 processes\n{m.describe()}")
     final = m.wait_pool(2)
 
@@ -441,7 +408,7 @@ def test_recycling_under_http_load_fails_no_request(forkpool, sock_path, capsys)
     assert_one_at_a_time(m, recycle_events(m))
     assert_recycled_gracefully(m, pairs)
     assert set(final) == {0, 1}
-    st = status(sock_path)
+    st = control_status(sock_path)
     check_pool_sample(st, 2)
 
 

@@ -12,12 +12,12 @@ import socket
 import threading
 import time
 
-from conftest import TIMEOUT, listen_inodes, socket_inodes, tcp_table, wait_for
+from conftest import TIMEOUT, Conn, listen_inodes, socket_inodes, tcp_table, wait_for
 
 Response = collections.namedtuple("Response", "status headers body")
 
 
-class HttpConn:
+class HttpConn(Conn):
     """One HTTP/1.1 connection to 127.0.0.1:port; responses are read by
     Content-Length, which the worker always sends."""
 
@@ -64,22 +64,6 @@ class HttpConn:
             return False
         finally:
             self.sock.setblocking(True)
-
-    def wait_eof(self):
-        """Wait for a clean close: EOF with nothing more sent.  A reset
-        raises ConnectionResetError."""
-        assert not self.buf, f"unexpected bytes after the last response: {self.buf!r}"
-        data = self.sock.recv(65536)
-        assert data == b"", f"unexpected bytes instead of EOF: {data!r}"
-
-    def close(self):
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def start_http(forkpool, workers, *args):

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from conftest import TIMEOUT, owner_of_socket, server_side_inode, wait_for
+from conftest import TIMEOUT, Conn, owner_of_socket, server_side_inode, wait_for
 
 MAX_LINE = 1024 * 1024
 
 
-class RpcConn:
+class RpcConn(Conn):
     """One connection to the jsonrpc worker, reading reply lines."""
 
     def __init__(self, port, timeout=TIMEOUT):
@@ -64,21 +64,6 @@ class RpcConn:
         reply = self.call(method, params)
         assert "result" in reply, reply
         return reply["result"]
-
-    def wait_eof(self):
-        """A clean close: EOF; a reset raises ConnectionResetError."""
-        assert not self.buf, f"unexpected bytes: {self.buf[:200]!r}"
-        data = self.sock.recv(65536)
-        assert data == b"", f"unexpected bytes instead of EOF: {data[:200]!r}"
-
-    def close(self):
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 @pytest.fixture

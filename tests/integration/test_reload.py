@@ -6,57 +6,28 @@ aborts the reload and the old worker stays; under HTTP load no request
 fails.
 """
 
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
 import pytest
 
-from conftest import FORKPOOL_BIN, TIMEOUT, EchoClient, HttpLoad, is_alive, wait_for
+from conftest import (FORKPOOL_BIN, TIMEOUT, EchoClient, HttpLoad, control_replies,
+                      control_status, is_alive, wait_for)
 
 # ---------------------------------------------------------------------------
 # Helpers (the control socket, as in test_control.py)
 
 
-@pytest.fixture
 def sock_path():
     """A control socket path short enough for sun_path."""
     d = tempfile.mkdtemp(prefix="fprld", dir="/tmp")
     yield os.path.join(d, "control.sock")
     shutil.rmtree(d, ignore_errors=True)
-
-
-def control(path, *lines, timeout=TIMEOUT):
-    """Send request objects (all in one write) on one connection; return
-    their replies, each checked to echo its id."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        reqs = [dict(id=os.urandom(4).hex(), **l) for l in lines]
-        s.sendall(b"".join(json.dumps(r).encode() + b"\n" for r in reqs))
-        buf = b""
-        deadline = time.monotonic() + timeout
-        while buf.count(b"\n") < len(reqs):
-            assert time.monotonic() < deadline, f"no reply to {lines} (have {buf!r})"
-            chunk = s.recv(65536)
-            assert chunk, f"connection closed before the replies to {lines} (have {buf!r})"
-            buf += chunk
-    reps = [json.loads(l) for l in buf.split(b"\n")[:len(reqs)]]
-    for req, rep in zip(reqs, reps):
-        assert rep["id"] == req["id"], (req, rep)
-    return reps
-
-
-def status(path):
-    rep, = control(path, {"cmd": "status"})
-    assert rep["ok"] is True, rep
-    return rep["result"]
 
 
 def by_slot(st):
@@ -92,7 +63,7 @@ def wait_reload_done(m, sock, reloads, aborted=0):
             return None
         if len(m.find(r"reload aborted")) > aborted:
             raise AssertionError(f"reload aborted\n{m.describe()}")
-        st = status(sock)
+        st = control_status(sock)
         if st["reloading"]:
             return None
         return m.find(r"\breload complete$")
@@ -113,7 +84,7 @@ def sample_while(sock, m, cond, samples):
     """Poll status while cond() holds, recording each; check the per-slot
     rule on every sample: at most two processes per slot, one "worker"."""
     while cond():
-        st = status(sock)
+        st = control_status(sock)
         samples.append(st)
         for slot, procs in by_slot(st).items():
             assert len(procs) <= 2, f"slot {slot} has {len(procs)} processes: {procs}"
@@ -136,7 +107,7 @@ def test_reload_replaces_every_worker_in_its_slot(forkpool, chaos, run_cli, sock
         res = run_cli("ctl", "--control", sock_path, "reload")
         assert res.returncode == 0 and res.stdout.strip() == "ok", res
     else:
-        rep, = control(sock_path, {"cmd": "reload"})
+        rep, = control_replies(sock_path, {"cmd": "reload"})
         assert rep["ok"] is True and rep["result"] is True, rep
     samples = []
     sample_while(sock_path, m, lambda: not m.find(r"\breload complete$"), samples)
@@ -154,7 +125,7 @@ def test_reload_replaces_every_worker_in_its_slot(forkpool, chaos, run_cli, sock
         m.wait_out(rf"chaos worker {slot} pid {pool[slot]}: main returned$")
     assert order == sorted(order), "slots were not replaced in order"
     assert len(m.find(r"\breload complete$")) == 1
-    st = status(sock_path)
+    st = control_status(sock_path)
     assert st["reloading"] is False and st["target"] == 3 and st["live"] == 3, st
     assert {w["id"]: w["pid"] for w in st["workers"]} == new
     assert all(w["role"] == "worker" and w["state"] == "ready" for w in st["workers"]), st
@@ -175,7 +146,7 @@ def test_reload_waits_for_a_draining_worker_before_replacing_its_slot_again(fork
         line = m.wait_log(rf"reload: worker 0 pid (\d+) took over; pid {old} drains$")
         mid = int(line.group(1))
         m.wait_log(r"\breload complete$")
-        st = status(sock_path)
+        st = control_status(sock_path)
         assert sorted(by_slot(st)[0]) == sorted([("worker", "ready", mid), ("draining", "stopping", old)]), st
         assert st["target"] == 1 and st["live"] == 2 and st["reloading"] is False, st
         assert m.children() == {old, mid}
@@ -184,11 +155,11 @@ def test_reload_waits_for_a_draining_worker_before_replacing_its_slot_again(fork
 
         # A second reload must wait: slot 0 already has its one extra
         # process.  Watch for a while that no third one appears.
-        rep, = control(sock_path, {"cmd": "reload"})
+        rep, = control_replies(sock_path, {"cmd": "reload"})
         assert rep["ok"] is True, rep
         deadline = time.monotonic() + 0.5
         while time.monotonic() < deadline:
-            st = status(sock_path)
+            st = control_status(sock_path)
             assert st["reloading"] is True, st
             assert len(by_slot(st)[0]) == 2, f"a third process in slot 0: {st}"
             assert len(m.children()) == 2, sorted(m.children())
@@ -212,7 +183,7 @@ def test_a_reload_during_a_reload_starts_the_sweep_over(forkpool, chaos, sock_pa
     m, pool = start(forkpool, sock_path, 3, "-k", chaos)
     # Both requests in one write: the master reads them in one go, so the
     # second surely arrives while the first sweep is under way.
-    reps = control(sock_path, {"cmd": "reload"}, {"cmd": "reload"})
+    reps = control_replies(sock_path, {"cmd": "reload"}, {"cmd": "reload"})
     assert all(r["ok"] is True for r in reps), reps
     m.wait_log(r"\breload: starting over, 3 workers$")
     wait_reload_done(m, sock_path, 2)
@@ -226,7 +197,7 @@ def test_a_reload_during_a_reload_starts_the_sweep_over(forkpool, chaos, sock_pa
     # Slot 0's first replacement was itself replaced.
     assert len(m.find(r"reload: worker 0 pid \d+ is replaced by")) == 2, m.describe()
     assert len(m.find(r"\breload complete$")) == 1
-    st = status(sock_path)
+    st = control_status(sock_path)
     assert {w["id"]: w["pid"] for w in st["workers"]} == new and st["live"] == 3, st
 
 
@@ -243,7 +214,7 @@ def test_a_replacement_that_never_becomes_ready_aborts_the_reload(forkpool, chao
     os.unlink(hooks)
     os.mkfifo(hooks)
     try:
-        rep, = control(sock_path, {"cmd": "reload"})
+        rep, = control_replies(sock_path, {"cmd": "reload"})
         assert rep["ok"] is True, rep
         line = m.wait_log(rf"reload: worker 0 pid {pool[0]} is replaced by pid (\d+)$")
         stuck = int(line.group(1))
@@ -255,7 +226,7 @@ def test_a_replacement_that_never_becomes_ready_aborts_the_reload(forkpool, chao
         # Nothing else changed: the same workers, no reload under way, slot
         # 1 never touched.
         assert m.wait_pool(2) == pool
-        st = status(sock_path)
+        st = control_status(sock_path)
         assert st["reloading"] is False, st
         assert {w["id"]: w["pid"] for w in st["workers"]} == pool, st
         assert all(w["role"] == "worker" and w["state"] == "ready" for w in st["workers"]), st
@@ -312,5 +283,5 @@ def test_reload_twice_under_http_load_fails_no_request(forkpool, sock_path, work
     assert set(new.values()) & set(served_by), summary
     assert all(n >= 1 for n in closes.values()), summary
     assert not m.find(r"did not stop within|hung|killed by|reload aborted"), m.describe()
-    st = status(sock_path)
+    st = control_status(sock_path)
     assert {w["id"]: w["pid"] for w in st["workers"]} == new and st["live"] == workers, st

@@ -27,7 +27,7 @@ import uuid
 
 import pytest
 
-from conftest import (TIMEOUT, EchoClient, Master, all_procs, fd_inodes, free_port,
+from conftest import (TIMEOUT, EchoClient, Master, all_procs, build_module, fd_inodes, free_port,
                       listen_inodes, log_time, proc_stat, wait_for)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
@@ -201,16 +201,7 @@ FPOOL_WORKER_MODULE(slow);
 
 @pytest.fixture
 def slow_module(tmp_path):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler on PATH")
-    (tmp_path / "slow.c").write_text(SLOW_MODULE)
-    res = subprocess.run(
-        [cc, "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-         f"-I{REPO / 'include'}", "-o", "slow.so", "slow.c"],
-        cwd=tmp_path, capture_output=True, text=True)
-    assert res.returncode == 0, f"compiling the slow worker failed:\n{res.stderr}"
-    return str(tmp_path / "slow.so")
+    return build_module(tmp_path, "slow", SLOW_MODULE)
 
 
 def ready_line_time(m, slot, pid):

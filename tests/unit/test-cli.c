@@ -14,13 +14,7 @@
 #include <cmocka.h>
 
 #include "fpool-int.h"
-
-#define PARSE(o, err, ...)                                                \
-	({                                                                \
-		char *argv_[] = { "forkpool", __VA_ARGS__, NULL };        \
-		fpool__cli_parse((int)FPOOL_NELEM(argv_) - 1, argv_, (o), \
-				 (err), sizeof(err));                     \
-	})
+#include "unit.h"
 
 static void test_defaults(void **state)
 {

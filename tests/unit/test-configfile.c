@@ -19,43 +19,11 @@
 #include <cmocka.h>
 
 #include "fpool-int.h"
-
-#define PARSE(o, err, ...)                                                \
-	({                                                                \
-		char *argv_[] = { "forkpool", __VA_ARGS__, NULL };        \
-		fpool__cli_parse((int)FPOOL_NELEM(argv_) - 1, argv_, (o), \
-				 (err), sizeof(err));                     \
-	})
-
-struct tmp {
-	char dir[64];
-	char path[128];
-};
+#include "unit.h"
 
 static int setup(void **state)
 {
-	struct tmp *t = calloc(1, sizeof(*t));
-
-	if (t == NULL)
-		return -1;
-	snprintf(t->dir, sizeof(t->dir), "/tmp/fpool-test-config-XXXXXX");
-	if (mkdtemp(t->dir) == NULL) {
-		free(t);
-		return -1;
-	}
-	snprintf(t->path, sizeof(t->path), "%s/forkpool.json", t->dir);
-	*state = t;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct tmp *t = *state;
-
-	unlink(t->path);
-	rmdir(t->dir);
-	free(t);
-	return 0;
+	return tmp_setup_named(state, "forkpool.json");
 }
 
 static void write_file(const char *path, const char *text)
@@ -478,7 +446,7 @@ static void test_conf_parse(void **state)
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, tmp_teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_same_as_flags),	  T(test_flags_override),
 		T(test_empty_and_help),	  T(test_syntax_errors),

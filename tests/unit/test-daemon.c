@@ -22,36 +22,11 @@
 #include <cmocka.h>
 
 #include "fpool-int.h"
-
-struct tmp {
-	char dir[64];
-	char path[128];
-};
+#include "unit.h"
 
 static int setup(void **state)
 {
-	struct tmp *t = calloc(1, sizeof(*t));
-
-	if (t == NULL)
-		return -1;
-	snprintf(t->dir, sizeof(t->dir), "/tmp/fpool-test-daemon-XXXXXX");
-	if (mkdtemp(t->dir) == NULL) {
-		free(t);
-		return -1;
-	}
-	snprintf(t->path, sizeof(t->path), "%s/forkpool.pid", t->dir);
-	*state = t;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct tmp *t = *state;
-
-	unlink(t->path);
-	rmdir(t->dir);
-	free(t);
-	return 0;
+	return tmp_setup_named(state, "forkpool.pid");
 }
 
 static void read_file(const char *path, char *buf, size_t len)
@@ -323,15 +298,15 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_pidfile_taken, setup,
-						teardown),
+						tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_pidfile_held, setup,
-						teardown),
+						tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_pidfile_stale, setup,
-						teardown),
+						tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_pidfile_removed, setup,
-						teardown),
+						tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_pidfile_errors, setup,
-						teardown),
+						tmp_teardown),
 		cmocka_unit_test(test_daemonize_started),
 		cmocka_unit_test(test_daemonize_failed),
 		cmocka_unit_test(test_daemonize_silent),

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "fpool-int.h"
+#include "unit.h"
 
 static void test_parse_good(void **state)
 {
@@ -277,37 +278,9 @@ static void test_sockname_errors(void **state)
 }
 
 /* A temporary directory for unix socket files. */
-struct tmp {
-	char dir[64];
-	char path[96];
-	char addr[160];
-};
-
 static int tmp_setup(void **state)
 {
-	struct tmp *t = calloc(1, sizeof(*t));
-
-	if (t == NULL)
-		return -1;
-	snprintf(t->dir, sizeof(t->dir), "/tmp/fpool-test-XXXXXX");
-	if (mkdtemp(t->dir) == NULL) {
-		free(t);
-		return -1;
-	}
-	snprintf(t->path, sizeof(t->path), "%s/s.sock", t->dir);
-	snprintf(t->addr, sizeof(t->addr), "unix:%s", t->path);
-	*state = t;
-	return 0;
-}
-
-static int tmp_teardown(void **state)
-{
-	struct tmp *t = *state;
-
-	unlink(t->path);
-	rmdir(t->dir);
-	free(t);
-	return 0;
+	return tmp_setup_named(state, "s.sock");
 }
 
 /* Whether something accepts connections at the unix socket `path`. */
