@@ -21,6 +21,7 @@ import http.client
 import json
 import os
 import pathlib
+import random
 import re
 import selectors
 import shutil
@@ -239,8 +240,39 @@ def owner_of_socket(inode, pids):
 # Sockets
 
 
+_ports_given = set()
+_port_rng = random.Random()
+
+
+def _ephemeral_low():
+    """The first port of the kernel's ephemeral range (32768 by default)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago.
+
+    Drawn below the kernel's ephemeral range, so that no connect() or
+    bind(("", 0)) anywhere (the tests' own load clients open thousands of
+    connections) can take it before the master binds it, and never the
+    same port twice in one run.
+    """
+    low = _ephemeral_low()
+    for _ in range(200 if low > 11000 else 0):
+        port = _port_rng.randrange(10000, low)
+        if port in _ports_given:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -1078,7 +1110,9 @@ class HttpLoad:
     `fresh` clients opening a new connection per request.
 
     run(seconds, at=[(t, fn)]) sends for `seconds`, calling each fn(), in
-    this thread, t seconds after the start.  Afterwards: failures (client,
+    this thread, t seconds after the start; stop(), from such an fn, ends
+    the load early (stopped_after: seconds from the start to stop()), so
+    it can last until something happened.  Afterwards: failures (client,
     what), counts per kind, served_by {pid: requests} (from X-Pid), closes
     {keep-alive client: Connection: close seen}, wall0 (time.time() at the
     start).  A response counts only if it is a 200 with a numeric X-Pid
@@ -1098,6 +1132,14 @@ class HttpLoad:
         self.wall0 = None
         self._go = threading.Event()
         self._end = None
+        self.stopped_after = None
+
+    def stop(self):
+        """Let every client finish its request in flight and send no more."""
+        if self.stopped_after is None:
+            self.stopped_after = time.time() - self.wall0
+        # The clients check this deadline before each request.
+        self._end = time.monotonic()
 
     def total(self):
         return self.counts["keepalive"] + self.counts["fresh"]

@@ -144,10 +144,14 @@ def test_durations_accept_fractions_and_ms(forkpool):
 def test_log_level_error_hides_info(forkpool):
     m = forkpool("-w", "1", "--log-level", "error")
     wait_for(lambda: m.children(), what="a worker")
-    # The pool serves although it says nothing.
+    # The pool serves although it says nothing.  No "ready" line tells
+    # when the worker accepts, so each try gives it the full TIMEOUT: an
+    # echo that gets no answer raises AssertionError, which wait_for does
+    # not retry (a short per-try timeout failed a worker slow to start).
+    # A refused or reset connection (OSError) is tried again.
     def served():
         try:
-            return echo_roundtrip(("127.0.0.1", m.port), timeout=2)
+            return echo_roundtrip(("127.0.0.1", m.port))
         except OSError:
             return False
     wait_for(served, what="echo through a quiet pool")

@@ -181,7 +181,8 @@ ORPHAN_MODULE = r"""
 /* Worker 0 leaves an orphan behind: it forks a child that forks the
  * grandchild "fp-orphan" and exits at once.  The grandchild lets go of
  * every inherited fd (the worker's pipes to the master among them),
- * lives 1.5 s and exits: as PID 1, the master must reap it. */
+ * lives 4 s (time for the test to find it on a busy machine) and exits:
+ * as PID 1, the master must reap it. */
 static int orphan_start(struct fpool_worker *w, void *arg)
 {
 	pid_t child;
@@ -201,7 +202,7 @@ static int orphan_start(struct fpool_worker *w, void *arg)
 			dup2(null, 2);
 			syscall(SYS_close_range, 3, ~0U, 0);
 			prctl(PR_SET_NAME, "fp-orphan");
-			usleep(1500 * 1000);
+			usleep(4000 * 1000);
 			_exit(0);
 		}
 		_exit(0);
@@ -265,10 +266,10 @@ def test_orphan_from_outside_is_reaped_and_sigterm_ends_the_namespace(container)
     # there at SIGTERM, and goes down with the namespace.
     res = subprocess.run(
         [nsenter, "--target", str(c.pid), "--pid", "--mount", "sh", "-c",
-         "exec >/dev/null 2>&1; sleep 1.25 & sleep 61 & exit 0"],
+         "exec >/dev/null 2>&1; sleep 4 & sleep 61 & exit 0"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT)
     assert res.returncode == 0, f"nsenter failed: {res.stderr}"
-    short = wait_for(lambda: c.find(lambda p: cmdline(p.pid) == b"sleep\x001.25\x00"),
+    short = wait_for(lambda: c.find(lambda p: cmdline(p.pid) == b"sleep\x004\x00"),
                      what="the short sleep in the namespace")
     long = c.find(lambda p: cmdline(p.pid) == b"sleep\x0061\x00")
     assert long is not None and proc_stat(long.pid).ppid == c.pid, (

@@ -210,7 +210,13 @@ def test_a_replacement_that_never_becomes_ready_aborts_the_reload(forkpool, chao
     m, pool = start(forkpool, sock_path, 2, "--check-interval", "100ms", "--worker-timeout", "1s",
                     "-k", chaos, name="fifo")
     hooks = m.hooks.path
-    wait_for(lambda: os.path.exists(hooks), what="the chaos hook file")
+    # "ready" comes before main, and main's first act is to append its
+    # "main" line to the hook file: a worker still short of that when the
+    # FIFO goes in would block in open() too, and be killed as hung.  Its
+    # printed "main" line follows the append, so seeing it means the
+    # worker is past the file.
+    for slot, pid in pool.items():
+        m.wait_out(rf"chaos worker {slot} pid {pid}: main$")
     os.unlink(hooks)
     os.mkfifo(hooks)
     try:
@@ -251,16 +257,43 @@ def http_available():
     return re.search(r"^\s+http\b", out.stdout, re.M) is not None
 
 
+# The SIGHUPs go out 1.5 and 3.0 s into the load, which lasts at least
+# LOAD_SECONDS and on until the second reload is done (see below); LOAD_CAP
+# only bounds it, a deadline for a run that went wrong, not a pace.
 LOAD_SECONDS = 5.0
 HUPS_AT = (1.5, 3.0)
+LOAD_CAP = HUPS_AT[-1] + 3 * TIMEOUT
 
 
 @pytest.mark.parametrize("workers", [2, 4])
 def test_reload_twice_under_http_load_fails_no_request(forkpool, sock_path, workers):
     assert http_available(), "forkpool --help lists no built-in http worker"
     m, pool = start(forkpool, sock_path, workers, "-k", "http")
-    load = HttpLoad(m.port, body_prefix=b"hello from worker ").run(
-        LOAD_SECONDS, at=[(t, lambda: m.signal(signal.SIGHUP)) for t in HUPS_AT])
+    load = HttpLoad(m.port, body_prefix=b"hello from worker ")
+
+    def until_reloaded():
+        # A slow machine may take seconds per replacement, and the second
+        # reload could outlast a fixed window: keep the load on until both
+        # reloads are done (the old workers drained: a pool of just the new
+        # ones), the new workers served some of it and every kept-alive
+        # client was told to close (the checks below).
+        try:
+            wait_reload_done(m, sock_path, 2)
+            new = set(m.wait_pool(workers).values())
+
+            def new_workers_served():
+                with load.lock:
+                    served, closes = set(load.served_by), list(load.closes.values())
+                return new & served and all(n >= 1 for n in closes)
+            wait_for(new_workers_served,
+                     what=lambda: f"the new workers to serve and every keep-alive "
+                                  f"client to be told to close: {load.summary()}")
+        except BaseException:
+            load.stop()
+            raise
+
+    load.run(LOAD_CAP, at=[(t, lambda: m.signal(signal.SIGHUP)) for t in HUPS_AT]
+             + [(HUPS_AT[-1], until_reloaded), (LOAD_SECONDS, load.stop)])
     failures, served_by, counts, closes = (load.failures, load.served_by, load.counts,
                                            load.closes)
 
