@@ -73,7 +73,7 @@ def test_readme_program_links_libforkpool(forkpool_bin, tmp_path):
     # A sanitized build's library needs the sanitizers' runtime too.
     san = build_sanitizers(forkpool_bin)
     compile_c([f"-I{REPO / 'include'}", "-o", "hello", "hello_main.c", str(lib)]
-              + pkg_libs() + ["-lm", "-ldl"] + ([f"-fsanitize={san}"] if san else []),
+              + pkg_libs() + ["-ldl"] + ([f"-fsanitize={san}"] if san else []),
               tmp_path)
     m = Master(str(tmp_path / "hello"), [], str(tmp_path), name="hello").start()
     try:
