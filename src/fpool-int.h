@@ -125,6 +125,15 @@ int fpool__addr_parse(const char *s, struct fpool__addr *out, const char **why);
 /* Create a listening socket (CLOEXEC, NONBLOCK) bound to `a`.
  * 0 and *fd, or -errno. */
 int fpool__addr_listen(const struct fpool__addr *a, int backlog, int *fd);
+/*
+ * A TCP listening socket takes no new connection from now on, for every
+ * process that holds it, while the connections already queued on it stay
+ * there to be accepted: a socket filter that drops every packet, so new
+ * SYNs go unanswered (the client tries again a second later, and is
+ * refused once the socket is closed) instead of being queued where nobody
+ * may accept them.  0 or -errno.
+ */
+int fpool__listen_refuse_new(int fd);
 /* Format a bound socket's local address into buf. */
 void fpool__sockname(int fd, char *buf, size_t len);
 
@@ -351,6 +360,7 @@ struct fpool__listener {
 	int fd;
 	struct fpool__addr addr;
 	char *unlink_path; /* unix socket file to remove at exit, or NULL */
+	bool tcp_owned;	   /* a TCP listener we made (not passed in) */
 };
 
 struct fpool_pool {

@@ -4,13 +4,14 @@ and the signals that are not "stop" leave the master running."""
 
 import os
 import signal
+import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import (EchoClient, echo_roundtrip, is_alive, not_served, port_is_free,
-                      wait_for)
+from conftest import (TIMEOUT, EchoClient, echo_roundtrip, is_alive, not_served,
+                      port_is_free, wait_for)
 
 BLOCKING = {"event": [], "blocking": ["--blocking"]}
 
@@ -134,6 +135,32 @@ def test_worker_ignoring_sigterm_is_killed_after_graceful_timeout(forkpool, chao
                    need_alive=False)
         m.wait_log(rf"worker {slot} pid {pid} killed by SIGKILL", need_alive=False)
     m.wait_log(r"shutdown complete", need_alive=False)
+
+
+def test_a_stopping_pool_queues_no_new_connection(forkpool, chaos):
+    """Once the master is told to stop, its TCP listener takes no new
+    connection, although a worker still holds it open: a connection the
+    kernel queued there now would be reset when the last worker closes
+    it, having never been answered.  The connect goes unanswered instead
+    (and is refused once the listener is closed)."""
+    m = forkpool("-w", "1", "-k", chaos, "--graceful-timeout", str(TIMEOUT), "--",
+                 "--ignore-term")
+    pool = m.wait_pool(1)
+    wait_in_main(m, pool)
+    # Before the stop the kernel completes a connection into the queue
+    # (nobody accepts: the chaos worker serves nothing).
+    socket.create_connection(("127.0.0.1", m.port), timeout=TIMEOUT).close()
+    m.signal(signal.SIGTERM)
+    m.wait_log(r"shutting down \(graceful\): 1 workers$")
+    assert is_alive(pool[0]), "the worker ignoring SIGTERM is gone already"
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(("127.0.0.1", m.port))
+        except (socket.timeout, ConnectionRefusedError):
+            pass
+        else:
+            raise AssertionError("a stopping pool queued a new connection")
 
 
 def _kill_master(m):

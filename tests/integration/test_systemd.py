@@ -112,21 +112,27 @@ class NotifySocket:
 class SdMaster(Master):
     """A Master started with extra environment variables, and optionally
     through a command that execs it (`prefix`, e.g. systemd-socket-activate),
-    so that self.pid is still the master's pid once it has exec'd."""
+    so that self.pid is still the master's pid once it has exec'd; and
+    optionally with the test's socket `listen_fd` as its fd 3, as systemd
+    passes one."""
 
-    def __init__(self, binary, args, workdir, name, env=None, prefix=()):
+    def __init__(self, binary, args, workdir, name, env=None, prefix=(), listen_fd=None):
         super().__init__(binary, args, workdir, name=name)
         self.env = dict(env or {})
         self.prefix = [str(a) for a in prefix]
+        self.listen_fd = listen_fd
 
     def start(self):
         env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARS}
         env.update(self.env, FORKPOOL_CHAOS_HOOKS=self.hooks.path)
         with open(self.out.path, "wb") as out, open(self.err.path, "wb") as err:
+            fd = self.listen_fd
             self.proc = subprocess.Popen(
                 self.prefix + [self.binary] + self.args,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                start_new_session=True, close_fds=True)
+                start_new_session=True, close_fds=True,
+                pass_fds=(3,) if fd is not None else (),
+                preexec_fn=(lambda: os.dup2(fd, 3)) if fd is not None else None)
         self.pid = self.proc.pid
         return self
 
@@ -137,9 +143,10 @@ def sd(forkpool_bin, tmp_path):
     SIGKILLed with its processes in teardown."""
     masters = []
 
-    def start(*args, env=None, prefix=()):
+    def start(*args, env=None, prefix=(), listen_fd=None):
         m = SdMaster(forkpool_bin, [str(a) for a in args], str(tmp_path),
-                     name=f"forkpool{len(masters)}", env=env, prefix=prefix)
+                     name=f"forkpool{len(masters)}", env=env, prefix=prefix,
+                     listen_fd=listen_fd)
         masters.append(m)
         return m.start()
 
@@ -464,6 +471,31 @@ def test_socket_activation_without_bind(sd, socket_activate):
     assert not m.find(r"127\.0\.0\.1:8080\b"), m.describe()
     assert m.stop() == 0, m.describe()
     m.assert_tree_gone()
+
+
+def test_a_passed_socket_is_left_queueing_for_the_next_instance(sd):
+    """A socket systemd passes in is systemd's: when the pool stops, it
+    must go on queueing connections for the next start of the service
+    (unlike a listener the master made, which takes no new connection
+    once a stop begins).  Here the test holds the other copy."""
+    with socket.socket() as ls:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(16)
+        port = ls.getsockname()[1]
+        m = sd("-w", "1", "-k", "echo", env={"LISTEN_FDS": "1"},
+               prefix=["sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"'], listen_fd=ls.fileno())
+        m.wait_pool(1)
+        with EchoClient(("127.0.0.1", port)) as c:
+            assert c.echo(b"through the passed socket\n")
+        assert m.stop() == 0, m.describe()
+        m.assert_tree_gone()
+        # The next instance's connection: queued, and ours to accept.
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as c:
+            ls.settimeout(TIMEOUT)
+            conn, _ = ls.accept()
+            with conn:
+                c.sendall(b"x")
+                assert conn.recv(1) == b"x"
 
 
 def test_socket_activation_matches_bind(sd, socket_activate):
