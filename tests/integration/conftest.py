@@ -399,6 +399,18 @@ def control_replies(path, *reqs, timeout=TIMEOUT):
             chunk = s.recv(65536)
             assert chunk, f"connection closed before the replies to {reqs} (have {buf!r})"
             buf += chunk
+        # Hang up, and wait for the master to hang up too: once this
+        # returns the master holds no fd for the connection, so a test
+        # counting the master's fds never sees one still closing.
+        s.shutdown(socket.SHUT_WR)
+        while True:
+            assert time.monotonic() < deadline, f"the master kept the connection (have {buf!r})"
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    assert buf.count(b"\n") == len(reqs) and buf.endswith(b"\n"), (
+        f"{len(reqs)} replies expected, got {buf!r}")
     reps = [json.loads(line) for line in buf.split(b"\n")[:len(reqs)]]
     for req, rep in zip(reqs, reps):
         assert rep["id"] == req["id"], (req, rep)
