@@ -152,7 +152,9 @@ int fpool__msg_encode(const struct fpool__msg *m, char *buf, size_t cap,
  * - a NUL byte: the parser is handed a C string and would stop there;
  * - a "\u0000" escape: yajl_tree hands strings back NUL-terminated, so
  *   {"type":"ready\u0000junk"} would compare equal to "ready";
- * - ill-formed UTF-8 that yajl's looser check passes;
+ * - ill-formed UTF-8 that yajl's looser check passes (what yajl makes of
+ *   a "\u" escape of a lone UTF-16 surrogate is checked after parsing:
+ *   see valid_string());
  * - nesting deeper than CHAN_DEPTH (see above);
  * - comments, which yajl_tree_parse() always allows: our encoder never
  *   writes them, and refusing them keeps this scan's idea of where
@@ -253,6 +255,16 @@ void fpool__msg_clear(struct fpool__msg *m)
 	m->nfields = 0;
 }
 
+/* A decoded string is well-formed UTF-8.  The raw bytes were checked
+ * (prescan), but yajl turns the escape of a lone low surrogate, say
+ * "\udddd", into the three bytes ED B7 9D, which no UTF-8 decoder (ours
+ * neither) accepts: such a message could not be written to a JSON log, nor
+ * decoded again once encoded. */
+static bool valid_string(const char *s)
+{
+	return fpool__utf8_valid(s, strlen(s));
+}
+
 static int decode_log(yajl_val root, struct fpool__msg *m)
 {
 	yajl_val level = object_get(root, "level");
@@ -263,7 +275,7 @@ static int decode_log(yajl_val root, struct fpool__msg *m)
 	bool found = false;
 
 	if (!YAJL_IS_STRING(level) || !YAJL_IS_NUMBER(time) ||
-	    !YAJL_IS_STRING(msg))
+	    !YAJL_IS_STRING(msg) || !valid_string(msg->u.string))
 		return -EINVAL;
 	for (i = 0; i < FPOOL_NELEM(level_names); i++) {
 		if (strcmp(level->u.string, level_names[i]) == 0) {
@@ -283,7 +295,9 @@ static int decode_log(yajl_val root, struct fpool__msg *m)
 			return -EINVAL;
 		n = fields->u.object.len;
 		for (i = 0; i < n; i++)
-			if (!YAJL_IS_STRING(fields->u.object.values[i]))
+			if (!YAJL_IS_STRING(fields->u.object.values[i]) ||
+			    !valid_string(fields->u.object.keys[i]) ||
+			    !valid_string(fields->u.object.values[i]->u.string))
 				return -EINVAL;
 	}
 	m->nfields = 0;

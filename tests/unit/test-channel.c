@@ -143,6 +143,22 @@ static void test_decode_good(void **state)
 	}
 }
 
+/* Escapes of characters outside the BMP, as a surrogate pair, decode to
+ * their UTF-8 (the lone halves are refused: test_decode_bad). */
+static void test_decode_surrogate_pair(void **state)
+{
+	static const struct pkt p =
+		PKT("{\"type\":\"log\",\"level\":\"info\",\"time\":1,"
+		    "\"msg\":\"a\\ud83d\\ude00b\"}");
+	struct fpool__msg m = untouched;
+
+	(void)state;
+	assert_int_equal(fpool__msg_decode(p.buf, p.len, &m), 0);
+	assert_string_equal(m.text, "a\xf0\x9f\x98\x80"
+				    "b");
+	fpool__msg_clear(&m);
+}
+
 static void check_bad(const char *buf, size_t len, const char *what)
 {
 	struct fpool__msg m = untouched;
@@ -208,6 +224,15 @@ static void test_decode_bad(void **state)
 		PKT("{\"type\":\"ready\",\"x\":\"\x80\"}"),
 		PKT("{\"type\":\"ready\"}\xe2\x82"),
 		PKT("\xef\xbb\xbf{\"type\":\"ready\"}"),
+		/* A "\u" escape of a lone surrogate, which yajl decodes
+		 * into ill-formed UTF-8 (ED B7 9D for U+DDDD), in a log
+		 * record's message, field name or field value. */
+		PKT("{\"type\":\"log\",\"level\":\"info\",\"time\":1,"
+		    "\"msg\":\"o\\udddd\"}"),
+		PKT("{\"type\":\"log\",\"level\":\"info\",\"time\":1,"
+		    "\"msg\":\"o\",\"fields\":{\"\\udc00\":\"v\"}}"),
+		PKT("{\"type\":\"log\",\"level\":\"info\",\"time\":1,"
+		    "\"msg\":\"o\",\"fields\":{\"k\":\"\\udfff\"}}"),
 		/* Truncated escapes at the very end of the packet. */
 		PKT("{\"type\":\"ready\",\"x\":\"\\"),
 		PKT("{\"type\":\"ready\",\"x\":\"\\u00"),
@@ -469,6 +494,7 @@ int main(void)
 		cmocka_unit_test(test_encode_exact),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_decode_good),
+		cmocka_unit_test(test_decode_surrogate_pair),
 		cmocka_unit_test(test_decode_bad),
 		cmocka_unit_test(test_decode_prefixes),
 		cmocka_unit_test(test_decode_sizes),
