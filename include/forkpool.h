@@ -48,6 +48,11 @@ struct fpool_worker;
 
 /* Text for a value returned by a forkpool function (0 or -errno). */
 FPOOL_EXPORT const char *fpool_strerror(int err);
+/* Non-zero if the len bytes at s are well-formed UTF-8: no overlong form,
+ * surrogate or code point past U+10FFFF.  yajl lets those through, and
+ * decodes the escape of a lone surrogate ("\udc00") into one of them, so
+ * a worker that writes back strings it parsed checks them with this. */
+FPOOL_EXPORT int fpool_utf8_valid(const char *s, size_t len);
 
 enum fpool_log_level {
 	FPOOL_LOG_DEBUG,

@@ -199,6 +199,11 @@ size_t fpool__page_size(void)
 	return page;
 }
 
+int fpool_utf8_valid(const char *s, size_t len)
+{
+	return fpool__utf8_valid(s, len);
+}
+
 const char *fpool_strerror(int err)
 {
 	if (err == 0)

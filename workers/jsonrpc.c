@@ -11,7 +11,8 @@
  *                         N ms, without blocking the loop
  * A reply echoes the request's id (a string, or a number with its exact
  * text).  Errors are JSON-RPC error objects: -32700 parse error, -32600
- * invalid request, -32601 method not found, -32602 invalid params; the
+ * invalid request (a string that is not Unicode text too: see
+ * tree_is_utf8), -32601 method not found, -32602 invalid params; the
  * connection stays usable.  A notification (no id) gets no reply.  A line
  * over RPC_MAX_LINE gets -32600 "request too large", then the connection
  * is closed (after a lingering read, so the client sees the reply).
@@ -348,6 +349,30 @@ static const char *prescan(const char *s, size_t len)
 	return NULL;
 }
 
+/* Every string (and object key) in v is well-formed UTF-8.  yajl turns
+ * the escape of a lone surrogate into bytes that are not, and lets some
+ * ill-formed raw bytes through: written back, they would make a reply
+ * that is not JSON text. */
+static bool tree_is_utf8(yajl_val v)
+{
+	size_t i;
+
+	if (YAJL_IS_STRING(v))
+		return fpool_utf8_valid(v->u.string, strlen(v->u.string));
+	if (YAJL_IS_ARRAY(v)) {
+		for (i = 0; i < v->u.array.len; i++)
+			if (!tree_is_utf8(v->u.array.values[i]))
+				return false;
+	} else if (YAJL_IS_OBJECT(v)) {
+		for (i = 0; i < v->u.object.len; i++)
+			if (!fpool_utf8_valid(v->u.object.keys[i],
+					      strlen(v->u.object.keys[i])) ||
+			    !tree_is_utf8(v->u.object.values[i]))
+				return false;
+	}
+	return true;
+}
+
 /* sleep's milliseconds from {"ms": N} or [N], or -1. */
 static long sleep_params(yajl_val params)
 {
@@ -467,6 +492,11 @@ static void handle_line(struct rpc_conn *c, char *line, size_t len)
 	} else if (!YAJL_IS_OBJECT(req)) {
 		ok = gen_error(r->g, RPC_INVALID_REQUEST, "Invalid Request",
 			       "a request is a JSON object", NULL);
+	} else if (!tree_is_utf8(req)) {
+		ok = gen_error(r->g, RPC_INVALID_REQUEST, "Invalid Request",
+			       "a string is not Unicode text (ill-formed "
+			       "UTF-8, or the escape of a lone surrogate)",
+			       NULL);
 	} else {
 		reply = handle_request(r, req, &ms, &ok);
 	}

@@ -127,6 +127,11 @@ ERRORS = {
     "nested-500k": ("[" * 500000, -32600, None),
     "nul-escape": ('{"jsonrpc":"2.0","method":"echo","params":"a\\u0000b","id":7}',
                    -32600, None),
+    # yajl decodes it into bytes that are not UTF-8: no reply could echo it.
+    "lone-surrogate": ('{"jsonrpc":"2.0","method":"echo","params":"a\\udddd","id":8}',
+                       -32600, None),
+    "lone-surrogate-key": ('{"jsonrpc":"2.0","method":"echo","params":{"\\udc00":1},"id":8}',
+                           -32600, None),
     "unknown-method": ('{"jsonrpc":"2.0","method":"pong","id":6}', -32601, 6),
     "method-case": ('{"jsonrpc":"2.0","method":"PING","id":"a1"}', -32601, "a1"),
     "sleep-no-params": ('{"jsonrpc":"2.0","method":"sleep","id":7}', -32602, 7),
@@ -138,6 +143,23 @@ ERRORS = {
     "sleep-fraction": ('{"jsonrpc":"2.0","method":"sleep","params":[1.5],"id":11}', -32602, 11),
     "sleep-two-args": ('{"jsonrpc":"2.0","method":"sleep","params":[1,2],"id":12}', -32602, 12),
 }
+
+
+def test_strings_are_unicode_both_ways(rpc):
+    """A surrogate pair's escape is echoed as the character; raw bytes that
+    are not UTF-8 are refused, as a lone surrogate's escape is (ERRORS), so
+    that every reply is UTF-8 JSON text."""
+    m, _ = rpc
+    with RpcConn(m.port) as c:
+        c.send_line('{"jsonrpc":"2.0","method":"echo","params":["a\\ud83d\\ude00"],"id":1}')
+        raw = c.read_raw()
+        assert raw == '{"jsonrpc":"2.0","result":["a\U0001F600"],"id":1}'.encode()
+        for bad in (b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80"):
+            c.send_line(b'{"jsonrpc":"2.0","method":"echo","params":"' + bad + b'","id":2}')
+            raw = c.read_raw()
+            reply = json.loads(raw)  # UTF-8 text, or this raises
+            assert reply["error"]["code"] == -32600 and reply["id"] is None, (bad, reply)
+        assert c.result("ping") == "pong"
 
 
 @pytest.mark.parametrize("name", ERRORS)
