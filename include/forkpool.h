@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -270,6 +271,51 @@ FPOOL_EXPORT void fpool_worker_set_activity(struct fpool_worker *w,
 /* Count `n` more requests served; reported with the heartbeat. */
 FPOOL_EXPORT void fpool_worker_count_requests(struct fpool_worker *w,
 					      uint64_t n);
+
+/* ---- Accepting connections (in a worker or in the master) -------------- */
+
+/*
+ * An acceptor takes the connections of one listening socket from an
+ * event loop.  When accept() fails for lack of a resource (EMFILE,
+ * ENFILE, ENOBUFS, ENOMEM) it pauses for 100 ms and tries again, leaving
+ * the connection queued, instead of spinning on a socket that stays
+ * readable; such a run of failures is logged once when it starts and once
+ * when accepting works again.  Errors of a single connection (reset while
+ * queued, ECONNABORTED...) drop that connection only.
+ */
+struct fpool_acceptor;
+
+/* A new connection: `fd` is non-blocking and close-on-exec, and now the
+ * callback's to close; `sa` is the peer's address (`salen` bytes).  The
+ * callback may free the acceptor. */
+typedef void (*fpool_accept_cb)(struct fpool_acceptor *a, int fd,
+				const struct sockaddr *sa, socklen_t salen,
+				void *arg);
+
+/* fpool_acceptor_free() also closes the listening socket (in this
+ * process: a worker's copy of a listener it shares with the pool). */
+#define FPOOL_ACCEPT_CLOSE 1u
+
+/* Accept on the listening socket `fd` (non-blocking) from `base`, calling
+ * `cb` for every connection.  `flags`: 0 or FPOOL_ACCEPT_CLOSE.  0 and
+ * *out, or -EINVAL/-ENOMEM (then `fd` stays open whatever the flags). */
+FPOOL_EXPORT int fpool_acceptor_new(struct fpool_acceptor **out,
+				    struct event_base *base, int fd,
+				    unsigned flags, fpool_accept_cb cb,
+				    void *arg);
+/* Stop (on = 0) or resume (on != 0) taking connections; they queue in
+ * the kernel meanwhile.  0 or -ENOMEM. */
+FPOOL_EXPORT int fpool_acceptor_enable(struct fpool_acceptor *a, int on);
+/* The listening socket. */
+FPOOL_EXPORT int fpool_acceptor_fd(const struct fpool_acceptor *a);
+/* Stop accepting and free the acceptor (closing the socket with
+ * FPOOL_ACCEPT_CLOSE).  NULL is a no-op. */
+FPOOL_EXPORT void fpool_acceptor_free(struct fpool_acceptor *a);
+
+/* Parse a duration as forkpool's flags take it ("1", "0.25", "250ms",
+ * "2s", "1.5m"): more than 0, at most a week.  0 and *seconds, or -EINVAL
+ * (malformed) or -ERANGE. */
+FPOOL_EXPORT int fpool_duration_parse(const char *s, double *seconds);
 
 #ifdef __cplusplus
 }

@@ -109,6 +109,11 @@ int fpool__parse_duration(const char *s, double *out)
 	return 0;
 }
 
+int fpool_duration_parse(const char *s, double *seconds)
+{
+	return fpool__parse_duration(s, seconds);
+}
+
 int fpool__parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 {
 	unsigned long long v = 0;

@@ -24,7 +24,6 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
@@ -49,7 +48,7 @@ struct fpool__client {
 
 struct fpool__control {
 	struct fpool_pool *pool;
-	struct evconnlistener *listener;
+	struct fpool_acceptor *acceptor;
 	char *path;
 	struct fpool__client *clients;
 };
@@ -561,15 +560,15 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 	client_free(arg);
 }
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
-		      struct sockaddr *sa, int salen, void *arg)
+static void accept_cb(struct fpool_acceptor *a, int fd,
+		      const struct sockaddr *sa, socklen_t salen, void *arg)
 {
 	struct fpool__control *ctl = arg;
 	struct fpool__client *c;
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
 
-	(void)l;
+	(void)a;
 	(void)sa;
 	(void)salen;
 	/* Only our own user (or root) may steer the pool, whatever the
@@ -610,14 +609,6 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	bufferevent_enable(c->bev, EV_READ);
 }
 
-static void accept_error_cb(struct evconnlistener *l, void *arg)
-{
-	(void)l;
-	(void)arg;
-	fpool__log_errno(FPOOL_LOG_WARNING, EVUTIL_SOCKET_ERROR(),
-			 "control: accept failed");
-}
-
 int fpool__control_open(struct fpool_pool *pool, const char *path)
 {
 	struct fpool__control *ctl = calloc(1, sizeof(*ctl));
@@ -644,19 +635,15 @@ int fpool__control_open(struct fpool_pool *pool, const char *path)
 	}
 	ctl->pool = pool;
 	ctl->path = strdup(path);
-	ctl->listener = evconnlistener_new(pool->base, accept_cb, ctl,
-					   LEV_OPT_CLOSE_ON_FREE, 0, fd);
-	if (ctl->path == NULL || ctl->listener == NULL) {
-		if (ctl->listener == NULL)
-			close(fd);
-		else
-			evconnlistener_free(ctl->listener);
+	if (ctl->path == NULL ||
+	    fpool_acceptor_new(&ctl->acceptor, pool->base, fd,
+			       FPOOL_ACCEPT_CLOSE, accept_cb, ctl) != 0) {
+		close(fd);
 		unlink(path);
 		free(ctl->path);
 		free(ctl);
 		return -ENOMEM;
 	}
-	evconnlistener_set_error_cb(ctl->listener, accept_error_cb);
 	pool->control = ctl;
 	fpool_log(FPOOL_LOG_INFO, "control socket at %s", path);
 	return 0;
@@ -670,7 +657,7 @@ void fpool__control_close(struct fpool_pool *pool, bool owner)
 		return;
 	while (ctl->clients != NULL)
 		client_free(ctl->clients);
-	evconnlistener_free(ctl->listener);
+	fpool_acceptor_free(ctl->acceptor);
 	if (owner && unlink(ctl->path) < 0 && errno != ENOENT)
 		fpool__log_errno(FPOOL_LOG_WARNING, errno, "removing %s",
 				 ctl->path);

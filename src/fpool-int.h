@@ -57,6 +57,12 @@ char *fpool__utf8_sanitize(const char *s, size_t len, bool keep_nul,
 int fpool__hooks_add(struct fpool__hooks *h, void (*fn)(void), void *arg);
 void fpool__hooks_free(struct fpool__hooks *h);
 
+/* ---- accept.c --------------------------------------------------------- */
+
+/* Seconds an acceptor waits after accept() failed for lack of a resource
+ * (fpool_acceptor_new() in forkpool.h). */
+#define FPOOL_ACCEPT_PAUSE 0.1
+
 /* ---- log.c ------------------------------------------------------------- */
 
 struct evbuffer;
