@@ -867,6 +867,17 @@ int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
 		goto fail;
 	if (o->cfg.daemonize && (r = absolute_paths(&p)) != 0)
 		goto fail;
+	/* A numeric --user with no passwd entry has no primary group: the
+	 * workers would keep the master's (root's), so one must be named. */
+	if (o->cfg.user != NULL && all_digits(o->cfg.user) &&
+	    o->cfg.group == NULL &&
+	    getpwuid((uid_t)strtoul(o->cfg.user, NULL, 10)) == NULL) {
+		r = usage_error(&p,
+				"--user: uid %s has no passwd entry to take a "
+				"group from; give --group too",
+				o->cfg.user);
+		goto fail;
+	}
 	o->cfg.worker_argc = o->worker_argc;
 	o->cfg.worker_argv = o->worker_argv;
 	free(p.file_args);

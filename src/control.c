@@ -8,8 +8,13 @@
  *                                 or  {"id":"9f2c","ok":false,"error":"..."}
  *
  * A client can never block the master: reads and writes go through
- * bufferevents, a request over FPOOL_CONTROL_MAX is refused, and a client
- * that does not read its replies is dropped once they pile up.
+ * bufferevents, a request over FPOOL_CONTROL_MAX is refused, a client
+ * whose replies pile up is not read until they are written (and dropped
+ * if it reads nothing for CONTROL_STALL seconds), at most
+ * FPOOL_CONTROL_CLIENTS are connected at once.  Every request read gets
+ * its whole reply, in order, also after the client shut its side down;
+ * and a command is carried out when it is read, whether or not its reply
+ * can be delivered.
  */
 #include <errno.h>
 #include <signal.h>
@@ -29,21 +34,23 @@
 
 #include "fpool-int.h"
 
-/* Replies waiting for a client that does not read: past this, drop it. */
-#define CONTROL_OUT_MAX (1024 * 1024)
+/* Replies waiting to be written: past this, no further request of that
+ * client is read until they are out. */
+#define CONTROL_OUT_HIGH (256 * 1024)
+/* Seconds a client may leave its replies unread, or send nothing. */
+#define CONTROL_STALL 10
+#define CONTROL_IDLE  300
 
 struct fpool__client {
 	struct fpool__control *ctl;
 	struct bufferevent *bev;
 	struct fpool__client *prev, *next;
-	/* What to do once the pending replies are sent. */
 	enum {
-		THEN_NOTHING,
-		THEN_STOP,     /* stop the pool gracefully */
-		THEN_STOP_NOW, /* stop it by interrupt */
-		THEN_HANG_UP,  /* answered a request too large: close */
-		THEN_DISCARD,  /* closing: ignore what the client sends */
-	} then;
+		CLIENT_OPEN,	/* reading requests */
+		CLIENT_EOF,	/* the client shut its side: answer, close */
+		CLIENT_HANG_UP, /* a request too large: answer, shut down */
+		CLIENT_DISCARD, /* shut down: drop what comes until EOF */
+	} state;
 };
 
 struct fpool__control {
@@ -51,6 +58,7 @@ struct fpool__control {
 	struct fpool_acceptor *acceptor;
 	char *path;
 	struct fpool__client *clients;
+	unsigned nclients;
 };
 
 /* ---- replies ------------------------------------------------------------ */
@@ -159,8 +167,8 @@ static bool gen_output(yajl_gen g, struct fpool__slot *s, size_t lines)
 		  yajl_gen_array_open(g) == yajl_gen_status_ok;
 
 	for (size_t i = from; ok && i < n; i++) {
-		const char *line = fpool__ring_get(&s->ring, i);
-		size_t len = strlen(line), clean_len;
+		size_t len, clean_len;
+		const char *line = fpool__ring_get(&s->ring, i, &len);
 		char *clean = fpool__utf8_sanitize(line, len, true, &clean_len);
 
 		ok = clean != NULL &&
@@ -257,8 +265,18 @@ static const char *execute(struct fpool_pool *pool, yajl_val req,
 	if (strcmp(cmd, "status") == 0)
 		return gen_status(g, pool) ? NULL : "out of memory";
 	if (strcmp(cmd, "scale") == 0) {
+		unsigned long need;
+
 		if ((err = get_uint(req, "workers", 1, FPOOL_MAX_WORKERS, &n)))
 			return err;
+		if (!fpool__pool_fds_fit(pool, (unsigned)n, &need)) {
+			snprintf(
+				why, sizeof(why),
+				"%lld workers need up to %lu open files in the "
+				"master; its limit is %llu",
+				n, need, (unsigned long long)pool->nofile);
+			return why;
+		}
 		r = pool_scale(pool, (unsigned)n);
 		if (r != 0)
 			return fpool_strerror(r);
@@ -277,6 +295,9 @@ static const char *execute(struct fpool_pool *pool, yajl_val req,
 			return "no such worker";
 		if (r == -EBUSY)
 			return "cannot remove the last worker";
+		if (r == -EMFILE)
+			return "one more worker would not fit the master's "
+			       "open file limit";
 		if (r != 0)
 			return fpool_strerror(r);
 		return yajl_gen_bool(g, 1) == yajl_gen_status_ok ? NULL
@@ -469,95 +490,136 @@ static void client_free(struct fpool__client *c)
 		c->ctl->clients = c->next;
 	if (c->next != NULL)
 		c->next->prev = c->prev;
+	c->ctl->nclients--;
 	bufferevent_free(c->bev);
 	free(c);
 }
 
-/* Once a reply is out (the write callback: output drained), do what the
- * request asked to happen after it. */
-static void client_write_cb(struct bufferevent *bev, void *arg)
+/* Write what the client's replies hold now, without waiting (the loop
+ * may end before the bufferevent would). */
+static void client_write_now(struct fpool__client *c)
 {
-	struct fpool__client *c = arg;
-	struct timeval tv = { 1, 0 };
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	int fd = bufferevent_getfd(c->bev);
 
-	switch (c->then) {
-	case THEN_NOTHING:
-		break;
-	case THEN_STOP:
-	case THEN_STOP_NOW:
-		fpool_log(FPOOL_LOG_INFO, "control: stop (%s)",
-			  c->then == THEN_STOP ? "graceful" : "interrupt");
-		/* Re-enable reading, so the client's EOF frees it. */
-		bufferevent_enable(bev, EV_READ);
-		fpool_pool_stop(c->ctl->pool, c->then == THEN_STOP);
-		c->then = THEN_NOTHING;
-		break;
-	case THEN_HANG_UP:
-		/* Closing with the client's bytes unread would reset the
-		 * connection; shut our side and discard what comes until
-		 * the client closes (or a second passes). */
-		if (shutdown(bufferevent_getfd(bev), SHUT_WR) < 0)
-			fpool__log_errno(FPOOL_LOG_DEBUG, errno,
-					 "control: shutdown");
-		c->then = THEN_DISCARD;
-		bufferevent_setwatermark(bev, EV_READ, 0, 0);
-		bufferevent_set_timeouts(bev, &tv, NULL);
-		bufferevent_enable(bev, EV_READ);
-		break;
-	case THEN_DISCARD:
-		break;
-	}
+	/* A socket bufferevent keeps the start of its output frozen so
+	 * that only it drains it; this one write is ours. */
+	evbuffer_unfreeze(out, 1);
+	while (evbuffer_get_length(out) > 0 && evbuffer_write(out, fd) > 0)
+		;
+	evbuffer_freeze(out, 1);
 }
 
-static void client_read_cb(struct bufferevent *bev, void *arg)
+/*
+ * Answer the complete request lines received, as long as the replies do
+ * not pile up; then decide what the connection waits for.  Returns false
+ * if the client was freed.
+ */
+static bool client_process(struct fpool__client *c)
 {
-	struct fpool__client *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	struct evbuffer *out = bufferevent_get_output(bev);
-	bool stop = false, graceful = true;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct timeval tv = { 1, 0 };
+	bool stop, graceful = true;
 	size_t len;
 	char *line;
 
-	if (c->then == THEN_DISCARD) {
+	if (c->state == CLIENT_DISCARD) {
 		evbuffer_drain(in, evbuffer_get_length(in));
-		return;
+		return true;
 	}
-	while ((line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
+	while (c->state != CLIENT_HANG_UP &&
+	       evbuffer_get_length(out) < CONTROL_OUT_HIGH &&
+	       (line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
 		fpool__control_handle(c->ctl->pool, line, len, out, &stop,
 				      &graceful);
 		free(line);
 		if (stop) {
-			/* Stop once the reply is sent: stopping now could
-			 * end the loop before it is written. */
-			c->then = graceful ? THEN_STOP : THEN_STOP_NOW;
-			bufferevent_disable(bev, EV_READ);
-			return;
+			/* Carried out now, whatever becomes of the reply;
+			 * but give the reply its chance first. */
+			client_write_now(c);
+			fpool_log(FPOOL_LOG_INFO, "control: stop (%s)",
+				  graceful ? "graceful" : "interrupt");
+			fpool_pool_stop(c->ctl->pool, graceful);
 		}
 	}
-	if (evbuffer_get_length(in) > FPOOL_CONTROL_MAX) {
+	if (c->state == CLIENT_OPEN &&
+	    evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF).pos < 0 &&
+	    evbuffer_get_length(in) > FPOOL_CONTROL_MAX) {
 		/* No newline within the limit: answer and hang up, since
 		 * the rest of that line cannot be told from a new request. */
 		evbuffer_add_printf(out, "{\"id\":null,\"ok\":false,\"error\":"
 					 "\"request too large\"}\n");
 		evbuffer_drain(in, evbuffer_get_length(in));
-		c->then = THEN_HANG_UP;
-		bufferevent_disable(bev, EV_READ);
-		return;
+		c->state = CLIENT_HANG_UP;
 	}
-	if (evbuffer_get_length(out) > CONTROL_OUT_MAX) {
-		fpool_log(FPOOL_LOG_WARNING,
-			  "control: dropping a client that does not read its "
-			  "replies");
-		client_free(c);
+	if (c->state == CLIENT_EOF &&
+	    evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF).pos < 0) {
+		/* Every request is answered (a last one without its newline
+		 * is not a request).  Close once the replies are out. */
+		evbuffer_drain(in, evbuffer_get_length(in));
+		if (evbuffer_get_length(out) == 0) {
+			client_free(c);
+			return false;
+		}
 	}
+	if (c->state == CLIENT_HANG_UP && evbuffer_get_length(out) == 0) {
+		/* Closing with the client's bytes unread would reset the
+		 * connection before it reads our answer; shut our side and
+		 * discard what comes until it closes (or a second passes). */
+		if (shutdown(bufferevent_getfd(c->bev), SHUT_WR) < 0)
+			fpool__log_errno(FPOOL_LOG_DEBUG, errno,
+					 "control: shutdown");
+		c->state = CLIENT_DISCARD;
+		bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+		bufferevent_set_timeouts(c->bev, &tv, NULL);
+		bufferevent_enable(c->bev, EV_READ);
+		return true;
+	}
+	/* Read more only when it can be answered. */
+	if (c->state == CLIENT_OPEN &&
+	    evbuffer_get_length(out) < CONTROL_OUT_HIGH)
+		bufferevent_enable(c->bev, EV_READ);
+	else
+		bufferevent_disable(c->bev, EV_READ);
+	return true;
+}
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	client_process(arg);
+}
+
+/* The replies were written (the output drained). */
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	client_process(arg);
 }
 
 static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
+	struct fpool__client *c = arg;
+
 	(void)bev;
-	(void)what;
-	/* EOF or error: the client is gone. */
-	client_free(arg);
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+	    c->state != CLIENT_DISCARD) {
+		/* Shut down for writing: answer what came, then close. */
+		if (c->state == CLIENT_OPEN)
+			c->state = CLIENT_EOF;
+		client_process(c);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT && c->state != CLIENT_DISCARD)
+		fpool_log(FPOOL_LOG_WARNING,
+			  "control: dropping a client that %s for %d s",
+			  (what & BEV_EVENT_WRITING) ? "left its replies unread"
+						     : "sent nothing",
+			  (what & BEV_EVENT_WRITING) ? CONTROL_STALL
+						     : CONTROL_IDLE);
+	/* An error or a timeout: nothing more can be delivered. */
+	client_free(c);
 }
 
 static void accept_cb(struct fpool_acceptor *a, int fd,
@@ -567,6 +629,7 @@ static void accept_cb(struct fpool_acceptor *a, int fd,
 	struct fpool__client *c;
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
+	struct timeval idle = { CONTROL_IDLE, 0 }, stall = { CONTROL_STALL, 0 };
 
 	(void)a;
 	(void)sa;
@@ -588,6 +651,21 @@ static void accept_cb(struct fpool_acceptor *a, int fd,
 		close(fd);
 		return;
 	}
+	if (ctl->nclients >= FPOOL_CONTROL_CLIENTS) {
+		static const char busy[] =
+			"{\"id\":null,\"ok\":false,\"error\":"
+			"\"too many control clients\"}\n";
+
+		fpool_log(FPOOL_LOG_WARNING,
+			  "control: refused a client: %d are connected",
+			  FPOOL_CONTROL_CLIENTS);
+		if (send(fd, busy, sizeof(busy) - 1,
+			 MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			fpool__log_errno(FPOOL_LOG_DEBUG, errno,
+					 "control: telling a refused client");
+		close(fd);
+		return;
+	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL ||
 	    (c->bev = bufferevent_socket_new(ctl->pool->base, fd,
@@ -598,6 +676,7 @@ static void accept_cb(struct fpool_acceptor *a, int fd,
 		return;
 	}
 	c->ctl = ctl;
+	ctl->nclients++;
 	c->next = ctl->clients;
 	if (ctl->clients != NULL)
 		ctl->clients->prev = c;
@@ -606,6 +685,7 @@ static void accept_cb(struct fpool_acceptor *a, int fd,
 	bufferevent_setwatermark(c->bev, EV_READ, 0, FPOOL_CONTROL_MAX + 2);
 	bufferevent_setcb(c->bev, client_read_cb, client_write_cb,
 			  client_event_cb, c);
+	bufferevent_set_timeouts(c->bev, &idle, &stall);
 	bufferevent_enable(c->bev, EV_READ);
 }
 
@@ -655,8 +735,13 @@ void fpool__control_close(struct fpool_pool *pool, bool owner)
 
 	if (ctl == NULL)
 		return;
-	while (ctl->clients != NULL)
+	while (ctl->clients != NULL) {
+		/* The master's last word to a client (the reply to `stop`)
+		 * gets its chance. */
+		if (owner)
+			client_write_now(ctl->clients);
 		client_free(ctl->clients);
+	}
 	fpool_acceptor_free(ctl->acceptor);
 	if (owner && unlink(ctl->path) < 0 && errno != ENOENT)
 		fpool__log_errno(FPOOL_LOG_WARNING, errno, "removing %s",

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
@@ -148,7 +150,7 @@ static int exchange(const char *path, const char *req, size_t len,
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	size_t cap = 4096, n = 0;
 	char *buf;
-	int fd;
+	int fd, werr;
 
 	if (strlen(path) >= sizeof(sun.sun_path)) {
 		fprintf(stderr, "forkpool ctl: %s: path too long\n", path);
@@ -165,12 +167,15 @@ static int exchange(const char *path, const char *req, size_t len,
 			close(fd);
 		return 1;
 	}
-	if (fpool__write_all(fd, req, len) != 0) {
+	if ((werr = fpool__write_all(fd, req, len)) != 0 && werr != -EPIPE &&
+	    werr != -ECONNRESET) {
 		fprintf(stderr, "forkpool ctl: sending to %s: %s\n", path,
-			strerror(errno));
+			strerror(-werr));
 		close(fd);
 		return 1;
 	}
+	/* A master that refuses us (another user) closes at once, having
+	 * said why: read that rather than report only the broken pipe. */
 	buf = malloc(cap);
 	while (buf != NULL) {
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
@@ -201,7 +206,20 @@ static int exchange(const char *path, const char *req, size_t len,
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got <= 0) {
-			fprintf(stderr, "forkpool ctl: the master closed the "
+			if (werr != 0)
+				fprintf(stderr,
+					"forkpool ctl: the master at %s "
+					"closed the connection before our "
+					"request was sent (%s)\n",
+					path, strerror(-werr));
+			else if (got < 0)
+				fprintf(stderr,
+					"forkpool ctl: reading the reply: "
+					"%s\n",
+					strerror(errno));
+			else
+				fprintf(stderr,
+					"forkpool ctl: the master closed the "
 					"connection without a reply\n");
 			break;
 		}
@@ -254,6 +272,40 @@ static void regen(yajl_gen g, yajl_val v)
 	}
 }
 
+/* Print s on a line, its control characters escaped: a worker's output
+ * (or anything the master relays) must not drive the terminal. */
+static void put_escaped(const char *s, size_t len)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (b == NULL) {
+		puts("(out of memory)");
+		return;
+	}
+	fpool__text_escape(b, s, len);
+	evbuffer_add(b, "\n", 1);
+	fwrite(evbuffer_pullup(b, -1), 1, evbuffer_get_length(b), stdout);
+	evbuffer_free(b);
+}
+
+/* A table cell: escaped (see put_escaped) into buf. */
+static const char *clean(const char *s, char *buf, size_t n)
+{
+	struct evbuffer *b = evbuffer_new();
+	size_t len;
+
+	if (b == NULL)
+		return "?";
+	fpool__text_escape(b, s, strlen(s));
+	len = evbuffer_get_length(b);
+	if (len >= n)
+		len = n - 1;
+	evbuffer_remove(b, buf, len);
+	buf[len] = '\0';
+	evbuffer_free(b);
+	return buf;
+}
+
 /* A value as short text for the table ("-" for null/missing). */
 static const char *cell(yajl_val obj, const char *key, char *buf, size_t n,
 			const char *unit)
@@ -263,7 +315,7 @@ static const char *cell(yajl_val obj, const char *key, char *buf, size_t n,
 	if (v == NULL || YAJL_IS_NULL(v))
 		return "-";
 	if (YAJL_IS_STRING(v))
-		return v->u.string;
+		return clean(v->u.string, buf, n);
 	if (YAJL_IS_NUMBER(v)) {
 		snprintf(buf, n, "%s%s", v->u.number.r, unit);
 		return buf;
@@ -336,7 +388,9 @@ static void print_result(const char *cmd, yajl_val r, bool json)
 		for (size_t i = 0;
 		     YAJL_IS_ARRAY(lines) && i < lines->u.array.len; i++)
 			if (YAJL_IS_STRING(lines->u.array.values[i]))
-				puts(lines->u.array.values[i]->u.string);
+				put_escaped(lines->u.array.values[i]->u.string,
+					    strlen(lines->u.array.values[i]
+							   ->u.string));
 	} else {
 		puts("ok");
 	}
@@ -362,6 +416,9 @@ int fpool__ctl_main(int argc, char **argv)
 	yajl_val tree, idv, ok;
 	int c, status;
 
+	/* A master that hangs up on us must make a write fail, not kill
+	 * us (EPIPE is handled in exchange()). */
+	signal(SIGPIPE, SIG_IGN);
 	optind = 0;
 	opterr = 0;
 	/* '+': stop at COMMAND, so `kill 3 -9`-like args stay arguments. */

@@ -51,8 +51,7 @@ static int devnull_onto(int target)
  */
 static void default_signals(void)
 {
-	for (size_t i = 0; i < fpool__n_master_signals; i++)
-		signal(fpool__master_signals[i], SIG_DFL);
+	fpool__signals_default();
 }
 
 /* The original process: leave with the status the daemon reports. */
@@ -222,7 +221,11 @@ int fpool__pidfile_take(const char *path, int *fd, pid_t *holder)
 
 	*fd = -1;
 	*holder = 0;
-	f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	/* O_NOFOLLOW: a symbolic link planted where the pidfile goes
+	 * (another user's, in a shared directory) must not make a root
+	 * master truncate what it points to.  ELOOP then. */
+	f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY,
+		 0644);
 	if (f < 0)
 		return -errno;
 	if (fstat(f, &st) < 0) {

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
@@ -21,6 +22,7 @@
 
 struct event;
 struct event_base;
+struct evbuffer;
 
 /* ---- util.c ------------------------------------------------------------ */
 
@@ -34,6 +36,9 @@ double fpool__now(void);
 struct timeval fpool__tv(double seconds);
 /* Name of a signal ("SIGTERM"), or "signal N" in a static buffer. */
 const char *fpool__signame(int sig);
+/* Reset every signal a process can catch to its default action: what a
+ * worker does first, since the master ignores or handles many. */
+void fpool__signals_default(void);
 /* Describe a wait status: "exited with status 1", "killed by SIGKILL". */
 void fpool__describe_status(int status, char *buf, size_t len);
 /* A growable array of (callback, arg) pairs: the hook lists. */
@@ -63,6 +68,51 @@ void fpool__hooks_free(struct fpool__hooks *h);
  * (fpool_acceptor_new() in forkpool.h). */
 #define FPOOL_ACCEPT_PAUSE 0.1
 
+/* ---- sink.c: where the master writes records, never blocking ---------- */
+
+/* The policy and how a sink avoids blocking are described in sink.c. */
+struct fpool__sink;
+/* A sink writing to `path` (opened for appending, non-blocking, created
+ * 0644), or to `fd` (not closed by the sink) when path is NULL.  `what`
+ * names it in messages ("the log file", "worker stdout file"; the path is
+ * added).  0 and *out, or -errno. */
+int fpool__sink_new(struct fpool__sink **out, const char *path, int fd,
+		    const char *what);
+/* Open path as sinks do (O_APPEND|O_NONBLOCK|O_NOCTTY).  fd or -errno. */
+int fpool__sink_open_path(const char *path);
+/* Open the sink's path again (logrotate).  0 or -errno (the old file
+ * stays in use); a no-op for an fd sink. */
+int fpool__sink_reopen(struct fpool__sink *s);
+/* From now on queue records and write them from `base` (the master's
+ * loop).  0 or -ENOMEM. */
+int fpool__sink_attach(struct fpool__sink *s, struct event_base *base);
+/* The loop ended: write what is queued, each wait bounded by a second,
+ * and write at once from now on.  NULL is a no-op. */
+void fpool__sink_detach(struct fpool__sink *s);
+/* In a new worker: drop the master's queue and events, write
+ * synchronously from now on.  NULL is a no-op. */
+void fpool__sink_forget(struct fpool__sink *s);
+/* Queue one or more whole records (lines) moved out of `record`; they
+ * are dropped, and counted, if the queue is full. */
+void fpool__sink_add(struct fpool__sink *s, struct evbuffer *record);
+/* Move what src has queued to the end of dst's queue. */
+void fpool__sink_take(struct fpool__sink *dst, struct fpool__sink *src);
+/* Write what is queued, as far as the sink takes it now.  NULL: no-op. */
+void fpool__sink_flush(struct fpool__sink *s);
+/* Bytes queued; records dropped and not yet reported. */
+size_t fpool__sink_queued(const struct fpool__sink *s);
+uint64_t fpool__sink_dropped(const struct fpool__sink *s);
+void fpool__sink_free(struct fpool__sink *s);
+/* Called with true when some sink falls behind (the master should stop
+ * reading its workers' records and output for a while), false when none
+ * does any more. */
+typedef void (*fpool__pressure_cb)(bool congested, void *arg);
+void fpool__sink_on_pressure(fpool__pressure_cb cb, void *arg);
+/* Whether some sink is behind now. */
+bool fpool__sink_pressure(void);
+/* The fd behind the sink was replaced (dup2): look at it again. */
+void fpool__sink_refresh(struct fpool__sink *s);
+
 /* ---- log.c ------------------------------------------------------------- */
 
 struct evbuffer;
@@ -84,7 +134,8 @@ struct fpool__record {
 double fpool__realtime(void);
 /* Parse "text" or "json".  0 or -EINVAL. */
 int fpool__log_format_parse(const char *s, enum fpool_log_format *out);
-/* Open a file for appending (CLOEXEC, 0644).  The fd, or -errno. */
+/* Open a file for appending as sinks do (CLOEXEC, NONBLOCK, NOCTTY,
+ * 0644).  The fd, or -errno. */
 int fpool__open_append(const char *path);
 /* Write all of data, waiting on EAGAIN.  0 or -errno. */
 int fpool__write_all(int fd, const void *data, size_t len);
@@ -92,11 +143,24 @@ int fpool__write_all(int fd, const void *data, size_t len);
 int fpool__record_format(const struct fpool__record *r, struct evbuffer *b);
 /* The JSON form of r, whatever the sink's format.  0 or -errno. */
 int fpool__record_json(const struct fpool__record *r, struct evbuffer *b);
-/* Write r to fd (-1: the log), unless r is a record below the level:
- * at once (`now`), or batched until fpool__log_flush(). */
-void fpool__log_record(int fd, const struct fpool__record *r, bool now);
+/* Write r to a sink (NULL: the log), unless r is a record below the
+ * level: at once (`now`), or batched until fpool__log_flush(). */
+void fpool__log_record(struct fpool__sink *to, const struct fpool__record *r,
+		       bool now);
 /* Write the batched records. */
 void fpool__log_flush(void);
+/* The master's loop runs: from now on the log never blocks it (sink.c);
+ * fpool__log_detach() when the loop is over. */
+void fpool__log_attach(struct event_base *base);
+void fpool__log_detach(void);
+/* In a new worker: forget the master's queued records and loop. */
+void fpool__log_child(void);
+/* The master's stderr was replaced (--daemon): write to the new one. */
+void fpool__log_refresh(void);
+/* Append s to b for a text log or a terminal: control characters (tab
+ * excepted), C1 controls and bytes that are not UTF-8 escaped as \n, \r,
+ * \uNNNN and \xNN, so one record stays one harmless line. */
+void fpool__text_escape(struct evbuffer *b, const char *s, size_t len);
 /* In a new worker: send records to the master over `chan`. */
 void fpool__log_set_worker(int chan, unsigned id);
 /* Close the log file (back to stderr). */
@@ -213,17 +277,30 @@ void fpool__linebuf_flush(struct fpool__linebuf *lb, fpool__line_cb cb,
 			  void *arg);
 void fpool__linebuf_free(struct fpool__linebuf *lb);
 
-/* The last `cap` lines, oldest first. */
+/* Bytes of output a slot keeps at most for `ctl output` (the last
+ * lines); a longer line is kept cut to FPOOL_RING_LINE bytes. */
+#define FPOOL_RING_BYTES (64 * 1024)
+#define FPOOL_RING_LINE	 4096
+
+/* One kept line: len bytes (any bytes), then a NUL. */
+struct fpool__line {
+	size_t len;
+	char text[];
+};
+/* The last `cap` lines, oldest first, FPOOL_RING_BYTES at most. */
 struct fpool__ring {
-	char **lines; /* cap entries once a line came, else NULL */
+	struct fpool__line **lines; /* cap entries once a line came */
 	size_t cap, head, n;
+	size_t bytes; /* held by the lines, their NULs included */
 };
 /* An empty ring; nothing is allocated before the first line. */
 void fpool__ring_init(struct fpool__ring *r, size_t cap);
-/* Copy a line in, dropping the oldest when full.  0 or -ENOMEM. */
+/* Copy a line in (cut past FPOOL_RING_LINE, with a marker), dropping
+ * the oldest lines while full.  0 or -ENOMEM. */
 int fpool__ring_push(struct fpool__ring *r, const char *line, size_t len);
-/* Line i (0 = oldest), or NULL past the end. */
-const char *fpool__ring_get(const struct fpool__ring *r, size_t i);
+/* Line i (0 = oldest) and its length (len may be NULL), or NULL past
+ * the end. */
+const char *fpool__ring_get(const struct fpool__ring *r, size_t i, size_t *len);
 void fpool__ring_free(struct fpool__ring *r);
 
 struct fpool__proc;
@@ -238,12 +315,18 @@ struct fpool__pipe {
 /* Make a pipe; *child_end gets the worker's (write) end.  0 or -errno. */
 int fpool__pipe_open(struct fpool__pipe *p, struct fpool__proc *proc,
 		     const char *stream, int *child_end);
-/* Read it from the loop.  0 or -ENOMEM. */
-int fpool__pipe_watch(struct fpool__pipe *p, struct event_base *base);
-/* The worker exited: read everything left, flush, close. */
+/* Read it from the loop (now if `on`, else once fpool__pipe_reading()
+ * says so).  0 or -ENOMEM. */
+int fpool__pipe_watch(struct fpool__pipe *p, struct event_base *base, bool on);
+/* The worker exited: read what it left in the pipe, flush, close.  A
+ * process it started may still hold the pipe and write on: what comes
+ * after the pipe's capacity is not waited for (the pipe is closed, and
+ * the log says so). */
 void fpool__pipe_drain(struct fpool__pipe *p);
 /* Close without reading. */
 void fpool__pipe_close(struct fpool__pipe *p);
+/* Read it from the loop again, or stop (a sink is behind). */
+void fpool__pipe_reading(struct fpool__pipe *p, bool on);
 
 /* ---- slot.c: one worker slot seen from the master ---------------------- */
 
@@ -322,6 +405,11 @@ struct fpool__proc *fpool__slot_find(struct fpool__slot *s, pid_t pid);
 /* Process p of the slot was reaped with wait status `status`. */
 void fpool__slot_exited(struct fpool__slot *s, struct fpool__proc *p,
 			int status);
+/* Give the slot's processes `seconds` more before their heartbeats are
+ * judged (time the master did not read them), never past `now`. */
+void fpool__slot_credit(struct fpool__slot *s, double seconds, double now);
+/* Read the slot's channels and output pipes, or stop reading them. */
+void fpool__slot_reading(struct fpool__slot *s, bool on);
 /* Periodic check: hung workers, overdue stops, overdue backoff. */
 void fpool__slot_check(struct fpool__slot *s, double now);
 /* Live processes in the slot (0..3). */
@@ -339,6 +427,8 @@ void fpool__slot_activity(const struct fpool__slot *s, char *buf, size_t len);
 
 /* Longest request line. */
 #define FPOOL_CONTROL_MAX 65536
+/* Control clients connected at once; more are refused. */
+#define FPOOL_CONTROL_CLIENTS 64
 struct fpool__control;
 /* Listen on a unix socket at path (mode 0600).  0 or -errno. */
 int fpool__control_open(struct fpool_pool *pool, const char *path);
@@ -384,7 +474,8 @@ struct fpool_pool {
 	int *preserved;
 	size_t npreserved;
 	struct fpool__hooks on_start, on_shutdown;
-	int out_fd[2]; /* --stdout, --stderr files; -1: the log */
+	struct fpool__sink
+		*out[2]; /* --stdout, --stderr files; NULL: the log */
 	struct fpool__control *control; /* --control socket, or NULL */
 	double started;			/* fpool__now() when run began */
 	bool reloading;			/* a rolling reload is under way */
@@ -395,16 +486,39 @@ struct fpool_pool {
 	unsigned failures_at; /* next entry to overwrite */
 	uid_t uid;	      /* --user, resolved; (uid_t)-1: keep */
 	gid_t gid;	      /* --group (or the user's), resolved */
-	int pidfile_fd;	      /* --pidfile, held locked; -1: none */
-	bool notified_ready;  /* READY=1 sent to systemd */
+	gid_t *groups;	      /* supplementary groups for the workers */
+	size_t ngroups;
+	int pidfile_fd;	     /* --pidfile, held locked; -1: none */
+	bool notified_ready; /* READY=1 sent to systemd */
 	struct event *sigev[16];
 	size_t nsigev;
+	struct {
+		int sig;
+		struct sigaction old;
+	} ignored[64]; /* signals ignored while running, to restore */
+	size_t nignored;
 	struct event *check_ev;
 	sigset_t saved_mask; /* the mask to restore after fork */
+	rlim_t nofile;	     /* RLIMIT_NOFILE once running, else 0 */
+	double check_last;   /* when the check timer last ran */
+	bool reading_paused; /* a sink is behind: workers not read */
+	double paused_at;    /* since when */
 	bool graceful;	     /* how the current stop was asked */
 	int result;	     /* what fpool_pool_run returns */
 };
 
+/* Open files the master needs per worker process: its channel, pidfd
+ * and two output pipes. */
+#define FPOOL_FDS_PER_PROC 4
+/* And for itself: stdio, log files, the loop's, signals, pidfile... */
+#define FPOOL_FDS_RESERVE 32
+/* A check timer this late (s) means the master was stopped or frozen. */
+#define FPOOL_CHECK_LATE 1.0
+
+/* Whether a pool of `workers` fits the master's open file limit; *need
+ * gets the count it needs (see pool.c). */
+int fpool__pool_fds_fit(const struct fpool_pool *pool, unsigned workers,
+			unsigned long *need);
 /* Reap every exited child, ours or not, and act on our slots' exits. */
 void fpool__pool_reap(struct fpool_pool *pool);
 /* A worker said "ready" (systemd notification). */
@@ -429,9 +543,6 @@ void fpool__pool_forget(struct fpool_pool *pool);
  * worker now owns.  Returns that page (to munmap, fpool__page_size()
  * bytes) or NULL. */
 void *fpool__pool_keep_shared(struct fpool_pool *pool, unsigned id);
-/* The signals the master handles; a worker resets them to SIG_DFL. */
-extern const int fpool__master_signals[];
-extern const size_t fpool__n_master_signals;
 
 /* ---- worker.c: the child side ------------------------------------------ */
 
@@ -473,7 +584,8 @@ int fpool__daemonize(int *ready_fd);
  * when *ready_fd < 0 (not a daemon, or already reported). */
 void fpool__daemon_ready(int *ready_fd, int status);
 /*
- * Take the pidfile: open (O_RDWR|O_CREAT|O_CLOEXEC, 0644) and lock it
+ * Take the pidfile: open (O_RDWR|O_CREAT|O_CLOEXEC|O_NOFOLLOW, 0644: a
+ * symbolic link there is refused with -ELOOP) and lock it
  * with flock(LOCK_EX|LOCK_NB).  If another process holds the lock:
  * -EEXIST and *holder = the pid written in the file (0 if none could be
  * read).  Otherwise the file is truncated, gets "PID\n" and is fsynced;

@@ -45,32 +45,41 @@ static const char *const level_names[] = {
 static struct {
 	enum fpool_log_level level;
 	enum fpool_log_format format;
-	int fd;	    /* where records go */
-	char *path; /* --log-file, or NULL for stderr */
-	int chan;   /* in a worker: the channel to the master, else -1 */
-	int worker; /* in a worker: its slot id, else -1 */
+	struct fpool__sink *out; /* stderr or --log-file; NULL: not yet */
+	struct event_base *base; /* the master's loop, while attached */
+	int chan;		 /* in a worker: the channel to the master */
+	int worker;		 /* in a worker: its slot id, else -1 */
+	struct fpool__sink *dirty[4]; /* sinks with records not yet written */
+	size_t ndirty;
 } sink = {
 	.level = FPOOL_LOG_INFO,
 	.format = FPOOL_LOG_TEXT,
-	.fd = STDERR_FILENO,
 	.chan = -1,
 	.worker = -1,
 };
 
 /*
  * Records forwarded from workers and captured lines are batched: the
- * master formats a burst of them into one buffer and writes it with one
- * write(2) when the callback that read them ends (fpool__log_flush).
- * Whole lines only, so nothing interleaves; the master's own records
- * flush the batch first and are written at once, keeping the order.
+ * master formats a burst of them into its sinks' queues and writes each
+ * queue with one write(2) when the callback that read them ends
+ * (fpool__log_flush).  Whole lines only, so nothing interleaves; the
+ * master's own records are written at once, after what was batched
+ * before them.  sink.c makes sure none of it blocks the master.
  */
-static struct {
-	struct evbuffer *buf;
-	int fd;
-} batch = { .fd = -1 };
-
-/* Past this much, write the batch before adding more. */
+/* Past this much queued, write before adding more. */
 #define BATCH_MAX (256 * 1024)
+
+/* The log's sink, made for stderr the first time one is needed; NULL
+ * only when out of memory. */
+static struct fpool__sink *log_sink(void)
+{
+	if (sink.out == NULL &&
+	    fpool__sink_new(&sink.out, NULL, STDERR_FILENO, "stderr") == 0 &&
+	    sink.base != NULL && fpool__sink_attach(sink.out, sink.base) != 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, ENOMEM,
+				 "the log writes synchronously");
+	return sink.out;
+}
 
 void fpool_log_set_level(enum fpool_log_level level)
 {
@@ -101,60 +110,75 @@ int fpool__log_format_parse(const char *s, enum fpool_log_format *out)
 
 int fpool__open_append(const char *path)
 {
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-
-	return fd < 0 ? -errno : fd;
+	return fpool__sink_open_path(path);
 }
 
 int fpool_log_open(const char *path, enum fpool_log_format format)
 {
-	char *copy = NULL;
-	int fd = STDERR_FILENO;
+	struct fpool__sink *out;
+	int err;
 
-	if (path != NULL) {
-		copy = strdup(path);
-		if (copy == NULL)
-			return -ENOMEM;
-		fd = fpool__open_append(path);
-		if (fd < 0) {
-			free(copy);
-			return fd;
-		}
+	err = fpool__sink_new(&out, path, STDERR_FILENO,
+			      path ? "the log file" : "stderr");
+	if (err != 0)
+		return err;
+	if (sink.base != NULL && (err = fpool__sink_attach(out, sink.base))) {
+		fpool__sink_free(out);
+		return err;
 	}
-	if (sink.path != NULL)
-		close(sink.fd);
-	free(sink.path);
-	sink.path = copy;
-	sink.fd = fd;
+	if (sink.out != NULL) {
+		/* What waits for the old log goes to the new one: nothing
+		 * is lost, and nothing waits here for a slow reader. */
+		fpool__sink_take(out, sink.out);
+		fpool__sink_free(sink.out);
+	}
+	sink.ndirty = 0;
+	sink.out = out;
 	sink.format = format;
 	return 0;
 }
 
 int fpool_log_reopen(void)
 {
-	int fd;
+	return sink.out != NULL ? fpool__sink_reopen(sink.out) : 0;
+}
 
-	if (sink.path == NULL)
-		return 0;
-	fd = fpool__open_append(sink.path);
-	if (fd < 0)
-		return fd;
-	close(sink.fd);
-	sink.fd = fd;
-	return 0;
+void fpool__log_attach(struct event_base *base)
+{
+	struct fpool__sink *out = log_sink();
+
+	sink.base = base;
+	if (out != NULL && fpool__sink_attach(out, base) != 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, ENOMEM,
+				 "the log writes synchronously");
+}
+
+void fpool__log_detach(void)
+{
+	fpool__log_flush();
+	sink.base = NULL;
+	fpool__sink_detach(sink.out);
+}
+
+void fpool__log_child(void)
+{
+	/* The master's queued records are the master's to write. */
+	sink.ndirty = 0;
+	sink.base = NULL;
+	fpool__sink_forget(sink.out);
+}
+
+void fpool__log_refresh(void)
+{
+	if (sink.out != NULL)
+		fpool__sink_refresh(sink.out);
 }
 
 void fpool__log_close(void)
 {
-	fpool__log_flush();
-	if (batch.buf != NULL)
-		evbuffer_free(batch.buf);
-	batch.buf = NULL;
-	if (sink.path != NULL)
-		close(sink.fd);
-	free(sink.path);
-	sink.path = NULL;
-	sink.fd = STDERR_FILENO;
+	fpool__log_detach();
+	fpool__sink_free(sink.out);
+	sink.out = NULL;
 }
 
 void fpool__log_set_worker(int chan, unsigned id)
@@ -173,7 +197,7 @@ int fpool__write_all(int fd, const void *data, size_t len)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			/* A non-blocking stderr we inherited: wait. */
+			/* A non-blocking fd we were given: wait. */
 			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
 
 			if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
@@ -206,41 +230,88 @@ static void add_time(struct evbuffer *b, double t)
 	evbuffer_add_printf(b, "%s.%06lldZ", s, us % 1000000);
 }
 
+void fpool__text_escape(struct evbuffer *b, const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0, run = 0, n;
+
+	/* Runs of plain text are added in one piece: captured lines, the
+	 * bulk of a busy log, are rarely anything else. */
+	while (i < len) {
+		unsigned char c = p[i];
+
+		if (c >= 0x20 && c < 0x7f) {
+			i++;
+			continue;
+		}
+		n = c == '\t'	? 1
+		    : c >= 0x80 ? fpool__utf8_seq(p + i, len - i)
+				: 0;
+		/* U+0080..U+009F, the C1 controls (CSI is U+009B). */
+		if (n == 2 && c == 0xc2 && p[i + 1] < 0xa0)
+			n = 0;
+		if (n > 0) {
+			i += n;
+			continue;
+		}
+		evbuffer_add(b, s + run, i - run);
+		if (c == '\n')
+			evbuffer_add(b, "\\n", 2);
+		else if (c == '\r')
+			evbuffer_add(b, "\\r", 2);
+		else if (c == 0xc2 && i + 1 < len && p[i + 1] >= 0x80 &&
+			 p[i + 1] < 0xa0)
+			evbuffer_add_printf(b, "\\u%04x", p[++i]);
+		else
+			evbuffer_add_printf(b, "\\x%02x", c);
+		run = ++i;
+	}
+	evbuffer_add(b, s + run, len - run);
+}
+
 /* A field value in text form: bare when it is a plain word, else quoted
- * with the quote, backslash and control characters escaped. */
+ * with the quote and backslash escaped, and control characters and bytes
+ * that are not UTF-8 escaped as everywhere in the text log. */
 static void add_text_value(struct evbuffer *b, const char *v)
 {
 	const char *p;
 	bool plain = *v != '\0';
 
 	for (p = v; *p && plain; p++)
-		plain = (unsigned char)*p > ' ' && *p != '"' && *p != '=' &&
-			*p != '\\';
+		plain = (unsigned char)*p > ' ' && (unsigned char)*p < 0x7f &&
+			*p != '"' && *p != '=' && *p != '\\';
 	if (plain) {
 		evbuffer_add(b, v, strlen(v));
 		return;
 	}
 	evbuffer_add(b, "\"", 1);
-	for (p = v; *p; p++) {
-		if (*p == '"' || *p == '\\')
+	for (p = v; *p;) {
+		size_t n = strcspn(p, "\"\\");
+
+		fpool__text_escape(b, p, n);
+		p += n;
+		if (*p != '\0') {
 			evbuffer_add_printf(b, "\\%c", *p);
-		else if (*p == '\n')
-			evbuffer_add(b, "\\n", 2);
-		else if ((unsigned char)*p < ' ')
-			evbuffer_add_printf(b, "\\x%02x", (unsigned char)*p);
-		else
-			evbuffer_add(b, p, 1);
+			p++;
+		}
 	}
 	evbuffer_add(b, "\"", 1);
 }
 
+/*
+ * The text form: one line per record, whatever the record holds.  A
+ * worker's message, field or output line that contains a newline or an
+ * escape sequence must not forge a line of the master's (a timestamp and
+ * "master:") or reach the operator's terminal as a control sequence, so
+ * control characters are written escaped (\n, \r, \xNN, \uNNNN for C1).
+ */
 static void format_text(struct evbuffer *b, const struct fpool__record *r)
 {
 	if (r->stream != NULL) {
 		/* A captured line: the worker's own bytes, tagged. */
 		evbuffer_add_printf(b, "[worker %d pid %d] ", r->worker,
 				    (int)r->pid);
-		evbuffer_add(b, r->msg, r->msglen);
+		fpool__text_escape(b, r->msg, r->msglen);
 		evbuffer_add(b, "\n", 1);
 		return;
 	}
@@ -251,9 +322,12 @@ static void format_text(struct evbuffer *b, const struct fpool__record *r)
 				    (int)r->pid);
 	else
 		evbuffer_add(b, "master: ", 8);
-	evbuffer_add(b, r->msg, r->msglen);
+	fpool__text_escape(b, r->msg, r->msglen);
 	for (size_t i = 0; i < r->nfields; i++) {
-		evbuffer_add_printf(b, " %s=", r->fields[i].key);
+		evbuffer_add(b, " ", 1);
+		fpool__text_escape(b, r->fields[i].key,
+				   strlen(r->fields[i].key));
+		evbuffer_add(b, "=", 1);
 		add_text_value(b, r->fields[i].value);
 	}
 	evbuffer_add(b, "\n", 1);
@@ -345,30 +419,42 @@ int fpool__record_format(const struct fpool__record *r, struct evbuffer *b)
 
 void fpool__log_flush(void)
 {
-	size_t n;
+	/* Set before writing: a sink that reports dropped records logs
+	 * through here again. */
+	size_t n = sink.ndirty;
+	struct fpool__sink *v[FPOOL_NELEM(sink.dirty)];
 
-	if (batch.buf == NULL || (n = evbuffer_get_length(batch.buf)) == 0)
-		return;
-	/* If the log itself cannot be written there is no one left to tell;
-	 * the records are dropped on purpose. */
-	fpool__write_all(batch.fd, evbuffer_pullup(batch.buf, -1), n);
-	evbuffer_drain(batch.buf, n);
+	memcpy(v, sink.dirty, n * sizeof(*v));
+	sink.ndirty = 0;
+	for (size_t i = 0; i < n; i++)
+		fpool__sink_flush(v[i]);
 }
 
-void fpool__log_record(int fd, const struct fpool__record *r, bool now)
+void fpool__log_record(struct fpool__sink *to, const struct fpool__record *r,
+		       bool now)
 {
+	static struct evbuffer *scratch;
+	size_t i;
+
 	if (r->stream == NULL && r->level < sink.level)
 		return;
-	if (fd < 0)
-		fd = sink.fd;
-	if (batch.buf == NULL && (batch.buf = evbuffer_new()) == NULL)
+	if (to == NULL && (to = log_sink()) == NULL)
 		return;
-	if (fd != batch.fd || evbuffer_get_length(batch.buf) >= BATCH_MAX)
-		fpool__log_flush();
-	batch.fd = fd;
-	if (fpool__record_format(r, batch.buf) != 0)
+	if (scratch == NULL && (scratch = evbuffer_new()) == NULL)
 		return;
-	if (now)
+	if (fpool__record_format(r, scratch) != 0) {
+		evbuffer_drain(scratch, evbuffer_get_length(scratch));
+		return;
+	}
+	fpool__sink_add(to, scratch);
+	for (i = 0; i < sink.ndirty && sink.dirty[i] != to; i++)
+		;
+	if (i == sink.ndirty) {
+		if (sink.ndirty == FPOOL_NELEM(sink.dirty))
+			fpool__log_flush();
+		sink.dirty[sink.ndirty++] = to;
+	}
+	if (now || fpool__sink_queued(to) >= BATCH_MAX)
 		fpool__log_flush();
 }
 
@@ -457,7 +543,7 @@ static void log_va(enum fpool_log_level level, int err,
 	 * master captures. */
 	if (sink.chan >= 0 && send_to_master(&r) == 0)
 		return;
-	fpool__log_record(-1, &r, true);
+	fpool__log_record(NULL, &r, true);
 }
 
 void fpool_log(enum fpool_log_level level, const char *fmt, ...)

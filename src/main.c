@@ -142,6 +142,18 @@ int main(int argc, char **argv)
 		fprintf(stderr,
 			"forkpool: --pidfile %s is held by another master\n",
 			o.cfg.pidfile);
+	else if ((r == -EMFILE || r == -ELOOP) && o.log_file == NULL)
+		; /* the log, on stderr, said why in one line */
+	else if (r == -EMFILE)
+		fprintf(stderr,
+			"forkpool: %u workers do not fit the open file limit "
+			"(see the log)\n",
+			o.cfg.workers);
+	else if (r == -ELOOP && o.cfg.pidfile != NULL)
+		fprintf(stderr,
+			"forkpool: --pidfile %s is a symbolic link; refusing "
+			"to follow it\n",
+			o.cfg.pidfile);
 	else if (r != 0)
 		fprintf(stderr, "forkpool: %s\n", fpool_strerror(r));
 	else

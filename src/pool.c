@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -33,11 +34,21 @@ static void on_ttou(struct fpool_pool *pool, int signo);
 static void on_hup(struct fpool_pool *pool, int signo);
 static void reload_step(struct fpool_pool *pool);
 static void on_usr1(struct fpool_pool *pool, int signo);
+static void on_unused(struct fpool_pool *pool, int signo);
 
-/* The master's signal table (nginx's habit): what each signal does. */
+/*
+ * The master's signal table (nginx's habit): what each signal does, the
+ * one list of it.  A signal with a function is a libevent signal event on
+ * the master's loop; one without is ignored (SIG_IGN), because its
+ * default action would end or stop the master, and with it the pool:
+ * a stray ALRM or USR2, a timer signal, SIGXFSZ once a log reaches
+ * RLIMIT_FSIZE (the write then fails with EFBIG, which the log reports),
+ * Ctrl-Z (TSTP).  The real-time signals are ignored too (pool_signals).
+ * Every worker resets all of them to their defaults (fpool__signals_default).
+ */
 static const struct {
 	int signo;
-	pool_signal_fn fn;
+	pool_signal_fn fn; /* NULL: ignored */
 } signal_table[] = {
 	{ SIGTERM, on_stop_signal }, /* graceful stop */
 	{ SIGQUIT, on_stop_signal }, /* graceful stop, as nginx does */
@@ -47,13 +58,13 @@ static const struct {
 	{ SIGTTOU, on_ttou },	     /* one worker fewer */
 	{ SIGHUP, on_hup },	     /* rolling reload */
 	{ SIGUSR1, on_usr1 },	     /* reopen log files (logrotate) */
+	{ SIGUSR2, on_unused },	     /* logged: the binary upgrade is to come */
+	{ SIGPIPE, NULL }, /* a write to a peer that left fails with EPIPE */
+	{ SIGTSTP, NULL }, /* Ctrl-Z must not stop the pool's supervisor */
+	{ SIGALRM, NULL },	     { SIGIO, NULL },	  { SIGPWR, NULL },
+	{ SIGVTALRM, NULL },	     { SIGPROF, NULL },	  { SIGXCPU, NULL },
+	{ SIGXFSZ, NULL },	     { SIGSTKFLT, NULL }, { SIGSYS, NULL },
 };
-
-const int fpool__master_signals[] = {
-	SIGTERM, SIGQUIT, SIGINT,  SIGCHLD, SIGTTIN,
-	SIGTTOU, SIGHUP,  SIGUSR1, SIGPIPE,
-};
-const size_t fpool__n_master_signals = FPOOL_NELEM(fpool__master_signals);
 
 static int pool_grow(struct fpool_pool *pool, unsigned n)
 {
@@ -70,49 +81,66 @@ static int pool_grow(struct fpool_pool *pool, unsigned n)
 	return 0;
 }
 
-/* Open (or reopen) the --stdout/--stderr files.  On failure the files
- * already open stay in use.  0 or -errno. */
+/* Open the --stdout/--stderr files, or open them again (SIGUSR1).  On
+ * failure the files already open stay in use.  0 or -errno. */
 static int pool_open_output(struct fpool_pool *pool)
 {
+	static const char *const what[2] = { "worker stdout file",
+					     "worker stderr file" };
 	const char *paths[2] = { pool->cfg.stdout_file, pool->cfg.stderr_file };
 	int result = 0;
 
 	for (int i = 0; i < 2; i++) {
-		int fd;
+		int err;
 
 		if (paths[i] == NULL)
 			continue;
-		fd = fpool__open_append(paths[i]);
-		if (fd < 0) {
-			fpool__log_errno(FPOOL_LOG_ERROR, -fd,
+		if (pool->out[i] != NULL)
+			err = fpool__sink_reopen(pool->out[i]);
+		else
+			err = fpool__sink_new(&pool->out[i], paths[i], -1,
+					      what[i]);
+		if (err != 0) {
+			fpool__log_errno(FPOOL_LOG_ERROR, -err,
 					 "cannot open worker %s file %s",
 					 i ? "stderr" : "stdout", paths[i]);
-			result = fd;
-			continue;
+			result = err;
 		}
-		if (pool->out_fd[i] >= 0)
-			close(pool->out_fd[i]);
-		pool->out_fd[i] = fd;
 	}
 	return result;
 }
 
-/* --user and --group: names (or numbers) to ids, once, in the master,
- * so a worker only has to switch.  0 or -EINVAL. */
+/*
+ * --user and --group: names (or numbers) to ids, once, in the master, so
+ * a worker only has to switch.  The supplementary groups are the user's
+ * own (getgrouplist(3), as initgroups(3) would set them) or, for a uid
+ * without a passwd entry or a --group alone, just the one group: never
+ * the master's (root's disk, shadow...).  A uid without an entry and no
+ * --group is refused: it has no group to run with.  0 or -EINVAL.
+ */
 static int pool_resolve_ids(struct fpool_pool *pool)
 {
 	const char *user = pool->cfg.user, *group = pool->cfg.group;
+	const struct passwd *pw = NULL;
 	char *end;
 
 	if (user != NULL) {
-		struct passwd *pw = getpwnam(user);
 		unsigned long v = strtoul(user, &end, 10);
 
+		pw = getpwnam(user);
+		if (pw == NULL && *user != '\0' && *end == '\0')
+			pw = getpwuid((uid_t)v);
 		if (pw != NULL) {
 			pool->uid = pw->pw_uid;
 			pool->gid = pw->pw_gid;
-		} else if (*user != '\0' && *end == '\0') {
+		} else if (*user != '\0' && *end == '\0' && group != NULL) {
 			pool->uid = (uid_t)v;
+		} else if (*user != '\0' && *end == '\0') {
+			fpool_log(FPOOL_LOG_ERROR,
+				  "user %s has no passwd entry to take a group "
+				  "from; name a group too",
+				  user);
+			return -EINVAL;
 		} else {
 			fpool_log(FPOOL_LOG_ERROR, "no such user: %s", user);
 			return -EINVAL;
@@ -131,6 +159,30 @@ static int pool_resolve_ids(struct fpool_pool *pool)
 			return -EINVAL;
 		}
 	}
+	if (pool->gid == (gid_t)-1)
+		return 0;
+	if (pw != NULL && group == NULL) {
+		int n = 0;
+
+		/* The first call says how many there are. */
+		getgrouplist(pw->pw_name, pool->gid, NULL, &n);
+		pool->groups =
+			calloc((size_t)(n > 0 ? n : 1), sizeof(*pool->groups));
+		if (pool->groups == NULL)
+			return -ENOMEM;
+		if (n > 0 && getgrouplist(pw->pw_name, pool->gid, pool->groups,
+					  &n) >= 0) {
+			pool->ngroups = (size_t)n;
+			return 0;
+		}
+		/* Could not list them: the primary group alone. */
+	} else {
+		pool->groups = calloc(1, sizeof(*pool->groups));
+		if (pool->groups == NULL)
+			return -ENOMEM;
+	}
+	pool->groups[0] = pool->gid;
+	pool->ngroups = 1;
 	return 0;
 }
 
@@ -200,7 +252,6 @@ int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
 		return -ENOMEM;
 	pool->cfg = *cfg;
 	pool->state = POOL_NEW;
-	pool->out_fd[0] = pool->out_fd[1] = -1;
 	pool->reload_slot = -1;
 	pool->master_pid = getpid();
 	pool->uid = (uid_t)-1;
@@ -591,6 +642,7 @@ void fpool__pool_reap(struct fpool_pool *pool)
 int fpool_pool_add_worker(struct fpool_pool *pool, unsigned id)
 {
 	struct fpool__slot *s;
+	unsigned long need;
 	int err;
 
 	if (id >= FPOOL_MAX_WORKERS)
@@ -600,6 +652,8 @@ int fpool_pool_add_worker(struct fpool_pool *pool, unsigned id)
 	s = pool->slots[id];
 	if (s != NULL && s->wanted)
 		return -EEXIST;
+	if (!fpool__pool_fds_fit(pool, fpool_pool_size(pool) + 1, &need))
+		return -EMFILE;
 	if (s == NULL) {
 		s = pool->slots[id] = fpool__slot_new(pool, id);
 		if (s == NULL)
@@ -714,7 +768,12 @@ static void on_ttin(struct fpool_pool *pool, int signo)
 	       pool->slots[id]->wanted)
 		id++;
 	err = fpool_pool_add_worker(pool, id);
-	if (err != 0)
+	if (err == -EMFILE)
+		fpool_log(FPOOL_LOG_WARNING,
+			  "SIGTTIN: cannot add worker %u: the pool would not "
+			  "fit the open file limit (%llu)",
+			  id, (unsigned long long)pool->nofile);
+	else if (err != 0)
 		fpool_log(FPOOL_LOG_WARNING,
 			  "SIGTTIN: cannot add worker %u: %s", id,
 			  fpool_strerror(err));
@@ -769,6 +828,15 @@ static void on_usr1(struct fpool_pool *pool, int signo)
 		  err ? " (not all: see above)" : "");
 }
 
+static void on_unused(struct fpool_pool *pool, int signo)
+{
+	(void)pool;
+	fpool_log(FPOOL_LOG_WARNING,
+		  "got %s, which this version does not use; "
+		  "ignored",
+		  fpool__signame(signo));
+}
+
 static void pool_signal_cb(evutil_socket_t signo, short what, void *arg)
 {
 	struct fpool_pool *pool = arg;
@@ -779,21 +847,94 @@ static void pool_signal_cb(evutil_socket_t signo, short what, void *arg)
 			signal_table[i].fn(pool, (int)signo);
 }
 
+/*
+ * The periodic check.  It runs every check_interval; when it runs much
+ * later than that, the master itself did not run in between: stopped
+ * (SIGSTOP, Ctrl-Z of a shell that does not know we ignore TSTP, a
+ * debugger) or frozen with its workers (the freezer cgroup, `docker
+ * pause`).  The workers' silence over that time says nothing about them,
+ * so they get that time back before their heartbeats are judged, instead
+ * of all being killed as hung after a thaw.
+ */
 static void pool_check_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct fpool_pool *pool = arg;
-	double now = fpool__now();
+	double now = fpool__now(), late;
 
 	(void)fd;
 	(void)what;
+	late = now - pool->check_last - pool->cfg.check_interval;
+	pool->check_last = now;
+	if (late > FPOOL_CHECK_LATE && late > pool->cfg.check_interval) {
+		fpool_log(FPOOL_LOG_WARNING,
+			  "the master did not run for %.1f s (stopped or "
+			  "frozen?); the workers get that time back before "
+			  "their heartbeats are judged",
+			  late);
+		for (unsigned i = 0; i < pool->nslots; i++)
+			if (pool->slots[i] != NULL)
+				fpool__slot_credit(pool->slots[i], late, now);
+	}
 	for (unsigned i = 0; i < pool->nslots; i++)
 		if (pool->slots[i] != NULL)
 			fpool__slot_check(pool->slots[i], now);
 	fpool__pool_recycle(pool);
 }
 
+/*
+ * A sink fell behind (sink.c): stop reading the workers' channels and
+ * output pipes until it catches up or is given up on, so that workers
+ * that log wait in their own writes (back-pressure) instead of the
+ * master queueing without bound.  Heartbeats wait in the channels
+ * meanwhile, so that time is not held against the workers either.
+ */
+static void pool_pressure_cb(bool congested, void *arg)
+{
+	struct fpool_pool *pool = arg;
+	double now = fpool__now();
+
+	if (congested == pool->reading_paused)
+		return;
+	pool->reading_paused = congested;
+	if (congested) {
+		pool->paused_at = now;
+		fpool_log(FPOOL_LOG_DEBUG,
+			  "the log is behind: reading the workers paused");
+	}
+	for (unsigned i = 0; i < pool->nslots; i++) {
+		if (pool->slots[i] == NULL)
+			continue;
+		if (!congested)
+			fpool__slot_credit(pool->slots[i],
+					   now - pool->paused_at, now);
+		fpool__slot_reading(pool->slots[i], !congested);
+	}
+}
+
+/* Ignore a signal while the pool runs; pool_events_del() puts back
+ * what the program had. */
+static void pool_ignore(struct fpool_pool *pool, int sig)
+{
+	struct sigaction ign = { .sa_handler = SIG_IGN };
+
+	sigemptyset(&ign.sa_mask);
+	if (pool->nignored >= FPOOL_NELEM(pool->ignored))
+		return;
+	if (sigaction(sig, &ign, &pool->ignored[pool->nignored].old) < 0) {
+		fpool__log_errno(FPOOL_LOG_WARNING, errno, "cannot ignore %s",
+				 fpool__signame(sig));
+		return;
+	}
+	pool->ignored[pool->nignored++].sig = sig;
+}
+
 static void pool_events_del(struct fpool_pool *pool)
 {
+	while (pool->nignored > 0) {
+		pool->nignored--;
+		sigaction(pool->ignored[pool->nignored].sig,
+			  &pool->ignored[pool->nignored].old, NULL);
+	}
 	for (size_t i = 0; i < pool->nsigev; i++)
 		event_free(pool->sigev[i]);
 	pool->nsigev = 0;
@@ -808,10 +949,14 @@ static int pool_events_add(struct fpool_pool *pool)
 	struct timeval tv = fpool__tv(pool->cfg.check_interval);
 
 	for (size_t i = 0; i < FPOOL_NELEM(signal_table); i++) {
-		struct event *ev =
-			evsignal_new(pool->base, signal_table[i].signo,
-				     pool_signal_cb, pool);
+		struct event *ev;
 
+		if (signal_table[i].fn == NULL) {
+			pool_ignore(pool, signal_table[i].signo);
+			continue;
+		}
+		ev = evsignal_new(pool->base, signal_table[i].signo,
+				  pool_signal_cb, pool);
 		if (ev == NULL || evsignal_add(ev, NULL) != 0) {
 			fpool_log(FPOOL_LOG_ERROR, "cannot handle %s",
 				  fpool__signame(signal_table[i].signo));
@@ -821,6 +966,10 @@ static int pool_events_add(struct fpool_pool *pool)
 		}
 		pool->sigev[pool->nsigev++] = ev;
 	}
+	/* No one's real-time signal may end the pool either. */
+	for (int sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
+		pool_ignore(pool, sig);
+	pool->check_last = fpool__now();
 	pool->check_ev =
 		event_new(pool->base, -1, EV_PERSIST, pool_check_cb, pool);
 	if (pool->check_ev == NULL || event_add(pool->check_ev, &tv) != 0) {
@@ -828,6 +977,75 @@ static int pool_events_add(struct fpool_pool *pool)
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+/*
+ * File descriptors the master needs with `workers` slots: each worker
+ * process costs FPOOL_FDS_PER_PROC (its channel, pidfd and two output
+ * pipes), and a slot may hold two processes at once (a rolling reload or
+ * a recycle keeps the old worker draining beside its replacement); then
+ * the listeners, the control socket's clients and the master's own
+ * (stdio, log files, loop, signals, pidfile...).
+ */
+static unsigned long pool_fds_needed(const struct fpool_pool *pool,
+				     unsigned workers)
+{
+	return (unsigned long)workers * 2 * FPOOL_FDS_PER_PROC +
+	       pool->nlisteners + pool->npreserved +
+	       (pool->cfg.control_path ? FPOOL_CONTROL_CLIENTS + 1 : 0) +
+	       FPOOL_FDS_RESERVE;
+}
+
+/*
+ * At start, raise the soft RLIMIT_NOFILE to the hard limit (as nginx's
+ * worker_rlimit_nofile and systemd do; workers inherit it), and refuse
+ * to start a pool that cannot fit, rather than fail half-way through the
+ * forks.  0, or -EMFILE (logged).
+ */
+static int pool_fd_limit(struct fpool_pool *pool)
+{
+	struct rlimit rl;
+	unsigned long need = pool_fds_needed(pool, fpool_pool_size(pool));
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "getrlimit(RLIMIT_NOFILE)");
+		return 0;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+			fpool__log_errno(FPOOL_LOG_WARNING, errno,
+					 "cannot raise the open file limit "
+					 "from %llu to %llu",
+					 (unsigned long long)was,
+					 (unsigned long long)rl.rlim_max);
+			rl.rlim_cur = was;
+		}
+	}
+	pool->nofile = rl.rlim_cur;
+	if (rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur) {
+		fpool_log(FPOOL_LOG_ERROR,
+			  "%u workers need up to %lu open files in the master, "
+			  "but its limit is %llu (RLIMIT_NOFILE, hard limit "
+			  "%llu): raise it (ulimit -n, LimitNOFILE=) or run "
+			  "fewer workers",
+			  fpool_pool_size(pool), need,
+			  (unsigned long long)rl.rlim_cur,
+			  (unsigned long long)rl.rlim_max);
+		return -EMFILE;
+	}
+	return 0;
+}
+
+int fpool__pool_fds_fit(const struct fpool_pool *pool, unsigned workers,
+			unsigned long *need)
+{
+	*need = pool_fds_needed(pool, workers);
+	return pool->nofile == 0 || pool->nofile == RLIM_INFINITY ||
+	       *need <= pool->nofile;
 }
 
 static int run_hooks(struct fpool_pool *pool, struct fpool__hooks *h,
@@ -879,6 +1097,11 @@ static int pool_detach(struct fpool_pool *pool, int *ready_fd)
 	if (err == -EEXIST)
 		fpool_log(FPOOL_LOG_ERROR, "pidfile %s is held by pid %d",
 			  pool->cfg.pidfile, (int)holder);
+	else if (err == -ELOOP)
+		fpool_log(FPOOL_LOG_ERROR,
+			  "pidfile %s is a symbolic link; refusing to follow "
+			  "it (remove it, or name the file it points to)",
+			  pool->cfg.pidfile);
 	else if (err != 0)
 		fpool__log_errno(FPOOL_LOG_ERROR, -err,
 				 "cannot take pidfile %s", pool->cfg.pidfile);
@@ -894,13 +1117,20 @@ int fpool_pool_run(struct fpool_pool *pool)
 	if ((err = pool_detach(pool, &ready_fd)) != 0)
 		goto out;
 	fpool__log_libevent();
-	/* Writes to a peer that went away must fail with EPIPE, not kill
-	 * the master.  Workers restore the default. */
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
-		fpool__log_errno(FPOOL_LOG_WARNING, errno,
-				 "cannot ignore SIGPIPE");
+	if ((err = pool_fd_limit(pool)) != 0)
+		goto out;
 	if ((err = pool_events_add(pool)) != 0)
 		goto out;
+	/* From here on the log and the output files never block the loop. */
+	fpool__log_attach(pool->base);
+	for (int i = 0; i < 2; i++)
+		if (pool->out[i] != NULL &&
+		    fpool__sink_attach(pool->out[i], pool->base) != 0)
+			fpool_log(FPOOL_LOG_WARNING,
+				  "the worker %s file is written synchronously "
+				  "(out of memory)",
+				  i ? "stderr" : "stdout");
+	fpool__sink_on_pressure(pool_pressure_cb, pool);
 	if (run_hooks(pool, &pool->on_start, "on_start") != 0) {
 		err = -ECANCELED;
 		goto out;
@@ -922,6 +1152,8 @@ int fpool_pool_run(struct fpool_pool *pool)
 			fpool__slot_spawn(pool->slots[i]);
 	/* The command that started a daemon returns now, with success. */
 	fpool__daemon_ready(&ready_fd, 0);
+	if (pool->cfg.daemonize)
+		fpool__log_refresh(); /* stderr is /dev/null now */
 	if ((err = fpool__notify_watchdog_start(pool)) != 0)
 		goto out;
 
@@ -946,6 +1178,12 @@ out:
 	}
 	pool->state = POOL_DONE;
 	pool_events_del(pool);
+	/* The loop is over: write what the sinks hold, each wait bounded. */
+	fpool__sink_on_pressure(NULL, NULL);
+	pool->reading_paused = false;
+	for (int i = 0; i < 2; i++)
+		fpool__sink_detach(pool->out[i]);
+	fpool__log_detach();
 	return err;
 }
 
@@ -977,9 +1215,12 @@ static void pool_release(struct fpool_pool *pool, bool owner)
 	free(pool->listeners);
 	free(pool->preserved);
 	free(pool->failures);
-	for (int i = 0; i < 2; i++)
-		if (pool->out_fd[i] >= 0)
-			close(pool->out_fd[i]);
+	free(pool->groups);
+	for (int i = 0; i < 2; i++) {
+		if (owner)
+			fpool__sink_detach(pool->out[i]);
+		fpool__sink_free(pool->out[i]);
+	}
 	fpool__hooks_free(&pool->on_start);
 	fpool__hooks_free(&pool->on_shutdown);
 	if (pool->shm != NULL && munmap(pool->shm, pool->shm_len) < 0)

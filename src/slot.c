@@ -196,7 +196,9 @@ static void proc_ready(struct fpool__proc *p)
 	fpool__pool_worker_ready(s->pool);
 }
 
-static void proc_chan_read(struct fpool__proc *p)
+/* Read up to CHAN_BATCH packets of p's channel; stop early when a sink
+ * falls behind (`all`: read them anyway, the worker exited). */
+static void proc_chan_read(struct fpool__proc *p, bool all)
 {
 	/* The master is single-threaded: one buffer serves every process. */
 	static char buf[FPOOL_CHAN_MAX + 1];
@@ -204,6 +206,8 @@ static void proc_chan_read(struct fpool__proc *p)
 	struct fpool__msg msg;
 
 	for (int i = 0; i < CHAN_BATCH && p->chan >= 0; i++) {
+		if (!all && s->pool->reading_paused)
+			return;
 		ssize_t n = recv(p->chan, buf, sizeof(buf), 0);
 
 		if (n < 0 && errno == EINTR)
@@ -256,7 +260,7 @@ static void proc_chan_read(struct fpool__proc *p)
 				.nfields = msg.nfields,
 			};
 
-			fpool__log_record(-1, &r, false);
+			fpool__log_record(NULL, &r, false);
 			break;
 		}
 		}
@@ -268,7 +272,7 @@ static void proc_chan_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	proc_chan_read(arg);
+	proc_chan_read(arg, false);
 	fpool__log_flush(); /* the records of this batch, in one write */
 }
 
@@ -459,7 +463,8 @@ static struct fpool__proc *proc_spawn(struct fpool__slot *s)
 	p->pidfd = pidfd_open(pid);
 	p->chan_ev = event_new(pool->base, p->chan, EV_READ | EV_PERSIST,
 			       proc_chan_cb, p);
-	if (p->chan_ev == NULL || event_add(p->chan_ev, NULL) != 0)
+	if (p->chan_ev == NULL ||
+	    (!pool->reading_paused && event_add(p->chan_ev, NULL) != 0))
 		fpool_log(FPOOL_LOG_ERROR,
 			  "worker %u pid %d: cannot watch its channel; it will "
 			  "be seen as hung",
@@ -474,7 +479,8 @@ static struct fpool__proc *proc_spawn(struct fpool__slot *s)
 				  s->id, (int)pid);
 	}
 	for (int i = 0; i < 2; i++)
-		if (fpool__pipe_watch(&p->pipes[i], pool->base) != 0)
+		if (fpool__pipe_watch(&p->pipes[i], pool->base,
+				      !pool->reading_paused) != 0)
 			fpool_log(FPOOL_LOG_ERROR,
 				  "worker %u pid %d: cannot watch its %s; it "
 				  "will block once the pipe is full",
@@ -580,6 +586,16 @@ static void proc_check(struct fpool__proc *p, double now)
 			proc_timer_cb(-1, 0, p);
 		return;
 	}
+	/* While the master does not read the channels (a sink is behind),
+	 * the heartbeats wait there: nothing to judge. */
+	if (s->pool->reading_paused)
+		return;
+	/* Judge what the worker sent, not what we have not read yet. */
+	if (now - p->last_seen > s->pool->cfg.worker_timeout &&
+	    p->chan_ev != NULL) {
+		proc_chan_read(p, false);
+		fpool__log_flush();
+	}
 	age = now - p->last_seen;
 	if (age <= s->pool->cfg.worker_timeout)
 		return;
@@ -594,6 +610,42 @@ static void proc_check(struct fpool__proc *p, double now)
 		  activity[0] ? "\"" : "");
 	p->killed = true;
 	fpool__proc_signal(p, SIGKILL);
+}
+
+void fpool__slot_credit(struct fpool__slot *s, double seconds, double now)
+{
+	struct fpool__proc *v[3] = { s->cur, s->next, s->old };
+
+	for (int i = 0; i < 3; i++) {
+		if (v[i] == NULL)
+			continue;
+		v[i]->last_seen += seconds;
+		if (v[i]->last_seen > now)
+			v[i]->last_seen = now;
+	}
+}
+
+void fpool__slot_reading(struct fpool__slot *s, bool on)
+{
+	struct fpool__proc *v[3] = { s->cur, s->next, s->old };
+
+	for (int i = 0; i < 3; i++) {
+		struct fpool__proc *p = v[i];
+
+		if (p == NULL)
+			continue;
+		if (p->chan_ev != NULL) {
+			if (!on)
+				event_del(p->chan_ev);
+			else if (event_add(p->chan_ev, NULL) != 0)
+				fpool_log(FPOOL_LOG_ERROR,
+					  "worker %u pid %d: cannot watch its "
+					  "channel again",
+					  s->id, (int)p->pid);
+		}
+		fpool__pipe_reading(&p->pipes[0], on);
+		fpool__pipe_reading(&p->pipes[1], on);
+	}
 }
 
 void fpool__slot_check(struct fpool__slot *s, double now)
@@ -620,7 +672,7 @@ void fpool__slot_exited(struct fpool__slot *s, struct fpool__proc *p,
 	/* Read what the worker sent and printed before it died (a late
 	 * "ready", its last records and lines) before saying it died. */
 	if (p->chan_ev != NULL)
-		proc_chan_read(p);
+		proc_chan_read(p, true);
 	fpool__pipe_drain(&p->pipes[0]);
 	fpool__pipe_drain(&p->pipes[1]);
 	fpool__describe_status(status, s->last_exit, sizeof(s->last_exit));

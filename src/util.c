@@ -3,6 +3,7 @@
  * wait statuses, hook lists and error text.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,21 @@ const char *fpool__signame(int sig)
 	}
 	snprintf(buf, sizeof(buf), "SIG%s", abbrev);
 	return buf;
+}
+
+void fpool__signals_default(void)
+{
+	struct sigaction sa = { .sa_handler = SIG_DFL };
+
+	sigemptyset(&sa.sa_mask);
+	/* KILL and STOP cannot be caught; glibc keeps 32 and 33 (below
+	 * SIGRTMIN) for its threads and refuses them with EINVAL. */
+	for (int sig = 1; sig <= SIGRTMAX; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP &&
+		    (sig < SIGRTMIN ? sig < 32 : true) &&
+		    sigaction(sig, &sa, NULL) < 0 && errno != EINVAL)
+			fpool__log_errno(FPOOL_LOG_WARNING, errno,
+					 "resetting %s", fpool__signame(sig));
 }
 
 void fpool__describe_status(int status, char *buf, size_t len)

@@ -19,6 +19,8 @@
 #include <string.h>
 #include <grp.h>
 #include <stdarg.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -61,7 +63,9 @@ struct fpool_worker {
 	bool limit_told;	   /* the heartbeat at the limit was sent */
 	uid_t uid;		   /* drop to these before on_start; */
 	gid_t gid;		   /* (uid_t)-1: keep */
-	const char *user;	   /* for messages */
+	gid_t *groups;		   /* supplementary groups to set with gid */
+	size_t ngroups;
+	const char *user; /* for messages */
 };
 
 void fpool__child_exit(int status)
@@ -153,32 +157,86 @@ void fpool_worker_set_activity(struct fpool_worker *w, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Become --user/--group.  Checked: a worker that cannot drop exits
- * rather than run with the master's privileges. */
+static void worker_fail(const char *what)
+{
+	fpool_log(FPOOL_LOG_ERROR, "worker start failed: %s", what);
+	fpool__child_exit(FPOOL_EXIT_START_FAILED);
+}
+
+/* Become --user/--group, with exactly the supplementary groups the
+ * master resolved (never its own).  Checked: a worker that cannot drop,
+ * or could get back, exits rather than run with the master's
+ * privileges. */
 static void drop_privileges(struct fpool_worker *w)
 {
+	gid_t *have = calloc(w->ngroups + 1, sizeof(*have));
+	int n;
+
+	if (have == NULL)
+		worker_fail("out of memory");
+
 	if (w->gid != (gid_t)-1 &&
-	    (setgroups(1, &w->gid) < 0 || setgid(w->gid) < 0)) {
+	    (setgroups(w->ngroups, w->groups) < 0 || setgid(w->gid) < 0)) {
 		fpool__log_errno(FPOOL_LOG_ERROR, errno,
 				 "cannot switch to group %u", (unsigned)w->gid);
 		fpool__child_exit(FPOOL_EXIT_START_FAILED);
 	}
-	if (w->uid == (uid_t)-1)
-		return;
-	if (setuid(w->uid) < 0) {
+	if (w->uid != (uid_t)-1 && setuid(w->uid) < 0) {
 		fpool__log_errno(FPOOL_LOG_ERROR, errno,
 				 "cannot switch to user %s (uid %u)", w->user,
 				 (unsigned)w->uid);
 		fpool__child_exit(FPOOL_EXIT_START_FAILED);
 	}
-	/* Make sure there is no way back (setuid(0) must fail). */
-	if (w->uid != 0 && (getuid() != w->uid || setuid(0) == 0)) {
+	/* Make sure there is no way back: real, effective and saved ids
+	 * are the new ones, the groups are those asked for, and setuid(0)
+	 * fails. */
+	n = getgroups((int)w->ngroups + 1, have);
+	if ((w->gid != (gid_t)-1 &&
+	     (getgid() != w->gid || getegid() != w->gid ||
+	      n != (int)w->ngroups ||
+	      memcmp(have, w->groups, (size_t)n * sizeof(*have)) != 0)) ||
+	    (w->uid != (uid_t)-1 &&
+	     (getuid() != w->uid || geteuid() != w->uid ||
+	      (w->uid != 0 && setuid(0) == 0)))) {
 		fpool_log(FPOOL_LOG_ERROR,
-			  "privileges still held after "
-			  "switching to user %s; refusing to "
-			  "run",
-			  w->user);
+			  "privileges still held after switching to user %s "
+			  "group %u; refusing to run",
+			  w->user ? w->user : "(unchanged)", (unsigned)w->gid);
 		fpool__child_exit(FPOOL_EXIT_START_FAILED);
+	}
+	free(have);
+}
+
+/*
+ * A worker gets no terminal: stdin is /dev/null, and it leaves the
+ * master's controlling terminal (TIOCNOTTY) and foreground process group
+ * (a group of its own, in the master's session).  Otherwise a worker
+ * dropped to --user, run in the foreground of root's shell, could read
+ * that terminal or push input into it (TIOCSTI: `id > file` ran as
+ * root); and Ctrl-C, Ctrl-\ or Ctrl-Z would reach the workers behind the
+ * master's back: now the master alone gets them and decides (SIGINT is
+ * passed on; QUIT stops the pool gracefully; TSTP is ignored).  It stays
+ * in the master's session, so a supervisor that kills the session (or
+ * the cgroup) still finds it.  setsid() would do too, but would hide the
+ * workers from their session.
+ */
+static void leave_terminal(void)
+{
+	int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0 || dup2(fd, STDIN_FILENO) < 0)
+		worker_fail("cannot put /dev/null on stdin");
+	close(fd);
+	if (setpgid(0, 0) < 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "setpgid: the worker stays in the master's "
+				 "process group");
+	/* Only a process that has one can open /dev/tty (ENXIO otherwise). */
+	fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (ioctl(fd, TIOCNOTTY) < 0)
+			worker_fail("cannot leave the controlling terminal");
+		close(fd);
 	}
 }
 
@@ -396,12 +454,6 @@ fallback:
 	closedir(d);
 }
 
-static void worker_fail(const char *what)
-{
-	fpool_log(FPOOL_LOG_ERROR, "worker start failed: %s", what);
-	fpool__child_exit(FPOOL_EXIT_START_FAILED);
-}
-
 /* Get SIGTERM when the master dies; then check it did not die already,
  * before the prctl took effect (we would have been re-parented).  The
  * kernel clears the setting when credentials change (prctl(2)), so this
@@ -479,13 +531,12 @@ static void forget_master(struct fpool_worker *w, struct fpool_pool *pool)
 	if (event_reinit(pool->base) != 0)
 		worker_fail("event_reinit of the inherited loop failed");
 	fpool__notify_child();
+	fpool__log_child();
 	fpool__pool_forget(pool);
 
-	for (size_t i = 0; i < fpool__n_master_signals; i++)
-		if (signal(fpool__master_signals[i], SIG_DFL) == SIG_ERR)
-			fpool__log_errno(
-				FPOOL_LOG_WARNING, errno, "resetting %s",
-				fpool__signame(fpool__master_signals[i]));
+	/* The master ignores or handles many signals; a worker starts
+	 * from the defaults. */
+	fpool__signals_default();
 	/* A worker writing to a closed connection must get EPIPE. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		fpool__log_errno(FPOOL_LOG_WARNING, errno, "ignoring SIGPIPE");
@@ -533,6 +584,7 @@ static void free_worker(struct fpool_worker *w)
 	fpool__hooks_free(&w->on_stop);
 	fpool__hooks_free(&w->on_shutdown);
 	free(w->listeners);
+	free(w->groups);
 	close(w->chan);
 	if (w->shm_page != NULL && munmap(w->shm_page, fpool__page_size()) < 0)
 		fpool__log_errno(FPOOL_LOG_WARNING, errno,
@@ -568,6 +620,15 @@ void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
 	w.uid = pool->uid;
 	w.gid = pool->gid;
 	w.user = pool->cfg.user;
+	/* The master's list is freed with its state below. */
+	if (pool->ngroups > 0) {
+		w.groups = malloc(pool->ngroups * sizeof(*w.groups));
+		if (w.groups == NULL)
+			worker_fail("out of memory");
+		memcpy(w.groups, pool->groups,
+		       pool->ngroups * sizeof(*w.groups));
+		w.ngroups = pool->ngroups;
+	}
 	/* Keep the slot's activity entry mapped when the master's state is
 	 * freed below. */
 	w.shm = s->shm;
@@ -580,6 +641,7 @@ void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
 	if (dup2(child[1], STDOUT_FILENO) < 0 ||
 	    dup2(child[2], STDERR_FILENO) < 0)
 		worker_fail("dup2 of the output pipes failed");
+	leave_terminal();
 	forget_master(&w, pool); /* frees pool and s */
 	build_loop(&w);
 	if (sigprocmask(SIG_SETMASK, &mask, NULL) < 0)

@@ -1040,6 +1040,44 @@ def assert_one_line_error(res, flag, status=2):
 
 
 @pytest.fixture
+def spawn(forkpool_bin):
+    """Start forkpool with stdio and a preexec of the test's choosing:
+    spawn(*args, stdin=, stdout=, stderr=, preexec_fn=, session=True) ->
+    Popen.  For what the Master fixture cannot set up (a pipe nobody
+    reads, a terminal, resource limits).  Unless session=False the process
+    starts a session of its own (a preexec_fn that wants a terminal calls
+    setsid itself).  Every process of its session and its descendants is
+    SIGKILLed in teardown."""
+    started = []
+
+    def start(*args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+              stderr=subprocess.DEVNULL, preexec_fn=None, session=True, env=None):
+        proc = subprocess.Popen(
+            [forkpool_bin] + [str(a) for a in args], stdin=stdin, stdout=stdout,
+            stderr=stderr, preexec_fn=preexec_fn, start_new_session=session,
+            close_fds=True, env=env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        descendants = [proc.pid]
+        by_parent = collections.defaultdict(list)
+        for p in all_procs():
+            by_parent[p.ppid].append(p.pid)
+        i = 0
+        while i < len(descendants):
+            descendants += by_parent.get(descendants[i], [])
+            i += 1
+        for pid in descendants:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _kill_session(proc)
+
+
+@pytest.fixture
 def run_cli(forkpool_bin):
     """Run forkpool to completion: run_cli(*args, timeout=20) -> CliResult.
 

@@ -5,9 +5,12 @@ its signal socketpair, pidfds...)."""
 
 import os
 import re
+import resource
 import signal
+import subprocess
 
-from conftest import echo_roundtrip, fd_inodes, fd_table, free_port, listen_inodes
+from conftest import (all_procs, echo_roundtrip, fd_inodes, fd_table, free_port,
+                      listen_inodes, wait_for)
 
 # What a worker's fds >= 3 may be: sockets (channel, listeners, its loop's
 # signal socketpair), pipes (its loop's notification pipe) and the
@@ -116,3 +119,62 @@ def test_two_binds_both_inherited(forkpool):
     for port in (m.port, second):
         m.wait_log(rf"listening on 127\.0\.0\.1:{port}\b")
         assert echo_roundtrip(("127.0.0.1", port))
+
+
+def limits_nofile(pid):
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError("no 'Max open files' in /proc/PID/limits")
+
+
+def test_a_pool_that_cannot_fit_the_fd_limit_fails_at_start_naming_both(spawn, tmp_path):
+    """Soft = hard = 256 and 100 workers (4 fds each in the master, twice
+    during a reload): refused at start in one line, not half-way."""
+    err = tmp_path / "stderr"
+    with open(err, "wb") as e:
+        proc = spawn("-w", "100", "-b", f"127.0.0.1:{free_port()}", stderr=e,
+                     preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)))
+    assert proc.wait(20) == 1
+    lines = [l for l in err.read_text().splitlines() if l.strip()]
+    assert len(lines) == 1 + sum("listening on" in l for l in lines), lines
+    line = [l for l in lines if "listening on" not in l][0]
+    assert re.search(r"100 workers need up to (\d+) open files in the master, but its "
+                     r"limit is 256", line), line
+    assert int(re.search(r"need up to (\d+)", line).group(1)) > 256
+    assert "started" not in err.read_text(), "a worker was forked"
+
+
+def test_the_soft_fd_limit_is_raised_to_the_hard_one(spawn, tmp_path):
+    sock = str(tmp_path / "c.sock")
+    proc = spawn("-w", "40", "-k", "echo", "-b", f"127.0.0.1:{free_port()}",
+                 "--control", sock,
+                 preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (128, 4096)))
+    wait_for(lambda: os.path.exists(sock), what="the control socket")
+    assert limits_nofile(proc.pid) == (4096, 4096)
+    wait_for(lambda: len(child_pids(proc.pid)) == 40, what="40 workers")
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
+def test_scaling_past_the_fd_limit_is_refused_with_the_numbers(spawn, forkpool_bin, tmp_path):
+    sock = str(tmp_path / "c.sock")
+    proc = spawn("-w", "2", "-k", "echo", "-b", f"127.0.0.1:{free_port()}", "--control", sock,
+                 preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200)))
+    wait_for(lambda: os.path.exists(sock), what="the control socket")
+    res = subprocess.run([forkpool_bin, "ctl", "--control", sock, "scale", "30"],
+                         capture_output=True, text=True, timeout=20)
+    assert res.returncode == 1 and re.search(r"30 workers need up to \d+ open files in the "
+                                             r"master; its limit is 200", res.stderr), res
+    res = subprocess.run([forkpool_bin, "ctl", "--control", sock, "scale", "4"],
+                         capture_output=True, text=True, timeout=20)
+    assert res.returncode == 0, res
+    wait_for(lambda: len(child_pids(proc.pid)) == 4, what="4 workers")
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
+def child_pids(ppid):
+    return [p.pid for p in all_procs() if p.ppid == ppid and p.state != "Z"]

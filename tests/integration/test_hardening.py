@@ -8,6 +8,7 @@ The chaos worker (tests/workers/chaos.c) provides the misbehaviour:
 --say-creds.
 """
 
+import fcntl
 import grp
 import json
 import os
@@ -18,12 +19,14 @@ import signal
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
 
 from conftest import (TIMEOUT, HttpLoad, assert_one_line_error, assert_serves_alone,
-                      control_status, echo_roundtrip, is_alive, log_time, report, wait_for)
+                      control_status, echo_roundtrip, free_port, is_alive, log_time, report,
+                      wait_for)
 
 # ---------------------------------------------------------------------------
 # Helpers
@@ -520,3 +523,170 @@ def test_an_unknown_user_is_a_usage_error(run_cli):
     res = run_cli("-b", "127.0.0.1:0", "--user", "no-such-user-xyz")
     assert_one_line_error(res, "--user")
     assert "no-such-user-xyz" in res.stderr
+
+
+# ---------------------------------------------------------------------------
+# A master that nothing stops (issue 11)
+
+
+@pytest.mark.parametrize("who", ["tree", "master"])
+def test_a_stopped_then_continued_pool_kills_no_healthy_worker(forkpool, sock_path, who):
+    """The whole tree frozen (a freezer cgroup, `docker pause`), or the
+    master alone stopped (Ctrl-Z of a shell, a debugger), for longer than
+    --worker-timeout: once it runs again, no worker is killed as hung."""
+    m, pool = start(forkpool, sock_path, 2, "--worker-timeout", "1.5",
+                    "--check-interval", "0.25")
+    stopped = [m.pid] + (list(pool.values()) if who == "tree" else [])
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    time.sleep(4)  # the freeze itself: well past --worker-timeout
+    for pid in stopped:  # the master first: its late check timer runs first
+        os.kill(pid, signal.SIGCONT)
+    m.wait_log(r"the master did not run for \d+\.\d s \(stopped or frozen\?\)")
+    # Several heartbeat periods (and --worker-timeouts) later, still the
+    # same workers, and none was reported hung.
+    t_cont = time.monotonic()
+    wait_for(lambda: time.monotonic() - t_cont > 3 and control_status(sock_path)["live"] == 2,
+             what="3 s after the thaw")
+    assert not m.find(r"hung: no heartbeat"), m.describe()
+    assert {w["id"]: w["pid"] for w in control_status(sock_path)["workers"]} == pool
+    assert m.stop() == 0
+
+
+STRAY_SIGNALS = ["SIGUSR2", "SIGALRM", "SIGIO", "SIGPWR", "SIGVTALRM", "SIGPROF",
+                 "SIGXCPU", "SIGXFSZ", "SIGSTKFLT", "SIGSYS", "SIGTSTP"]
+
+
+def test_stray_signals_neither_end_nor_stop_the_pool(forkpool, sock_path):
+    m, pool = start(forkpool, sock_path, 2)
+    sigs = [getattr(signal, n) for n in STRAY_SIGNALS] + \
+        [signal.SIGRTMIN, signal.SIGRTMIN + 7, signal.SIGRTMAX]
+    for sig in sigs:
+        os.kill(m.pid, sig)
+        st = control_status(sock_path)  # answered: alive and not stopped
+        assert {w["id"]: w["pid"] for w in st["workers"]} == pool, (sig, st)
+        assert m.alive(), f"after {sig!r}: {m.describe()}"
+    m.wait_log(r"got SIGUSR2, which this version does not use; ignored")
+    # The workers start from the default dispositions: only SIGPIPE is
+    # ignored (so a write to a closed peer fails with EPIPE), nothing is
+    # blocked.
+    for pid in pool.values():
+        st = proc_status(pid)
+        assert int(st["SigIgn"], 16) == 1 << (signal.SIGPIPE - 1), (pid, st["SigIgn"])
+        assert int(st["SigBlk"], 16) == 0, (pid, st["SigBlk"])
+    assert m.stop() == 0
+
+
+def open_pty_session():
+    """A pseudo-terminal: (master fd, slave fd, preexec_fn making it the
+    controlling terminal of a new session, as a login shell has)."""
+    import pty
+    import termios
+
+    master_fd, slave_fd = pty.openpty()
+
+    def preexec():
+        os.setsid()
+        fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
+    return master_fd, slave_fd, preexec
+
+
+@pytest.mark.parametrize("as_user", [False, True], ids=["root-or-self", "user-nobody"])
+def test_workers_get_no_terminal(spawn, chaos, tmp_path, as_user):
+    """Run in the foreground of a terminal (a session with it as its
+    controlling terminal), a worker has /dev/null on stdin, cannot open
+    /dev/tty, and is in a process group of its own in the master's
+    session, with and without --user."""
+    if as_user and os.geteuid() != 0:
+        pytest.skip("--user needs root")
+    out = tmp_path / "worker.out"
+    master_fd, slave_fd, preexec = open_pty_session()
+    drained = threading.Event()
+
+    def drain():  # read the terminal, as a terminal emulator would
+        while not drained.is_set():
+            try:
+                if not os.read(master_fd, 65536):
+                    return
+            except OSError:
+                return
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    args = ["-w", "2", "-b", f"127.0.0.1:{free_port()}", "--stdout", out]
+    if as_user:
+        args += ["--user", "nobody"] + (["--group", nobody_and_group(True)[2]])
+    proc = spawn(*args, "-k", chaos, "--", "--say-tty",
+                 stdin=slave_fd, stdout=slave_fd, stderr=slave_fd,
+                 preexec_fn=preexec, session=False)
+    os.close(slave_fd)
+    try:
+        lines = wait_for(lambda: (re.findall(r"chaos worker \d+ pid (\d+): stdin (\S+) tty (\S+) "
+                                             r"pgrp (\d+) sid (\d+)",
+                                             out.read_text() if out.exists() else "")
+                                  or None) if len(re.findall(
+                                      r"stdin", out.read_text() if out.exists() else "")) >= 2
+                         else None, what="the workers' --say-tty lines")
+        assert len(lines) >= 2
+        for pid, stdin, tty, pgrp, sid in lines:
+            assert stdin == "/dev/null", lines
+            assert tty == "ENXIO", f"worker {pid} can open /dev/tty: {lines}"
+            assert pgrp == pid, f"worker {pid} is in process group {pgrp}"
+            assert int(sid) == proc.pid, f"worker {pid} is in session {sid}"
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        drained.set()
+        os.close(master_fd)
+
+
+def test_a_numeric_user_without_a_passwd_entry_needs_a_group(run_cli):
+    uid = 54321
+    try:
+        pwd.getpwuid(uid)
+        pytest.skip(f"uid {uid} has a passwd entry here")
+    except KeyError:
+        pass
+    res = run_cli("-b", "127.0.0.1:0", "--user", str(uid))
+    assert_one_line_error(res, "--user")
+    assert "--group" in res.stderr and str(uid) in res.stderr
+
+
+def test_a_numeric_user_gets_only_the_named_group(forkpool, chaos):
+    if os.geteuid() != 0:
+        pytest.skip("--user needs root")
+    uid = 54321
+    _, gid, group = nobody_and_group(True)
+    m = forkpool("-w", "1", "--user", str(uid), "--group", group, "-k", chaos, "--",
+                 "--say-creds")
+    pid = m.wait_pool(1)[0]
+    line = m.wait_out(rf"chaos worker 0 pid {pid}: creds uid (\S+) gid (\S+) groups (\S+) ")
+    assert line.group(1) == f"{uid}/{uid}/{uid}", line.string
+    assert line.group(2) == f"{gid}/{gid}/{gid}", line.string
+    assert line.group(3) == str(gid), f"supplementary groups: {line.string}"
+    assert m.stop() == 0
+
+
+def test_a_named_user_gets_its_own_groups_not_the_masters(forkpool, chaos):
+    if os.geteuid() != 0:
+        pytest.skip("--user needs root")
+    pw = pwd.getpwnam("nobody")
+    want = sorted(os.getgrouplist("nobody", pw.pw_gid))
+    m = forkpool("-w", "1", "--user", "nobody", "-k", chaos, "--", "--say-creds")
+    pid = m.wait_pool(1)[0]
+    line = m.wait_out(rf"chaos worker 0 pid {pid}: creds uid \S+ gid (\S+) groups (\S+) ")
+    assert line.group(1) == f"{pw.pw_gid}/{pw.pw_gid}/{pw.pw_gid}", line.string
+    assert sorted(int(g) for g in line.group(2).split(",")) == want, line.string
+    assert m.stop() == 0
+
+
+def test_a_pidfile_that_is_a_symlink_is_refused(run_cli, tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    link = tmp_path / "forkpool.pid"
+    os.symlink(target, link)
+    res = run_cli("-b", "127.0.0.1:0", "--pidfile", link)
+    assert res.returncode == 1, res
+    lines = [l for l in res.stderr.splitlines() if l.strip() and "listening on" not in l]
+    assert len(lines) == 1 and "symbolic link" in lines[0] and str(link) in lines[0], res.stderr
+    assert target.read_text() == "keep me\n"
+    assert os.path.islink(link)

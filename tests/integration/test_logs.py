@@ -5,15 +5,22 @@ filters master and worker records alike; SIGUSR1 reopens --log-file,
 --stdout and --stderr after a rename; bad --log-format / --log-file values
 are refused."""
 
+import array
+import fcntl
+import json
 import os
 import re
+import resource
 import signal
+import subprocess
+import termios
+import threading
 import time
 
 import pytest
 
-from conftest import (LOG_LINE_RE, READY_RE, JsonLog, assert_one_line_error, free_port,
-                      names_flag, wait_for)
+from conftest import (LOG_LINE_RE, READY_RE, TIMEOUT, JsonLog, assert_one_line_error,
+                      free_port, names_flag, report, wait_for)
 
 RECORD_RE = re.compile(r"^record (\d+) of worker (\d+)$")
 
@@ -213,3 +220,207 @@ def test_unopenable_log_file_fails_naming_the_flag(run_cli, tmp_path):
     assert res.returncode != 0, f"started with --log-file {path}; stderr:\n{res.stderr}"
     assert names_flag(res.stderr, "--log-file"), res.stderr
     assert not os.path.exists(path.parent)
+
+
+# ---------------------------------------------------------------------------
+# The master's sinks never block its loop (sink.c)
+
+
+def ctl_status(forkpool_bin, sock, timeout=TIMEOUT):
+    """`forkpool ctl status --json`: (seconds it took, parsed result)."""
+    t0 = time.monotonic()
+    res = subprocess.run([forkpool_bin, "ctl", "--control", sock, "--timeout", "5",
+                          "--json", "status"], capture_output=True, text=True, timeout=timeout)
+    took = time.monotonic() - t0
+    assert res.returncode == 0, f"ctl status: {res}"
+    return took, json.loads(res.stdout)
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_share(pid, seconds):
+    """Share of one CPU the process used over `seconds` (measured)."""
+    before, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)  # the measurement window itself
+    return (cpu_seconds(pid) - before) / (time.monotonic() - t0)
+
+
+def pipe_fill(fd):
+    buf = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    return buf[0]
+
+
+def test_a_log_pipe_nobody_reads_never_stalls_the_master(spawn, forkpool_bin, chaos,
+                                                          tmp_path, capsys):
+    """stderr a pipe nobody reads, filled by the workers' output and a storm
+    of SIGHUPs: the master still answers, respawns and stops; records that
+    could not be written are counted, and the count is logged once the
+    pipe is read again."""
+    sock = str(tmp_path / "c.sock")
+    r, w = os.pipe()
+    port = free_port()
+    proc = spawn("-w", "2", "-b", f"127.0.0.1:{port}", "--control", sock,
+                 "-k", chaos, "--", "--lines", "2000:200", stdout=w, stderr=w)
+    os.close(w)
+    try:
+        wait_for(lambda: os.path.exists(sock), what="the control socket")
+        wait_for(lambda: pipe_fill(r) >= 60000, what="a full stderr pipe")
+        for _ in range(300):
+            os.kill(proc.pid, signal.SIGHUP)
+        took = [ctl_status(forkpool_bin, sock)[0] for _ in range(20)]
+        _, st = ctl_status(forkpool_bin, sock)
+        victim = next(x for x in st["workers"] if x["role"] == "worker" and x["pid"])
+        os.kill(victim["pid"], signal.SIGKILL)
+
+        def replaced():
+            ws = ctl_status(forkpool_bin, sock)[1]["workers"]
+            return any(x["id"] == victim["id"] and x["pid"] not in (None, victim["pid"])
+                       and x["state"] == "ready" for x in ws)
+        wait_for(replaced, what=f"a new worker in slot {victim['id']}")
+        share = cpu_share(proc.pid, 2)
+        assert share < 0.2, f"the master used {share:.0%} of a CPU with its log stuck"
+        assert pipe_fill(r) >= 60000, "someone read the pipe"
+
+        # Read the pipe again: the master says what it could not write.
+        got = bytearray()
+        done = threading.Event()
+
+        def drain():
+            while not done.is_set():
+                try:
+                    chunk = os.read(r, 1 << 16)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                got.extend(chunk)
+        t = threading.Thread(target=drain, daemon=True)
+        t.start()
+        wait_for(lambda: re.search(rb"master: (\d+) records to stderr were dropped over", got),
+                 what="the dropped-records report")
+        dropped = int(re.search(rb"master: (\d+) records to stderr were dropped", got).group(1))
+        assert dropped > 0
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
+        done.set()
+        t.join(TIMEOUT)
+    finally:
+        os.close(r)
+    took.sort()
+    report(capsys, f"ctl status with stderr stuck, 20 calls: p50 {took[10] * 1e3:.1f} ms, "
+                   f"max {took[-1] * 1e3:.1f} ms; {dropped} records dropped and reported")
+
+
+def test_a_stopped_reader_slows_workers_down_but_loses_nothing_if_it_resumes(
+        spawn, forkpool_bin, chaos, tmp_path):
+    """A reader that only pauses (less than the stuck limit at a time)
+    loses no record: the master stops reading the workers while its queue
+    is full, and their records wait in the channels (back-pressure)."""
+    sock = str(tmp_path / "c.sock")
+    r, w = os.pipe()
+    n = 20000
+    proc = spawn("-w", "2", "-b", f"127.0.0.1:{free_port()}", "--control", sock,
+                 "-k", chaos, "--", "--log-records", str(n), stdout=w, stderr=w)
+    os.close(w)
+    got = bytearray()
+    try:
+        deadline = time.monotonic() + TIMEOUT * 3
+        while got.count(b"logged %d\n" % n) < 2 and time.monotonic() < deadline:
+            # Read a little, then nothing for 0.3 s: a slow reader.
+            got.extend(os.read(r, 1 << 16))
+            if len(got) % 7 == 0:
+                time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGTERM)
+        while True:
+            chunk = os.read(r, 1 << 16)
+            if not chunk:
+                break
+            got.extend(chunk)
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        os.close(r)
+    text = got.decode(errors="replace")
+    assert "were dropped" not in text
+    for slot in (0, 1):
+        seqs = [int(x) for x in re.findall(rf"record (\d+) of worker {slot} seq=", text)]
+        assert seqs == list(range(n)), f"worker {slot}: {len(seqs)} records"
+
+
+def test_sigusr1_reopen_of_a_fifo_without_reader_does_not_block(spawn, forkpool_bin, tmp_path):
+    fifo = str(tmp_path / "log.fifo")
+    sock = str(tmp_path / "c.sock")
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    err = open(tmp_path / "stderr", "wb")
+    proc = spawn("-w", "1", "-b", f"127.0.0.1:{free_port()}", "--control", sock,
+                 "--log-file", fifo, stderr=err)
+    try:
+        wait_for(lambda: os.path.exists(sock), what="the control socket")
+        os.close(reader)
+        reader = None
+        os.kill(proc.pid, signal.SIGUSR1)
+        for _ in range(3):
+            ctl_status(forkpool_bin, sock)
+        assert proc.poll() is None
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        if reader is not None:
+            os.close(reader)
+        err.close()
+
+
+def test_a_log_past_rlimit_fsize_is_reported_not_fatal(spawn, forkpool_bin, chaos, tmp_path):
+    """With RLIMIT_FSIZE the log file fills up: the master must not die of
+    SIGXFSZ; the write fails with EFBIG, which it says once on stderr."""
+    log = tmp_path / "master.log"
+    sock = str(tmp_path / "c.sock")
+    err = tmp_path / "stderr"
+    limit = 16384
+    with open(err, "wb") as e:
+        proc = spawn("-w", "1", "-b", f"127.0.0.1:{free_port()}", "--control", sock,
+                     "--log-file", log, "-k", chaos, "--", "--log-records", "2000",
+                     stderr=e,
+                     preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
+                                                           (limit, limit)))
+    wait_for(lambda: os.path.exists(sock), what="the control socket")
+    wait_for(lambda: b"File too large" in err.read_bytes(),
+             what=lambda: f"the EFBIG report; stderr: {err.read_bytes()[-500:]!r}")
+    for _ in range(3):
+        ctl_status(forkpool_bin, sock)
+    os.kill(proc.pid, signal.SIGHUP)  # more records, more failed writes
+    ctl_status(forkpool_bin, sock)
+    assert proc.poll() is None, f"the master died: {proc.returncode}"
+    lines = [l for l in err.read_text(errors="replace").splitlines() if "File too large" in l]
+    assert len(lines) == 1 and str(log) in lines[0], lines
+    assert log.stat().st_size <= limit
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(TIMEOUT) == 0
+
+
+def test_text_log_escapes_what_would_forge_lines_or_drive_a_terminal(forkpool, chaos):
+    forged = "2026-01-01T00:00:00.000000Z info master: forged"
+    m = forkpool("-w", "1", "--worker-timeout", "1", "--check-interval", "0.2",
+                 "-k", chaos, "--",
+                 "--log", "x\n" + forged,
+                 "--log", "bell\x07 esc\x1b[2K c1\u009b del\x7f cr\r end",
+                 "--log", "tab\tkept",
+                 "--activity", "busy\n" + forged,
+                 "--say", "out\x1b]52;c;ZXZpbA==\x07 line",
+                 "--hang-after", "500")
+    m.wait_log(r"hung: no heartbeat")
+    raw = open(m.err.path, "rb").read()
+    assert not re.search(rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]", raw), \
+        re.search(rb".{0,40}([\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]).{0,40}", raw)
+    assert not any(l.startswith(forged[:20]) for l in m.err.lines()), "a line was forged"
+    text = raw.decode()
+    assert ": x\\n" + forged in text
+    assert "bell\\x07 esc\\x1b[2K c1\\u009b del\\x7f cr\\r end" in text
+    assert "tab\tkept" in text
+    assert '"busy\\n' + forged + '"' in text
+    assert "] out\\x1b]52;c;ZXZpbA==\\x07 line" in text

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import (LOG_LINE_RE, OUTPUT_LINE_RE, JsonLog, free_port, names_flag,
+from conftest import (LOG_LINE_RE, OUTPUT_LINE_RE, JsonLog, free_port, is_alive, names_flag,
                       read_json_log, shorten, wait_for)
 
 # The line chaos --raw-bytes writes (minus its newline): every control byte
@@ -202,3 +202,28 @@ def test_unopenable_output_file_fails_naming_the_flag(run_cli, tmp_path, flag):
     assert res.returncode != 0, f"started with {flag} {path}; stderr:\n{res.stderr}"
     assert names_flag(res.stderr, flag), f"the error does not name {flag}:\n{res.stderr}"
     assert not os.path.exists(path.parent)
+
+
+def test_a_grandchild_writing_forever_after_its_worker_died_does_not_hang_the_master(
+        forkpool, chaos, run_cli, tmp_path):
+    """A worker leaves behind a process that keeps its stdout and writes
+    "y" forever; the worker is killed.  The master reads what the worker
+    left (bounded by the pipe's size), says the pipe is still held, closes
+    it, replaces the worker and stays responsive; the writer then gets
+    EPIPE.  It used to read that pipe until the end of time."""
+    sock = str(tmp_path / "c.sock")
+    once = tmp_path / "orphan-started"
+    m = forkpool("-w", "1", "--control", sock, "-k", chaos, "--",
+                 "--orphan-writer", once)
+    pid = m.wait_pool(1)[0]
+    writer = int(m.wait_out(rf"chaos worker 0 pid {pid}: orphan writer pid (\d+)$").group(1))
+    os.kill(pid, 9)
+    m.wait_log(rf"worker 0 pid {pid} exited, but its stdout is still open in a process it "
+               rf"left behind, which writes on; no longer reading it")
+    m.wait_respawn(0, pid)
+    res = run_cli("ctl", "--control", sock, "status")
+    assert res.returncode == 0, res
+    wait_for(lambda: not is_alive(writer), what=f"the orphan writer {writer} to get EPIPE")
+    size = os.path.getsize(m.err.path)
+    assert size < 4 << 20, f"{size} bytes of log"
+    assert m.stop() == 0

@@ -163,6 +163,40 @@ static void test_max_line_split_before_newline(void **state)
 	free(s);
 }
 
+/* A slot keeps a bounded number of bytes: long lines are cut with a
+ * marker, old lines go to make room, and a line keeps its NULs. */
+static void test_ring_bytes(void **state)
+{
+	struct fpool__ring r;
+	char *big = malloc(16384);
+	const char *got;
+	size_t len, total = 0;
+
+	(void)state;
+	assert_non_null(big);
+	memset(big, 'x', 16384);
+	fpool__ring_init(&r, 200);
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(fpool__ring_push(&r, big, 16384), 0);
+	assert_true(r.n < 100);
+	for (size_t i = 0; (got = fpool__ring_get(&r, i, &len)) != NULL; i++) {
+		assert_true(len <= FPOOL_RING_LINE);
+		assert_non_null(strstr(got, " [... "));
+		assert_string_equal(got + len - strlen(" bytes cut]"),
+				    " bytes cut]");
+		total += len + 1;
+	}
+	assert_true(total <= FPOOL_RING_BYTES);
+	assert_int_equal(total, r.bytes);
+	/* A short line after them is kept whole, NUL and all. */
+	assert_int_equal(fpool__ring_push(&r, "a\0b", 3), 0);
+	got = fpool__ring_get(&r, r.n - 1, &len);
+	assert_int_equal(len, 3);
+	assert_memory_equal(got, "a\0b", 3);
+	fpool__ring_free(&r);
+	free(big);
+}
+
 static void test_ring(void **state)
 {
 	struct fpool__ring r;
@@ -170,36 +204,36 @@ static void test_ring(void **state)
 
 	(void)state;
 	fpool__ring_init(&r, 3);
-	assert_null(fpool__ring_get(&r, 0));
+	assert_null(fpool__ring_get(&r, 0, NULL));
 	assert_int_equal(fpool__ring_push(&r, "a", 1), 0);
 	assert_int_equal(fpool__ring_push(&r, "bc", 2), 0);
-	assert_string_equal(fpool__ring_get(&r, 0), "a");
-	assert_string_equal(fpool__ring_get(&r, 1), "bc");
-	assert_null(fpool__ring_get(&r, 2));
+	assert_string_equal(fpool__ring_get(&r, 0, NULL), "a");
+	assert_string_equal(fpool__ring_get(&r, 1, NULL), "bc");
+	assert_null(fpool__ring_get(&r, 2, NULL));
 	for (int i = 0; i < 10; i++) {
 		snprintf(line, sizeof(line), "line %d", i);
 		assert_int_equal(fpool__ring_push(&r, line, strlen(line)), 0);
 	}
 	/* Only the last three remain, oldest first. */
-	assert_string_equal(fpool__ring_get(&r, 0), "line 7");
-	assert_string_equal(fpool__ring_get(&r, 1), "line 8");
-	assert_string_equal(fpool__ring_get(&r, 2), "line 9");
-	assert_null(fpool__ring_get(&r, 3));
+	assert_string_equal(fpool__ring_get(&r, 0, NULL), "line 7");
+	assert_string_equal(fpool__ring_get(&r, 1, NULL), "line 8");
+	assert_string_equal(fpool__ring_get(&r, 2, NULL), "line 9");
+	assert_null(fpool__ring_get(&r, 3, NULL));
 	/* A line is copied up to its length, NUL-terminated. */
 	assert_int_equal(fpool__ring_push(&r, "xyz", 2), 0);
-	assert_string_equal(fpool__ring_get(&r, 2), "xy");
+	assert_string_equal(fpool__ring_get(&r, 2, NULL), "xy");
 	fpool__ring_free(&r);
 	/* Freed, it is empty and keeps lines again. */
-	assert_null(fpool__ring_get(&r, 0));
+	assert_null(fpool__ring_get(&r, 0, NULL));
 	assert_int_equal(fpool__ring_push(&r, "again", 5), 0);
-	assert_string_equal(fpool__ring_get(&r, 0), "again");
-	assert_null(fpool__ring_get(&r, 1));
+	assert_string_equal(fpool__ring_get(&r, 0, NULL), "again");
+	assert_null(fpool__ring_get(&r, 1, NULL));
 	fpool__ring_free(&r);
 
 	/* A ring of size 0 keeps nothing and does not fail. */
 	fpool__ring_init(&r, 0);
 	assert_int_equal(fpool__ring_push(&r, "a", 1), 0);
-	assert_null(fpool__ring_get(&r, 0));
+	assert_null(fpool__ring_get(&r, 0, NULL));
 	fpool__ring_free(&r);
 }
 
@@ -213,6 +247,7 @@ int main(void)
 		cmocka_unit_test(test_long_line),
 		cmocka_unit_test(test_max_line_split_before_newline),
 		cmocka_unit_test(test_ring),
+		cmocka_unit_test(test_ring_bytes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

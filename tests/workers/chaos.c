@@ -29,11 +29,16 @@
  *                       creds uid R/E/S gid R/E/S groups G,... pdeathsig N"
  *                       (getresuid, getresgid, getgroups and
  *                       prctl(PR_GET_PDEATHSIG)), for the --user tests
+ *   --say-tty           print the stdout line "chaos worker ID pid PID:
+ *                       stdin KIND tty OPEN|ENXIO|... pgrp P sid S": what
+ *                       fd 0 is (/dev/null, tty, pipe...), whether
+ *                       /dev/tty opens, its process group and session
  *
  * Output and log flags, for the capture and forwarding tests.  They run at
  * the start of main (after its "main" line and the flags just above, before
  * the timers of the first list), in this order, each flag's output flushed
  * at once:
+ *   --lines N:BYTES     print N lines of BYTES bytes ('x'...) to stdout
  *   --say TEXT          printf("TEXT\n") to stdout; repeatable, in order
  *   --esay TEXT         fprintf(stderr, "TEXT\n"); repeatable, in order
  *   --log-records N     N records as fast as possible, i = 0..N-1:
@@ -42,6 +47,13 @@
  *                       "chaos worker ID pid PID: logged N"
  *   --partial TEXT      write(2) TEXT to fd 1 with no newline, then abort()
  *                       (so --raw-bytes never runs with it)
+ *   --log TEXT          fpool_log(FPOOL_LOG_INFO, TEXT) with \n, \r, \t,
+ *                       \e and \xNN in TEXT made the bytes they name;
+ *                       repeatable
+ *   --orphan-writer FILE  unless FILE exists (it is created: once per
+ *                       test), fork a process that keeps the worker's
+ *                       stdout and writes "y\n" to it until that fails;
+ *                       it first says "orphan writer pid PID" (stdout)
  *   --raw-bytes         write(2) to fd 1 one line made of every byte
  *                       0x01..0x1f except 0x0a, then 0x00, then invalid
  *                       UTF-8 (80, ff, c3 28, ed a0 80), then "end\n"; then
@@ -65,6 +77,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -89,6 +102,11 @@ struct chaos {
 	struct event *count_ev; /* the 100 ms --count-requests timer */
 	char *grown;		/* the --grow-mib block */
 	int say_creds;		/* --say-creds */
+	int say_tty;		/* --say-tty */
+	const char **log;	/* --log texts */
+	size_t nlog;
+	long lines, line_bytes;	   /* --lines N:BYTES, -1 = none */
+	const char *orphan_writer; /* --orphan-writer FILE */
 };
 
 /* One instance per process: a worker module's state may be static. */
@@ -165,6 +183,10 @@ static int chaos_setup(struct fpool_worker *w, int argc, char **argv)
 		{ "count-requests", required_argument, NULL, 'n' },
 		{ "grow-mib", required_argument, NULL, 'g' },
 		{ "say-creds", no_argument, NULL, 'C' },
+		{ "say-tty", no_argument, NULL, 'T' },
+		{ "log", required_argument, NULL, 'L' },
+		{ "lines", required_argument, NULL, 'N' },
+		{ "orphan-writer", required_argument, NULL, 'O' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -172,6 +194,7 @@ static int chaos_setup(struct fpool_worker *w, int argc, char **argv)
 	(void)w;
 	chaos.crash_after = chaos.hang_after = chaos.exit_after = -1;
 	chaos.log_records = chaos.count_requests = chaos.grow_mib = -1;
+	chaos.lines = chaos.line_bytes = -1;
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -225,6 +248,24 @@ static int chaos_setup(struct fpool_worker *w, int argc, char **argv)
 			break;
 		case 'C':
 			chaos.say_creds = 1;
+			break;
+		case 'T':
+			chaos.say_tty = 1;
+			break;
+		case 'L':
+			if (push(&chaos.log, &chaos.nlog, argc, optarg) != 0)
+				return -1;
+			break;
+		case 'N':
+			if (sscanf(optarg, "%ld:%ld", &chaos.lines,
+				   &chaos.line_bytes) != 2 ||
+			    chaos.lines < 0 || chaos.line_bytes < 0) {
+				fprintf(stderr, "chaos: --lines N:BYTES\n");
+				return -1;
+			}
+			break;
+		case 'O':
+			chaos.orphan_writer = optarg;
 			break;
 		default:
 			fprintf(stderr, "chaos: unknown flag\n");
@@ -361,12 +402,118 @@ static void say_creds(struct fpool_worker *w)
 	say(w, line);
 }
 
-/* --activity, --count-requests, --grow-mib and --say-creds, at the start
- * of main. */
+/* --say-tty: what the worker has of a terminal. */
+static void say_tty(struct fpool_worker *w)
+{
+	struct stat st;
+	char path[64], target[256] = "?", line[512];
+	const char *kind = "?";
+	int fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", STDIN_FILENO);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n >= 0)
+		target[n] = '\0';
+	if (fstat(STDIN_FILENO, &st) < 0)
+		kind = "closed";
+	else if (strcmp(target, "/dev/null") == 0)
+		kind = "/dev/null";
+	else if (isatty(STDIN_FILENO))
+		kind = "tty";
+	else if (S_ISFIFO(st.st_mode))
+		kind = "pipe";
+	else if (S_ISSOCK(st.st_mode))
+		kind = "socket";
+	else
+		kind = target;
+	snprintf(line, sizeof(line), "stdin %s tty %s pgrp %d sid %d", kind,
+		 fd >= 0 ? "OPEN" : strerrorname_np(errno), (int)getpgrp(),
+		 (int)getsid(0));
+	if (fd >= 0)
+		close(fd);
+	say(w, line);
+}
+
+/* --log TEXT: the text with its escapes made bytes. */
+static void log_text(const char *text)
+{
+	char buf[4096];
+	size_t n = 0;
+
+	for (const char *p = text; *p && n < sizeof(buf) - 1; p++) {
+		if (*p != '\\' || p[1] == '\0') {
+			buf[n++] = *p;
+			continue;
+		}
+		switch (*++p) {
+		case 'n':
+			buf[n++] = '\n';
+			break;
+		case 'r':
+			buf[n++] = '\r';
+			break;
+		case 't':
+			buf[n++] = '\t';
+			break;
+		case 'e':
+			buf[n++] = 0x1b;
+			break;
+		case 'x':
+			if (p[1] && p[2]) {
+				char hex[3] = { p[1], p[2], 0 };
+
+				buf[n++] = (char)strtol(hex, NULL, 16);
+				p += 2;
+			}
+			break;
+		default:
+			buf[n++] = *p;
+			break;
+		}
+	}
+	buf[n] = '\0';
+	fpool_log(FPOOL_LOG_INFO, "%s", buf);
+}
+
+/* --orphan-writer: a process of ours that outlives us, writing to the
+ * stdout we share with it. */
+static void orphan_writer(struct fpool_worker *w)
+{
+	char line[64];
+	pid_t pid;
+	int fd = open(chaos.orphan_writer,
+		      O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+
+	if (fd < 0)
+		return; /* done once already */
+	close(fd);
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		perror("chaos: fork");
+		abort();
+	}
+	if (pid > 0) {
+		snprintf(line, sizeof(line), "orphan writer pid %d", (int)pid);
+		say(w, line);
+		return;
+	}
+	/* The default action: die quietly once the master closes it. */
+	signal(SIGPIPE, SIG_DFL);
+	for (;;)
+		if (write(STDOUT_FILENO, "y\n", 2) < 0 && errno != EINTR)
+			_exit(0);
+}
+
+/* --activity, --count-requests, --grow-mib, --say-creds and --say-tty, at
+ * the start of main. */
 static void chaos_state(struct fpool_worker *w)
 {
 	if (chaos.say_creds)
 		say_creds(w);
+	if (chaos.say_tty)
+		say_tty(w);
 	if (chaos.activity != NULL)
 		fpool_worker_set_activity(w, "%s", chaos.activity);
 	if (chaos.count_requests >= 0) {
@@ -436,6 +583,20 @@ static void raw_bytes(void)
 /* The output flags, in their documented order. */
 static void chaos_output(struct fpool_worker *w)
 {
+	if (chaos.lines > 0) {
+		char *line = malloc((size_t)chaos.line_bytes + 1);
+
+		if (line == NULL) {
+			perror("chaos: --lines");
+			abort();
+		}
+		memset(line, 'x', (size_t)chaos.line_bytes);
+		line[chaos.line_bytes] = '\n';
+		for (long i = 0; i < chaos.lines; i++)
+			write_all(STDOUT_FILENO, line,
+				  (size_t)chaos.line_bytes + 1);
+		free(line);
+	}
 	for (size_t i = 0; i < chaos.nsay; i++) {
 		printf("%s\n", chaos.say[i]);
 		fflush(stdout);
@@ -444,6 +605,10 @@ static void chaos_output(struct fpool_worker *w)
 		fprintf(stderr, "%s\n", chaos.esay[i]);
 		fflush(stderr);
 	}
+	for (size_t i = 0; i < chaos.nlog; i++)
+		log_text(chaos.log[i]);
+	if (chaos.orphan_writer)
+		orphan_writer(w);
 	if (chaos.log_records >= 0) {
 		unsigned id = fpool_worker_id(w);
 		char seq[32], what[64];
