@@ -41,6 +41,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -56,6 +57,8 @@
 #define SINK_MAX (1024 * 1024)
 /* Seconds without progress before a sink is given up on. */
 #define SINK_STUCK 1.0
+/* Records written in one writev() at most. */
+#define SINK_IOV 64
 /* Seconds a write may wait once the master's loop has ended. */
 #define SINK_LINGER 1.0
 
@@ -197,15 +200,35 @@ static void sink_failed(struct fpool__sink *s, int err)
 	s->error = err;
 }
 
-/* Write some of buf; the byte count, or -errno. */
-static ssize_t write_some(struct fpool__sink *s, const char *buf, size_t len)
+/* Write some of the queue, many records in one writev(); the byte
+ * count, or -errno. */
+static ssize_t write_some(struct fpool__sink *s)
 {
-	ssize_t n;
+	struct evbuffer_iovec v[SINK_IOV];
+	struct iovec iov[SINK_IOV];
+	ssize_t limit = s->kind == KIND_POLLED ? PIPE_BUF : -1, n;
+	size_t total = 0;
+	int cnt = evbuffer_peek(s->queue, limit, NULL, v, SINK_IOV);
 
+	if (cnt > SINK_IOV)
+		cnt = SINK_IOV;
+	for (int i = 0; i < cnt; i++) {
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = v[i].iov_len;
+		if (limit > 0 && total + iov[i].iov_len > (size_t)limit) {
+			iov[i].iov_len = (size_t)limit - total;
+			cnt = i + 1;
+		}
+		total += iov[i].iov_len;
+	}
 	switch (s->kind) {
-	case KIND_SOCKET:
-		n = send(s->wfd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	case KIND_SOCKET: {
+		struct msghdr msg = { .msg_iov = iov,
+				      .msg_iovlen = (size_t)cnt };
+
+		n = sendmsg(s->wfd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
 		break;
+	}
 	case KIND_POLLED: {
 		struct pollfd pfd = { .fd = s->wfd, .events = POLLOUT };
 		int r = poll(&pfd, 1, 0);
@@ -214,11 +237,11 @@ static ssize_t write_some(struct fpool__sink *s, const char *buf, size_t len)
 			return -errno;
 		if (r == 0 || !(pfd.revents & (POLLOUT | POLLERR | POLLHUP)))
 			return -EAGAIN;
-		n = write(s->wfd, buf, len < PIPE_BUF ? len : PIPE_BUF);
+		n = writev(s->wfd, iov, cnt);
 		break;
 	}
 	default:
-		n = write(s->wfd, buf, len);
+		n = writev(s->wfd, iov, cnt);
 		break;
 	}
 	if (n < 0)
@@ -262,11 +285,7 @@ static void sink_write(struct fpool__sink *s)
 	ssize_t n;
 
 	while ((len = evbuffer_get_length(s->queue)) > 0) {
-		struct evbuffer_iovec v;
-
-		if (evbuffer_peek(s->queue, -1, NULL, &v, 1) < 1)
-			break;
-		n = write_some(s, v.iov_base, v.iov_len);
+		n = write_some(s);
 		if (n == -EINTR)
 			continue;
 		if (n == -EAGAIN) {

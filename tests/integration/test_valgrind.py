@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -210,3 +211,63 @@ def test_http_under_valgrind(vg_forkpool, forkpool_bin):
     if "http" not in builtin_workers(forkpool_bin):
         pytest.skip("this forkpool has no built-in http worker")
     run_scenario(vg_forkpool, "http", http_get)
+
+
+def test_stuck_sinks_and_control_clients_under_valgrind(vg_forkpool, chaos, tmp_path):
+    """The master's non-blocking paths under memcheck: worker output to a
+    FIFO nobody reads for a while (queue, back-pressure, given up, drops,
+    the dropped report once it is read), the control socket with
+    pipelined requests and a half-close, `output` of cut long lines, a
+    SIGUSR1 reopen and a stop whose client hangs up unread."""
+    import json
+    import socket
+    import threading
+
+    fifo = str(tmp_path / "out.fifo")
+    sock = str(tmp_path / "c.sock")
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    m = vg_forkpool("-w", "2", "--control", sock, "--stdout", fifo, "-k", chaos, "--",
+                    "--lines", "300:3000", "--say", "done")
+    try:
+        m.wait_pool(2, timeout=VG_TIMEOUT)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(VG_TIMEOUT)
+        s.connect(sock)
+        s.sendall(b'{"id":"1","cmd":"status"}\n{"id":"2","cmd":"output","worker":0,'
+                  b'"lines":1000}\n{"id":"3","cmd":"status"}\n')
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        s.close()
+        assert [json.loads(l)["id"] for l in data.splitlines()] == ["1", "2", "3"], data[:300]
+
+        time.sleep(2)  # the reader reads nothing for a while: the scenario
+        got = bytearray()
+        done = threading.Event()
+
+        def drain():
+            os.set_blocking(reader, True)
+            while not done.is_set():
+                chunk = os.read(reader, 65536)
+                if not chunk:
+                    return
+                got.extend(chunk)
+        t = threading.Thread(target=drain, daemon=True)
+        t.start()
+        deadline = time.monotonic() + VG_TIMEOUT
+        while b"were dropped" not in got and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert re.search(rb"\d+ records to worker stdout file \S+ were dropped", got), got[-500:]
+        m.signal(signal.SIGUSR1)
+        m.wait_log(r"SIGUSR1: log files reopened", timeout=VG_TIMEOUT)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(sock)
+        s.sendall(b'{"id":"4","cmd":"stop"}\n')
+        s.close()
+        assert m.wait_exit(timeout=VG_TIMEOUT) == 0, m.describe()
+        done.set()
+    finally:
+        os.close(reader)
+    assert_clean(m, killed=set(), processes=3)
