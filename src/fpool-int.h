@@ -95,6 +95,11 @@ void fpool__sink_forget(struct fpool__sink *s);
 /* Queue one or more whole records (lines) moved out of `record`; they
  * are dropped, and counted, if the queue is full. */
 void fpool__sink_add(struct fpool__sink *s, struct evbuffer *record);
+/* The queue to format one record straight into, if `bound` more bytes
+ * fit; else NULL, and the record is counted as dropped.  Call
+ * fpool__sink_added() after. */
+struct evbuffer *fpool__sink_room(struct fpool__sink *s, size_t bound);
+void fpool__sink_added(struct fpool__sink *s);
 /* Move what src has queued to the end of dst's queue. */
 void fpool__sink_take(struct fpool__sink *dst, struct fpool__sink *src);
 /* Write what is queued, as far as the sink takes it now.  NULL: no-op. */

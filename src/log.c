@@ -430,23 +430,33 @@ void fpool__log_flush(void)
 		fpool__sink_flush(v[i]);
 }
 
+/* The most bytes r can take formatted: every byte escaped as \u00XX
+ * (JSON) at worst, plus the time, origin and keys' punctuation. */
+static size_t record_bound(const struct fpool__record *r)
+{
+	size_t n = r->msglen + 32;
+
+	for (size_t i = 0; i < r->nfields; i++)
+		n += strlen(r->fields[i].key) + strlen(r->fields[i].value) + 8;
+	return 6 * n + 256;
+}
+
 void fpool__log_record(struct fpool__sink *to, const struct fpool__record *r,
 		       bool now)
 {
-	static struct evbuffer *scratch;
+	struct evbuffer *q;
 	size_t i;
 
 	if (r->stream == NULL && r->level < sink.level)
 		return;
 	if (to == NULL && (to = log_sink()) == NULL)
 		return;
-	if (scratch == NULL && (scratch = evbuffer_new()) == NULL)
+	/* Formatted straight into the sink's queue: no copy, and no buffer
+	 * of its own per record. */
+	if ((q = fpool__sink_room(to, record_bound(r))) == NULL)
 		return;
-	if (fpool__record_format(r, scratch) != 0) {
-		evbuffer_drain(scratch, evbuffer_get_length(scratch));
-		return;
-	}
-	fpool__sink_add(to, scratch);
+	fpool__record_format(r, q);
+	fpool__sink_added(to);
 	for (i = 0; i < sink.ndirty && sink.dirty[i] != to; i++)
 		;
 	if (i == sink.ndirty) {

@@ -606,6 +606,22 @@ void fpool__sink_add(struct fpool__sink *s, struct evbuffer *record)
 	update_pressure(s);
 }
 
+struct evbuffer *fpool__sink_room(struct fpool__sink *s, size_t bound)
+{
+	if ((s->mode == SINK_LINGER_ && s->given_up) ||
+	    (s->mode == SINK_ASYNC &&
+	     evbuffer_get_length(s->queue) + bound > SINK_MAX)) {
+		note_dropped(s, 1, 0);
+		return NULL;
+	}
+	return s->queue;
+}
+
+void fpool__sink_added(struct fpool__sink *s)
+{
+	update_pressure(s);
+}
+
 void fpool__sink_take(struct fpool__sink *dst, struct fpool__sink *src)
 {
 	evbuffer_add_buffer(dst->queue, src->queue);

@@ -945,7 +945,8 @@ def test_the_control_socket_takes_a_bounded_number_of_clients(forkpool, sock_pat
 
     def served():
         with Control(sock_path) as c:
-            return c.request("status")["ok"]
+            c.send(b'{"id":"5e","cmd":"status"}\n')
+            return c.reply()["ok"]
     wait_for(served, what="status once the clients left")
 
 
