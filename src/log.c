@@ -162,10 +162,17 @@ void fpool__log_detach(void)
 
 void fpool__log_child(void)
 {
-	/* The master's queued records are the master's to write. */
+	/* The master's queued records are the master's to write, and its
+	 * log file is not the worker's: the fd is closed with the other
+	 * inherited ones, and its number may then be reused.  A worker's
+	 * own record that cannot go over the channel goes to its stderr,
+	 * which the master captures. */
 	sink.ndirty = 0;
 	sink.base = NULL;
+	fpool__sink_on_pressure(NULL, NULL);
 	fpool__sink_forget(sink.out);
+	fpool__sink_free(sink.out);
+	sink.out = NULL;
 }
 
 void fpool__log_refresh(void)

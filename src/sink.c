@@ -103,6 +103,19 @@ void fpool__sink_on_pressure(fpool__pressure_cb cb, void *arg)
 {
 	pressure_cb = cb;
 	pressure_arg = arg;
+	if (cb == NULL)
+		congested_sinks = 0; /* no one to slow down any more */
+}
+
+/* Leave the count of congested sinks, telling the pool when the last
+ * one left. */
+static void leave_pressure(struct fpool__sink *s)
+{
+	if (!s->congested)
+		return;
+	s->congested = false;
+	if (congested_sinks > 0 && --congested_sinks == 0 && pressure_cb)
+		pressure_cb(false, pressure_arg);
 }
 
 bool fpool__sink_pressure(void)
@@ -128,7 +141,8 @@ static void update_pressure(struct fpool__sink *s)
 	s->congested = now;
 	if (now && congested_sinks++ == 0 && pressure_cb != NULL)
 		pressure_cb(true, pressure_arg);
-	if (!now && --congested_sinks == 0 && pressure_cb != NULL)
+	if (!now && congested_sinks > 0 && --congested_sinks == 0 &&
+	    pressure_cb != NULL)
 		pressure_cb(false, pressure_arg);
 }
 
@@ -549,11 +563,7 @@ static void release_events(struct fpool__sink *s)
 	if (s->timer != NULL)
 		event_free(s->timer);
 	s->ev = s->timer = NULL;
-	if (s->congested) {
-		s->congested = false;
-		if (--congested_sinks == 0 && pressure_cb != NULL)
-			pressure_cb(false, pressure_arg);
-	}
+	leave_pressure(s);
 }
 
 void fpool__sink_detach(struct fpool__sink *s)
