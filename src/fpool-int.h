@@ -539,10 +539,9 @@ void fpool__pool_failed_start(struct fpool_pool *pool);
 void fpool__pool_recycle(struct fpool_pool *pool);
 /* Number of slots with a live process. */
 unsigned fpool__pool_live(const struct fpool_pool *pool);
-/* In a new worker: free the master's state it inherited (after
- * event_reinit of the master's base), keeping listeners and preserved fds
- * open and touching no process. */
-void fpool__pool_forget(struct fpool_pool *pool);
+/* In a new worker: let go of the master's state it inherited without
+ * undoing it (see pool.c); only the master's signal events are freed. */
+void fpool__pool_abandon(struct fpool_pool *pool);
 /* In a new worker, before fpool__pool_forget(): unmap the activity
  * entries of every page but the one holding slot id's entry, which the
  * worker now owns.  Returns that page (to munmap, fpool__page_size()

@@ -358,8 +358,9 @@ void fpool__notify_watchdog_stop(struct fpool_pool *pool)
 
 void fpool__notify_child(void)
 {
-	/* The timer sits on the master's base, which the child re-inited:
-	 * freeing it here touches only the child's copy. */
+	/* The timer sits on the master's base; a timer event touches no
+	 * epoll instance, so freeing it here is safe (pool.c,
+	 * fpool__pool_abandon). */
 	if (watchdog_ev != NULL)
 		event_free(watchdog_ev);
 	watchdog_ev = NULL;

@@ -581,9 +581,16 @@ void fpool__sink_forget(struct fpool__sink *s)
 	if (s == NULL)
 		return;
 	/* In a new worker: the queued records are the master's to write,
-	 * and the events belong to the master's loop, which the caller
-	 * re-initialised before this. */
-	release_events(s);
+	 * and the events belong to the master's loop, whose epoll instance
+	 * is still the master's own: deleting a pending fd event here would
+	 * unregister it there, so that one is left as it is (the abandoned
+	 * loop keeps it).  A timer touches no epoll instance. */
+	if (s->timer != NULL)
+		event_free(s->timer);
+	if (s->ev != NULL && !event_pending(s->ev, EV_WRITE, NULL))
+		event_free(s->ev);
+	s->ev = s->timer = NULL;
+	leave_pressure(s);
 	evbuffer_drain(s->queue, evbuffer_get_length(s->queue));
 	s->dropped = 0;
 	if (s->wfd != s->fd)

@@ -505,6 +505,10 @@ static int own_listener(struct fpool_pool *pool, int fd)
 	return own;
 }
 
+/* The master's state as this child inherited it: never used, never
+ * freed, only kept reachable (for leak checkers, it is not lost). */
+static struct fpool_pool *abandoned;
+
 /* Step 1: leave nothing of the master in this process but what it keeps. */
 static void forget_master(struct fpool_worker *w, struct fpool_pool *pool)
 {
@@ -525,14 +529,12 @@ static void forget_master(struct fpool_worker *w, struct fpool_pool *pool)
 	for (size_t i = 0; i < pool->npreserved; i++)
 		keep[k++] = pool->preserved[i];
 
-	/* The master's loop shares its epoll instance and signal socketpair
-	 * with us: event_reinit() gives this copy its own before it is
-	 * freed, so freeing it cannot unregister the master's fds. */
-	if (event_reinit(pool->base) != 0)
-		worker_fail("event_reinit of the inherited loop failed");
+	/* The master's state is left as it is (see fpool__pool_abandon):
+	 * undoing it cost every fork time in proportion to the pool. */
 	fpool__notify_child();
 	fpool__log_child();
-	fpool__pool_forget(pool);
+	abandoned = pool;
+	fpool__pool_abandon(pool);
 
 	/* The master ignores or handles many signals; a worker starts
 	 * from the defaults. */
@@ -642,7 +644,7 @@ void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
 	    dup2(child[2], STDERR_FILENO) < 0)
 		worker_fail("dup2 of the output pipes failed");
 	leave_terminal();
-	forget_master(&w, pool); /* frees pool and s */
+	forget_master(&w, pool); /* pool and s are not used after this */
 	build_loop(&w);
 	if (sigprocmask(SIG_SETMASK, &mask, NULL) < 0)
 		worker_fail("sigprocmask");
