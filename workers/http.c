@@ -1285,12 +1285,14 @@ static void conn_run(struct conn *c)
 
 	for (;;) {
 		if (in_pending(c) && can_parse(c)) {
-			size_t n = conn_feed(c, c->in + c->in_off,
-					     c->in_len - c->in_off);
+			size_t off = c->in_off, n;
 
-			c->in_off += n;
-			if (c->closing)
-				c->in_off = c->in_len; /* never parsed */
+			/* Taken out of the buffer while parsed, so that
+			 * more_input() sees only what follows a request. */
+			c->in_off = c->in_len;
+			n = conn_feed(c, c->in + off, c->in_len - off);
+			if (!c->closing) /* else never parsed */
+				c->in_off = off + n;
 		}
 		if (c->broken) {
 			conn_free(c);
