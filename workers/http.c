@@ -327,24 +327,21 @@ static void in_keep(struct conn *c, const char *p, size_t n)
 	c->in_len += n;
 }
 
-/* Give back buffers a burst made large, once they are empty. */
+/* Give back buffers a burst made large, if they are empty.  Called when
+ * the connection's timer fires (every few seconds at most), not whenever
+ * they empty: a client pipelining back to back would have them freed and
+ * grown again at every read. */
 static void buffers_trim(struct conn *c)
 {
-	if (c->out_off == c->out_len) {
-		c->out_off = c->out_len = 0;
-		if (c->out_cap > HTTP_BUF_KEEP) {
-			free(c->out);
-			c->out = NULL;
-			c->out_cap = 0;
-		}
+	if (c->out_off == c->out_len && c->out_cap > HTTP_BUF_KEEP) {
+		free(c->out);
+		c->out = NULL;
+		c->out_cap = c->out_off = c->out_len = 0;
 	}
-	if (c->in_off == c->in_len) {
-		c->in_off = c->in_len = 0;
-		if (c->in_cap > HTTP_BUF_KEEP) {
-			free(c->in);
-			c->in = NULL;
-			c->in_cap = 0;
-		}
+	if (c->in_off == c->in_len && c->in_cap > HTTP_BUF_KEEP) {
+		free(c->in);
+		c->in = NULL;
+		c->in_cap = c->in_off = c->in_len = 0;
 	}
 }
 
@@ -1202,6 +1199,7 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	h->now = mono_now();
 	c->timer_on = false;
+	buffers_trim(c);
 	d = conn_deadline(c, &kind);
 	if (d == 0 || d > h->now + HTTP_SLACK) {
 		conn_run(c); /* not yet: arm it again */
@@ -1303,7 +1301,10 @@ static void conn_run(struct conn *c)
 		if (!(in_pending(c) && can_parse(c)))
 			break;
 	}
-	buffers_trim(c);
+	if (out_pending(c) == 0)
+		c->out_off = c->out_len = 0;
+	if (!in_pending(c))
+		c->in_off = c->in_len = 0;
 	if (c->closing && out_pending(c) == 0 && c->phase != PH_LINGER &&
 	    c->phase != PH_BUSY) {
 		/* The last answer is out.  With input left unread, shut our

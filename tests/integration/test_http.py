@@ -667,8 +667,10 @@ def test_sigterm_with_pipelined_input_waiting_closes_after_the_last_answer(forkp
                        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
                        b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
         wait_accepted(m, [c], [pid])
+        # Read, so the sleep is in flight with the rest waiting behind it.
+        wait_for(lambda: server_rx_queue(m.port, c) == 0,
+                 what="the worker to read the requests")
         m.signal(signal.SIGTERM)
-        wait_stopped_listening(m, [pid])
         answers = [c.read_response() for _ in range(3)]
         assert [r.status for r in answers] == [200, 200, 404]
         closes = [r.headers.get("connection", "").lower() == "close" for r in answers]
