@@ -1311,8 +1311,12 @@ static void conn_run(struct conn *c)
 		 * side and drop what comes until the client closes: a close
 		 * now would reset the connection, and could destroy the
 		 * answer before the client read it. */
-		if (!c->linger || c->eof || shutdown(c->fd, SHUT_WR) != 0) {
+		if (!c->linger || c->eof) {
 			conn_free(c);
+			return;
+		}
+		if (shutdown(c->fd, SHUT_WR) != 0) {
+			conn_fail(c, "shutdown", errno);
 			return;
 		}
 		c->phase = PH_LINGER;
