@@ -1536,6 +1536,27 @@ static void probe_llhttp(void)
 		  LLHTTP_VERSION_PATCH);
 }
 
+/* The parser callbacks, and whether llhttp needs the chunk extension
+ * fix. */
+static void parser_setup(void)
+{
+	llhttp_settings_init(&parser_settings);
+	parser_settings.on_message_begin = on_message_begin;
+	parser_settings.on_url = on_url;
+	parser_settings.on_header_field = on_header_field;
+	parser_settings.on_header_field_complete = on_header_field_complete;
+	parser_settings.on_header_value = on_header_value;
+	parser_settings.on_header_value_complete = on_header_value_complete;
+	parser_settings.on_headers_complete = on_headers_complete;
+	parser_settings.on_body = on_body;
+	parser_settings.on_chunk_extension_name = on_chunk_extension_name;
+	parser_settings.on_chunk_extension_value = on_chunk_extension_value;
+	parser_settings.on_chunk_extension_value_complete =
+		on_chunk_extension_value_complete;
+	parser_settings.on_message_complete = on_message_complete;
+	probe_llhttp();
+}
+
 /* ---- The worker ------------------------------------------------------- */
 
 /* "--name VALUE" or "--name=VALUE" at argv[*i]: the value (NULL if this is
@@ -1647,22 +1668,7 @@ static int http_on_start(struct fpool_worker *w, void *arg)
 		return -ENOMEM;
 	}
 
-	llhttp_settings_init(&parser_settings);
-	parser_settings.on_message_begin = on_message_begin;
-	parser_settings.on_url = on_url;
-	parser_settings.on_header_field = on_header_field;
-	parser_settings.on_header_field_complete = on_header_field_complete;
-	parser_settings.on_header_value = on_header_value;
-	parser_settings.on_header_value_complete = on_header_value_complete;
-	parser_settings.on_headers_complete = on_headers_complete;
-	parser_settings.on_body = on_body;
-	parser_settings.on_chunk_extension_name = on_chunk_extension_name;
-	parser_settings.on_chunk_extension_value = on_chunk_extension_value;
-	parser_settings.on_chunk_extension_value_complete =
-		on_chunk_extension_value_complete;
-	parser_settings.on_message_complete = on_message_complete;
-	probe_llhttp();
-
+	parser_setup();
 	for (size_t i = 0; i < n; i++) {
 		int r = fpool_acceptor_new(&h->acceptors[h->nacceptors],
 					   h->base, fds[i], FPOOL_ACCEPT_CLOSE,
