@@ -548,7 +548,11 @@ def test_slowloris_connections_are_closed_at_the_header_deadline(forkpool):
     byte (here the accept) and is not pushed back by each byte."""
     m, pool = start_http(forkpool, 1, "--", "--header-timeout", "2s")
     payload = b"GET / HTTP/1.1\r\nX-Slow: " + b"a" * 60  # 25 s of bytes
-    conns = [HttpConn(m.port) for _ in range(4)]
+    conns, opened = [], []
+    for _ in range(4):
+        # The server's deadline counts from its accept, after this.
+        opened.append(time.monotonic())
+        conns.append(HttpConn(m.port))
     t0 = time.monotonic()
     closed_at = {}
     try:
@@ -562,19 +566,19 @@ def test_slowloris_connections_are_closed_at_the_header_deadline(forkpool):
                 if i in closed_at:
                     continue
                 if c.closed_by_peer():
-                    closed_at[i] = now - t0
+                    closed_at[i] = now - opened[i]
                     continue
                 try:
                     c.sock.sendall(payload[sent:sent + 1])
                 except (BrokenPipeError, ConnectionResetError):
-                    closed_at[i] = now - t0
+                    closed_at[i] = now - opened[i]
             sent += 1
             # Pacing the client, not waiting for a condition.
             time.sleep(0.3)
         for i, c in enumerate(conns):
             # Closed well before the bytes stopped (25 s), not before
             # the deadline, and answered 408 first.
-            assert 1.8 <= closed_at[i] <= 2.0 + 4.0, closed_at
+            assert 1.9 <= closed_at[i] <= 2.0 + 4.0, closed_at
             assert c.buf.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), c.buf[:200]
             assert b"\r\nConnection: close\r\n" in c.buf
     finally:
@@ -589,7 +593,7 @@ def test_a_connection_that_sends_nothing_is_closed_at_the_header_deadline(forkpo
         t0 = time.monotonic()
         wait_for(c.closed_by_peer, what="the silent connection to be closed")
         took = time.monotonic() - t0
-        assert 0.9 <= took <= 5, took
+        assert 0.5 <= took <= 5, took
         assert c.buf == b"", "no request, so no answer"
     assert m.stop() == 0
 
@@ -608,7 +612,9 @@ def test_idle_keep_alive_connection_closed_after_the_idle_timeout(forkpool):
             time.sleep(0.3)  # pacing the client
         wait_for(c.closed_by_peer, what="the idle connection to be closed")
         took = time.monotonic() - t0
-        assert 0.9 <= took <= 5, took
+        # (The server's idle time starts when it sent the answer, a
+        # little before this client read it.)
+        assert 0.5 <= took <= 5, took
         assert c.buf == b""
     assert m.stop() == 0
 
