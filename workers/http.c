@@ -148,7 +148,8 @@ struct conn {
 	bool in_expect;	 /* the header field being read is Expect */
 	bool expect_continue, expect_other;
 	bool field_long;
-	int err_status; /* an answer a parser callback decided */
+	bool expect_long; /* the Expect value did not fit in expect[] */
+	int err_status;	  /* an answer a parser callback decided */
 	unsigned long nreq;
 	llhttp_t parser;
 	/* Input received but not parsed yet (parsing stopped). */
@@ -851,6 +852,7 @@ static int on_header_field_complete(llhttp_t *p)
 	c->field_len = 0;
 	c->field_long = false;
 	c->expect_len = 0;
+	c->expect_long = false;
 	return 0;
 }
 
@@ -863,8 +865,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 	if (header_check(c, at, len) != 0)
 		return -1;
 	if (c->in_expect) {
-		if (c->expect_len + len > sizeof(c->expect)) {
-			c->expect_len = sizeof(c->expect) + 1; /* too long */
+		if (c->expect_long || c->expect_len + len > sizeof(c->expect)) {
+			c->expect_long = true;
 		} else {
 			memcpy(c->expect + c->expect_len, at, len);
 			c->expect_len += len;
@@ -881,6 +883,10 @@ static int on_header_value_complete(llhttp_t *p)
 	if (!c->in_expect)
 		return 0;
 	c->in_expect = false;
+	if (c->expect_long) {
+		c->expect_other = true;
+		return 0;
+	}
 	while (n > 0 && (c->expect[n - 1] == ' ' || c->expect[n - 1] == '\t'))
 		n--;
 	if (n == 12 && strncasecmp(c->expect, "100-continue", 12) == 0)

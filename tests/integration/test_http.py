@@ -425,6 +425,10 @@ def test_expect_100_continue_is_answered_before_the_body(forkpool):
         # No body, no interim answer.
         c.sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n")
         assert c.read_response().status == 200
+    # Another expectation, however long, is refused (RFC 9110 10.1.1).
+    for value in (b"something-else", b"100-continue-please-and-thank-you" * 4):
+        refused(m.port, b"GET / HTTP/1.1\r\nHost: x\r\nExpect: " + value
+                + b"\r\nContent-Length: 1\r\n\r\nx", 417)
     with HttpConn(m.port) as c:
         # A body over the limit is refused before it is sent.
         c.sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
