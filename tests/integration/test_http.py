@@ -7,12 +7,18 @@ and a reset are different outcomes.
 """
 
 import collections
+import datetime
+import email.utils
+import os
+import re
+import resource
 import signal
 import socket
 import threading
 import time
 
-from conftest import TIMEOUT, Conn, listen_inodes, socket_inodes, tcp_table, wait_for
+from conftest import (TIMEOUT, Conn, fd_table, free_port, listen_inodes, socket_inodes,
+                      tcp_table, wait_for)
 
 Response = collections.namedtuple("Response", "status headers body")
 
@@ -54,6 +60,30 @@ class HttpConn(Conn):
     def request(self, method="GET", path="/"):
         self.send(method, path)
         return self.read_response(method)
+
+    def read_head(self):
+        """The next status line and headers only (an interim 1xx
+        response has nothing more)."""
+        while b"\r\n\r\n" not in self.buf:
+            self._fill("the headers")
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        return head.decode("latin-1")
+
+    def closed_by_peer(self):
+        """Non-blocking: True once the server closed (EOF or reset);
+        bytes it sent before are added to self.buf."""
+        timeout = self.sock.gettimeout()
+        self.sock.setblocking(False)
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        finally:
+            self.sock.settimeout(timeout)
+        self.buf += data
+        return data == b""
 
     def pending(self):
         """True if the server sent something (or closed) by now."""
@@ -315,3 +345,491 @@ def test_keep_alive_clients_during_sigterm_lose_nothing(forkpool):
         m.wait_log(rf"worker {slot} pid {pid} exited with status 0\b", need_alive=False)
     assert not m.find(r"did not stop within")
     m.assert_tree_gone()
+
+
+# ---------------------------------------------------------------------------
+# The protocol: what llhttp-era behaviour adds to what evhttp did
+
+
+def worker_pid(m, slot=0):
+    return int(m.wait_log(rf"\bworker {slot} pid (\d+) ready\b").group(1))
+
+
+def assert_date_is_now(resp):
+    """A Date header in IMF-fixdate (RFC 9110 5.6.7) within a minute of now."""
+    value = resp.headers.get("date")
+    assert value, f"no Date header in {resp}"
+    assert value.endswith(" GMT") and len(value) == 29, value
+    when = email.utils.parsedate_to_datetime(value)
+    skew = abs((datetime.datetime.now(datetime.timezone.utc) - when).total_seconds())
+    assert skew < 60, f"Date {value!r} is {skew:.0f} s off"
+
+
+def test_chunked_body_with_chunk_extensions_is_accepted(forkpool):
+    """RFC 9112 7.1.1: a recipient must ignore unknown chunk extensions
+    (evhttp answered 413 and closed).  Token and quoted values, several
+    per chunk, a name alone, and a trailer."""
+    m, pool = start_http(forkpool, 1)
+    body = (b"5;foo=bar;baz=\"q v\";flag\r\nhello\r\n"
+            b"3;a=b;c=d\r\nabc\r\n"
+            b"4;name\r\nwxyz\r\n"
+            b"0;last=1\r\nX-Trailer: t\r\n\r\n")
+    with HttpConn(m.port) as c:
+        for method, status in (("GET", 200), ("POST", 405)):
+            c.sock.sendall(f"{method} / HTTP/1.1\r\nHost: x\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n".encode() + body)
+            r = c.read_response()
+            assert r.status == status, r
+            assert_from(r, pool)
+            assert r.headers.get("connection", "").lower() != "close"
+        # The connection is still in step: the body was read whole.
+        assert c.request().status == 200
+    assert m.stop() == 0
+
+
+def test_date_header_on_http10_and_http11_replies(forkpool):
+    m, pool = start_http(forkpool, 1)
+    with HttpConn(m.port) as c:
+        for path in ("/", "/nowhere", "/sleep?ms=0", "/sleep?ms=x"):
+            assert_date_is_now(c.request("GET", path))
+        assert_date_is_now(c.request("HEAD", "/"))
+        assert_date_is_now(c.request("POST", "/"))
+    with HttpConn(m.port) as c:
+        c.sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200
+        assert_date_is_now(r)
+        assert r.headers["connection"].lower() == "close"
+        c.wait_eof()
+    assert m.stop() == 0
+
+
+def test_expect_100_continue_is_answered_before_the_body(forkpool):
+    m, pool = start_http(forkpool, 1)
+    with HttpConn(m.port) as c:
+        c.sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                       b"Content-Length: 5\r\n\r\n")
+        # The interim answer comes before the body is sent...
+        assert c.read_head() == "HTTP/1.1 100 Continue"
+        c.sock.sendall(b"hello")
+        # ...and the final one after it.
+        r = c.read_response()
+        assert r.status == 200
+        assert_from(r, pool)
+        # Chunked, on the same connection.
+        c.sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                       b"Transfer-Encoding: chunked\r\n\r\n")
+        assert c.read_head() == "HTTP/1.1 100 Continue"
+        c.sock.sendall(b"3\r\nabc\r\n0\r\n\r\n")
+        assert c.read_response().status == 405
+        # No body, no interim answer.
+        c.sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n")
+        assert c.read_response().status == 200
+    # Another expectation, however long, is refused (RFC 9110 10.1.1).
+    for value in (b"something-else", b"100-continue-please-and-thank-you" * 4):
+        refused(m.port, b"GET / HTTP/1.1\r\nHost: x\r\nExpect: " + value
+                + b"\r\nContent-Length: 1\r\n\r\nx", 417)
+    with HttpConn(m.port) as c:
+        # A body over the limit is refused before it is sent.
+        c.sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                       b"Content-Length: 1000000\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 413 and r.headers["connection"].lower() == "close"
+        c.wait_eof()
+    assert m.stop() == 0
+
+
+def refused(port, data, status):
+    """Send `data` on a new connection: the answer is `status` with
+    Connection: close, then a clean close."""
+    with HttpConn(port) as c:
+        c.sock.sendall(data)
+        r = c.read_response()
+        assert r.status == status, (data[:80], r)
+        assert r.headers["connection"].lower() == "close", r
+        assert "x-pid" in r.headers and "date" in r.headers
+        assert r.headers["content-length"] == str(len(r.body))
+        c.wait_eof()
+        return r
+
+
+def test_oversized_and_malformed_requests_are_refused_and_closed(forkpool):
+    m, pool = start_http(forkpool, 1)
+    big = "a" * (20 * 1024)
+    refused(m.port, f"GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n".encode(), 431)
+    # Many small header lines count too.
+    lines = "".join(f"X-{i}: y\r\n" for i in range(4000))
+    refused(m.port, f"GET / HTTP/1.1\r\n{lines}\r\n".encode(), 431)
+    refused(m.port, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n", 413)
+    chunk = b"4000\r\n" + b"z" * 0x4000 + b"\r\n"
+    refused(m.port, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + chunk * 5, 413)
+    for garbage in (b"NONSENSE\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"):
+        refused(m.port, garbage, 400)
+    # A 64 KiB body is within the limit; the connection stays usable.
+    with HttpConn(m.port) as c:
+        c.sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n"
+                       + b"b" * 65536)
+        assert c.read_response().status == 200
+        assert c.request().status == 200
+    assert m.stop() == 0
+
+
+def test_pipelined_answers_keep_their_order_behind_a_sleep(forkpool):
+    m, pool = start_http(forkpool, 1)
+    with HttpConn(m.port) as c:
+        t0 = time.monotonic()
+        c.sock.sendall(b"GET /sleep?ms=400 HTTP/1.1\r\nHost: x\r\n\r\n"
+                       b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                       b"HEAD /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+                       b"GET /sleep?ms=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = c.read_response()
+        assert first.status == 200 and first.body == "slept 400 ms\n"
+        second = c.read_response()
+        # The answer to `/` waited for the sleep before it.
+        assert time.monotonic() - t0 >= 0.39
+        assert second.status == 200 and second.body.startswith("hello from worker")
+        third = c.read_response("HEAD")
+        assert third.status == 404 and third.body == ""
+        assert third.headers["content-length"] == str(len("not found\n"))
+        fourth = c.read_response()
+        assert fourth.status == 200 and fourth.body == "slept 0 ms\n"
+        assert c.request().status == 200
+    assert m.stop() == 0
+
+
+def test_http10_keep_alive(forkpool):
+    m, pool = start_http(forkpool, 1)
+    with HttpConn(m.port) as c:
+        for _ in range(3):
+            c.sock.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            r = c.read_response()
+            assert r.status == 200
+            assert r.headers["connection"].lower() == "keep-alive"
+        c.sock.sendall(b"HEAD / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+        r = c.read_response("HEAD")
+        assert r.status == 200 and r.headers["connection"].lower() == "keep-alive"
+        # Without it, the connection closes after the answer.
+        c.sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.headers["connection"].lower() == "close"
+        c.wait_eof()
+    # HTTP/1.1 with Connection: close.
+    with HttpConn(m.port) as c:
+        c.sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.headers["connection"].lower() == "close"
+        c.wait_eof()
+    assert m.stop() == 0
+
+
+def test_head_answers_say_what_get_would_send(forkpool):
+    m, pool = start_http(forkpool, 1)
+    with HttpConn(m.port) as c:
+        for path in ("/", "/nowhere", "/sleep?ms=10", "/sleep?ms=bad"):
+            get = c.request("GET", path)
+            # HEAD and GET pipelined: a body after HEAD would be taken
+            # for the GET's answer.
+            c.sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n"
+                           f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = c.read_response("HEAD")
+            again = c.read_response()
+            assert head.status == get.status == again.status, path
+            assert head.headers["content-length"] == str(len(get.body)), path
+            assert again.body == get.body
+    assert m.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# Timeouts (worker arguments after --)
+
+
+def test_slowloris_connections_are_closed_at_the_header_deadline(forkpool):
+    """One header byte every 0.3 s: the deadline counts from the first
+    byte (here the accept) and is not pushed back by each byte."""
+    m, pool = start_http(forkpool, 1, "--", "--header-timeout", "2s")
+    payload = b"GET / HTTP/1.1\r\nX-Slow: " + b"a" * 60  # 25 s of bytes
+    conns, opened = [], []
+    for _ in range(4):
+        # The server's deadline counts from its accept, after this.
+        opened.append(time.monotonic())
+        conns.append(HttpConn(m.port))
+    t0 = time.monotonic()
+    closed_at = {}
+    try:
+        sent = 0
+        deadline = t0 + TIMEOUT
+        while len(closed_at) < len(conns):
+            now = time.monotonic()
+            assert now < deadline, f"still open after {now - t0:.1f} s: {closed_at}"
+            assert sent < len(payload), "the bytes ran out before the server closed"
+            for i, c in enumerate(conns):
+                if i in closed_at:
+                    continue
+                if c.closed_by_peer():
+                    closed_at[i] = now - opened[i]
+                    continue
+                try:
+                    c.sock.sendall(payload[sent:sent + 1])
+                except (BrokenPipeError, ConnectionResetError):
+                    closed_at[i] = now - opened[i]
+            sent += 1
+            # Pacing the client, not waiting for a condition.
+            time.sleep(0.3)
+        for i, c in enumerate(conns):
+            # Closed well before the bytes stopped (25 s), not before
+            # the deadline, and answered 408 first.
+            assert 1.9 <= closed_at[i] <= 2.0 + 4.0, closed_at
+            assert c.buf.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), c.buf[:200]
+            assert b"\r\nConnection: close\r\n" in c.buf
+    finally:
+        for c in conns:
+            c.close()
+    assert m.stop() == 0
+
+
+def test_a_connection_that_sends_nothing_is_closed_at_the_header_deadline(forkpool):
+    m, pool = start_http(forkpool, 1, "--", "--header-timeout", "1s")
+    with HttpConn(m.port) as c:
+        t0 = time.monotonic()
+        wait_for(c.closed_by_peer, what="the silent connection to be closed")
+        took = time.monotonic() - t0
+        assert 0.5 <= took <= 5, took
+        assert c.buf == b"", "no request, so no answer"
+    assert m.stop() == 0
+
+
+def test_idle_keep_alive_connection_closed_after_the_idle_timeout(forkpool):
+    m, pool = start_http(forkpool, 1, "--", "--idle-timeout", "1s", "--header-timeout", "30s")
+    with HttpConn(m.port) as c:
+        # Busy for 2 s, one request every 0.3 s: the idle timeout bounds
+        # the gaps, not the connection's life.
+        t_end = time.monotonic() + 2
+        while True:
+            assert c.request().status == 200
+            t0 = time.monotonic()
+            if t0 >= t_end:
+                break
+            time.sleep(0.3)  # pacing the client
+        wait_for(c.closed_by_peer, what="the idle connection to be closed")
+        took = time.monotonic() - t0
+        # (The server's idle time starts when it sent the answer, a
+        # little before this client read it.)
+        assert 0.5 <= took <= 5, took
+        assert c.buf == b""
+    assert m.stop() == 0
+
+
+def test_bad_worker_arguments_fail_the_start_with_a_clear_message(run_cli):
+    cases = [
+        (["--header-timeout", "nope"], r"http: --header-timeout: 'nope' is not a duration"),
+        (["--idle-timeout=0"], r"http: --idle-timeout: '0' is not a duration"),
+        (["--header-timeout"], r"http: --header-timeout: missing value"),
+        (["--keepalive", "3"], r"http: unknown worker argument '--keepalive'"),
+    ]
+    for args, message in cases:
+        res = run_cli("-b", f"127.0.0.1:{free_port()}", "-w", "1", "-k", "http",
+                      "--max-restarts", "1", "--restart-window", "60", "--", *args)
+        assert res.returncode == 1, (args, res)
+        assert re.search(r" error worker 0 pid \d+: " + message, res.stderr), (
+            args, res.stderr)
+        assert not re.search(r"\bworker 0 pid \d+ ready\b", res.stderr), res.stderr
+        assert "failed starts within" in res.stderr, res.stderr
+
+
+def test_good_worker_arguments_are_taken(forkpool):
+    m, pool = start_http(forkpool, 1, "--", "--header-timeout=3", "--idle-timeout", "250ms")
+    with HttpConn(m.port) as c:
+        assert c.request().status == 200
+        t0 = time.monotonic()
+        wait_for(c.closed_by_peer, what="the idle connection to be closed")
+        assert time.monotonic() - t0 <= 3
+    assert m.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# Stopping
+
+
+def test_sigterm_closes_a_connection_that_never_sent_a_request_after_the_grace(forkpool):
+    m, pool = start_http(forkpool, 1)
+    pid = pool[0]
+    with HttpConn(m.port) as silent:
+        wait_accepted(m, [silent], [pid])
+        t0 = time.monotonic()
+        m.signal(signal.SIGTERM)
+        wait_for(silent.closed_by_peer, what="the silent connection to be closed")
+        took = time.monotonic() - t0
+        # The stop grace (1 s), not the header timeout (10 s).
+        assert 0.9 <= took < 5, took
+    assert m.wait_exit() == 0
+    m.wait_log(rf"worker 0 pid {pid} exited with status 0\b", need_alive=False)
+
+
+def test_sigterm_with_pipelined_input_waiting_closes_after_the_last_answer(forkpool):
+    m, pool = start_http(forkpool, 1)
+    pid = pool[0]
+    with HttpConn(m.port) as c:
+        c.sock.sendall(b"GET /sleep?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n"
+                       b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                       b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_accepted(m, [c], [pid])
+        # Read, so the sleep is in flight with the rest waiting behind it.
+        wait_for(lambda: server_rx_queue(m.port, c) == 0,
+                 what="the worker to read the requests")
+        m.signal(signal.SIGTERM)
+        answers = [c.read_response() for _ in range(3)]
+        assert [r.status for r in answers] == [200, 200, 404]
+        closes = [r.headers.get("connection", "").lower() == "close" for r in answers]
+        assert closes == [False, False, True], answers
+        c.wait_eof()
+    assert m.wait_exit() == 0
+
+
+# ---------------------------------------------------------------------------
+# Peers that misbehave
+
+
+def vm_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_a_pipelined_flood_from_a_client_that_never_reads_stays_bounded(forkpool):
+    m, pool = start_http(forkpool, 1, "--", "--idle-timeout", "3s")
+    pid = pool[0]
+    with HttpConn(m.port) as warm:
+        for _ in range(50):
+            assert warm.request().status == 200
+    rss0 = vm_rss_kib(pid)
+    fds0 = len(fd_table(pid))
+    req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    burst = req * (65536 // len(req))
+    floods = [HttpConn(m.port) for _ in range(4)]
+    try:
+        for c in floods:
+            c.sock.setblocking(False)
+        # Send until the worker stops taking requests from every client
+        # (its answers pile up unread): nothing accepted for 0.5 s.
+        sent = 0
+        last_progress = time.monotonic()
+        deadline = last_progress + TIMEOUT
+        while time.monotonic() - last_progress < 0.5:
+            assert time.monotonic() < deadline, f"the worker kept reading ({sent} bytes)"
+            for c in floods:
+                try:
+                    n = c.sock.send(burst)
+                except BlockingIOError:
+                    continue
+                sent += n
+                last_progress = time.monotonic()
+            time.sleep(0.01)
+        assert sent > 1024 * 1024, f"only {sent} bytes sent"
+        rss = vm_rss_kib(pid)
+        # Per connection at most 256 KiB of answers and one 64 KiB read.
+        assert rss - rss0 < 16 * 1024, f"RSS grew from {rss0} to {rss} kB after {sent} bytes"
+        # The worker still serves others meanwhile.
+        with HttpConn(m.port) as other:
+            assert other.request().status == 200
+        # Clients that take none of their answers for the idle timeout
+        # are dropped.
+        wait_for(lambda: len(fd_table(pid)) <= fds0,
+                 what=lambda: f"the flooding connections to be closed (fds {fd_table(pid)})")
+    finally:
+        for c in floods:
+            c.close()
+    assert vm_rss_kib(pid) - rss0 < 16 * 1024
+    assert m.stop() == 0
+
+
+def cpu_seconds(pid):
+    """utime + stime of `pid` in seconds, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_file_descriptors_pauses_accepting_without_spinning(forkpool):
+    m, pool = start_http(forkpool, 1, "--", "--idle-timeout", "60s")
+    pid = pool[0]
+    # Leave the worker exactly two free descriptors.
+    used = set(fd_table(pid))
+    limit = 0
+    while limit - len([fd for fd in used if fd < limit]) < 2:
+        limit += 1
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+    held = [HttpConn(m.port) for _ in range(2)]
+    late = None
+    try:
+        for c in held:
+            assert c.request().status == 200
+        late = HttpConn(m.port)
+        late.send()
+        m.wait_log(rf"worker 0 pid {pid}: accept on 127\.0\.0\.1:{m.port} failed; "
+                   r"pausing accepts.*Too many open files")
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(2)  # measuring CPU over a window
+        busy = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+        assert busy < 0.2, f"the worker used {busy:.0%} of a core while out of descriptors"
+        assert len(m.find(r"pausing accepts")) == 1, m.describe()
+        assert not late.pending(), "answered while out of descriptors"
+        for c in held:
+            c.close()
+        r = late.read_response()
+        assert r.status == 200 and int(r.headers["x-pid"]) == pid
+        m.wait_log(rf"worker 0 pid {pid}: accepting on 127\.0\.0\.1:{m.port} again after")
+    finally:
+        for c in held + ([late] if late else []):
+            c.close()
+    assert m.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# What the worker says it is busy with
+
+
+def server_rx_queue(port, conn):
+    """Bytes waiting in the accepted socket of `conn` (/proc/net/tcp's
+    rx_queue), or None before it is accepted."""
+    cport = conn.sock.getsockname()[1]
+    with open("/proc/net/tcp") as f:
+        for line in f.read().splitlines()[1:]:
+            parts = line.split()
+            if (int(parts[1].rsplit(":", 1)[1], 16) == port
+                    and int(parts[2].rsplit(":", 1)[1], 16) == cport):
+                return int(parts[4].split(":")[1], 16)
+    return None
+
+
+HUNG_HTTP_RE = (r"\bworker 0 pid {pid} hung: no heartbeat for [\d.]+ s \(--worker-timeout 1 s\); "
+                r"it last reported \d+ requests(.*), sending SIGKILL$")
+
+
+def test_activity_names_the_request_in_flight_and_is_cleared_after(forkpool):
+    m = forkpool("-w", "1", "-k", "http", "--worker-timeout", "1", "--check-interval", "0.2")
+    pid = worker_pid(m)
+    # Idle after a request: nothing to report.
+    with HttpConn(m.port) as c:
+        assert c.request().status == 200
+        os.kill(pid, signal.SIGSTOP)
+        hung = m.wait_log(HUNG_HTTP_RE.format(pid=pid))
+        assert hung.group(1) == "", hung.string
+    pid = m.wait_respawn(0, pid)
+    # In a /sleep: that request.
+    with HttpConn(m.port) as c:
+        c.send("GET", "/sleep?ms=20000")
+        wait_accepted(m, [c], [pid])
+        # The worker read the request (and so started its sleep, in the
+        # same callback) once nothing waits in its socket.
+        wait_for(lambda: server_rx_queue(m.port, c) == 0,
+                 what="the worker to read the request")
+        os.kill(pid, signal.SIGSTOP)
+        hung = m.wait_log(HUNG_HTTP_RE.format(pid=pid))
+        assert hung.group(1) == ' and was busy with "GET /sleep?ms=20000"', hung.string
+    assert m.stop() == 0
