@@ -11,11 +11,12 @@
  *                         N ms, without blocking the loop
  * A reply echoes the request's id (a string, or a number with its exact
  * text).  Errors are JSON-RPC error objects: -32700 parse error, -32600
- * invalid request (a string that is not Unicode text too: see
- * tree_is_utf8), -32601 method not found, -32602 invalid params; the
- * connection stays usable.  A notification (no id) gets no reply.  A line
- * over RPC_MAX_LINE gets -32600 "request too large", then the connection
- * is closed (after a lingering read, so the client sees the reply).
+ * invalid request (a string that is not Unicode text too: the escape of
+ * a lone surrogate, see prescan, or ill-formed UTF-8, see tree_is_utf8),
+ * -32601 method not found, -32602 invalid params; the connection stays
+ * usable.  A notification (no id) gets no reply.  A line over
+ * RPC_MAX_LINE gets -32600 "request too large", then the connection is
+ * closed (after a lingering read, so the client sees the reply).
  * Replies keep the order of their requests on a connection: each waits
  * in a per-connection queue until those before it are sent, so a ping
  * after a slow sleep is answered after the sleep.
@@ -288,12 +289,40 @@ static bool has_member(yajl_val obj, const char *key)
 	return false;
 }
 
+/* The code unit written as 4 hex digits at s (either case), or -1. */
+static long hex4(const char *s)
+{
+	long v = 0;
+
+	for (int i = 0; i < 4; i++) {
+		char ch = s[i];
+
+		v <<= 4;
+		if (ch >= '0' && ch <= '9')
+			v |= ch - '0';
+		else if (ch >= 'a' && ch <= 'f')
+			v |= ch - 'a' + 10;
+		else if (ch >= 'A' && ch <= 'F')
+			v |= ch - 'A' + 10;
+		else
+			return -1;
+	}
+	return v;
+}
+
+#define IS_HIGH_SURROGATE(u) ((u) >= 0xd800 && (u) <= 0xdbff)
+#define IS_LOW_SURROGATE(u)  ((u) >= 0xdc00 && (u) <= 0xdfff)
+
 /*
- * What yajl_tree cannot take: nesting deeper than RPC_MAX_DEPTH, and a
+ * What yajl_tree cannot take: nesting deeper than RPC_MAX_DEPTH, a
  * \u0000 escape in a string (its strings end at the first NUL, so the
- * value would change).  Strings and comments (yajl_tree_parse allows
- * them) are skipped; anything that is not JSON is left to yajl.
- * Returns the reason for a refusal, or NULL.
+ * value would change), and the escape of a lone surrogate.  yajl decodes
+ * a high surrogate not followed by a low one into something else ("?",
+ * or with the next escape into a character never sent: "\ud800\u0041"
+ * becomes U+10041) and a lone low one into bytes that are not UTF-8, so
+ * the decoded tree cannot tell; the line still can.  Strings and comments
+ * (yajl_tree_parse allows them) are skipped; anything that is not JSON
+ * is left to yajl.  Returns the reason for a refusal, or NULL.
  */
 static const char *prescan(const char *s, size_t len)
 {
@@ -305,11 +334,27 @@ static const char *prescan(const char *s, size_t len)
 			if (s[i] == '"') {
 				in_str = false;
 			} else if (s[i] == '\\' && i + 1 < len) {
-				if (s[i + 1] == 'u' && i + 5 < len &&
-				    memcmp(s + i + 2, "0000", 4) == 0)
+				long u = s[i + 1] == 'u' && i + 5 < len
+						 ? hex4(s + i + 2)
+						 : -1;
+
+				if (u == 0)
 					return "\\u0000 in a string is not "
 					       "supported";
-				i++;
+				if (IS_HIGH_SURROGATE(u) && i + 11 < len &&
+				    s[i + 6] == '\\' && s[i + 7] == 'u' &&
+				    IS_LOW_SURROGATE(hex4(s + i + 8))) {
+					i += 11; /* a pair: one character */
+					continue;
+				}
+				if (IS_HIGH_SURROGATE(u) || IS_LOW_SURROGATE(u))
+					return "a string is not Unicode text "
+					       "(the escape of a lone "
+					       "surrogate)";
+				/* Past the escape: a backslash, 'u' and four
+				 * hex digits, or a backslash and one character
+				 * (yajl judges it). */
+				i += u >= 0 ? 5 : 1;
 			}
 			continue;
 		}
@@ -349,10 +394,10 @@ static const char *prescan(const char *s, size_t len)
 	return NULL;
 }
 
-/* Every string (and object key) in v is well-formed UTF-8.  yajl turns
- * the escape of a lone surrogate into bytes that are not, and lets some
- * ill-formed raw bytes through: written back, they would make a reply
- * that is not JSON text. */
+/* Every string (and object key) in v is well-formed UTF-8.  yajl lets
+ * some ill-formed raw bytes through (and would turn the escape of a lone
+ * surrogate into such bytes, had prescan not refused it): written back,
+ * they would make a reply that is not JSON text. */
 static bool tree_is_utf8(yajl_val v)
 {
 	size_t i;

@@ -132,6 +132,25 @@ ERRORS = {
                        -32600, None),
     "lone-surrogate-key": ('{"jsonrpc":"2.0","method":"echo","params":{"\\udc00":1},"id":8}',
                            -32600, None),
+    # A high surrogate not followed by a low one: yajl made "?" of it, or
+    # with the next escape a character never sent ("\ud800\u0041" was
+    # U+10041).  Refused as a lone low one is.
+    "lone-high-surrogate": ('{"jsonrpc":"2.0","method":"echo","params":"\\ud800","id":8}',
+                            -32600, None),
+    "high-surrogate-then-A": ('{"jsonrpc":"2.0","method":"echo","params":"\\ud800\\u0041","id":8}',
+                              -32600, None),
+    "high-surrogate-at-end": ('{"jsonrpc":"2.0","method":"echo","params":["ok","x\\udbff"],"id":8}',
+                              -32600, None),
+    "high-surrogate-upper": ('{"jsonrpc":"2.0","method":"echo","params":"\\uD83Dx","id":8}',
+                             -32600, None),
+    "two-high-surrogates": ('{"jsonrpc":"2.0","method":"echo","params":"\\ud83d\\ud83d","id":8}',
+                            -32600, None),
+    "high-surrogate-then-newline": ('{"jsonrpc":"2.0","method":"echo","params":"\\ud83d\\n","id":8}',
+                                    -32600, None),
+    "low-before-high": ('{"jsonrpc":"2.0","method":"echo","params":"\\ude00\\ud83d","id":8}',
+                        -32600, None),
+    "lone-high-surrogate-key": ('{"jsonrpc":"2.0","method":"echo","params":{"k\\udbff":1},"id":8}',
+                                -32600, None),
     "unknown-method": ('{"jsonrpc":"2.0","method":"pong","id":6}', -32601, 6),
     "method-case": ('{"jsonrpc":"2.0","method":"PING","id":"a1"}', -32601, "a1"),
     "sleep-no-params": ('{"jsonrpc":"2.0","method":"sleep","id":7}', -32602, 7),
@@ -154,6 +173,13 @@ def test_strings_are_unicode_both_ways(rpc):
         c.send_line('{"jsonrpc":"2.0","method":"echo","params":["a\\ud83d\\ude00"],"id":1}')
         raw = c.read_raw()
         assert raw == '{"jsonrpc":"2.0","result":["a\U0001F600"],"id":1}'.encode()
+        # Hex digits of either case; pairs back to back and at the end.
+        c.send_line('{"jsonrpc":"2.0","method":"echo","params":'
+                    '["\\uD83D\\uDE00\\udbff\\udfff","\\ud800\\udc00"],"id":1}')
+        assert c.read()["result"] == ["\U0001F600\U0010FFFF", "\U00010000"]
+        # An escaped backslash before "ud800" is no escape of a surrogate.
+        c.send_line('{"jsonrpc":"2.0","method":"echo","params":"\\\\ud800\\\\","id":1}')
+        assert c.read()["result"] == "\\ud800\\"
         for bad in (b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80"):
             c.send_line(b'{"jsonrpc":"2.0","method":"echo","params":"' + bad + b'","id":2}')
             raw = c.read_raw()
