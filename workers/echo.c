@@ -2,27 +2,41 @@
  * echo: a TCP (or unix stream) echo server on every listener the worker
  * inherits, event-driven with libevent bufferevents.
  *
+ * Worker arguments (after `--` on forkpool's command line):
+ *   --idle-timeout SEC    close a connection idle this long (default
+ *                         ECHO_IDLE_TIMEOUT).  Idle: nothing received and
+ *                         nothing waiting to be sent.  A client that reads
+ *                         none of the echo waiting for it for as long is
+ *                         closed too: it would hold its buffers for ever.
+ *
  * SIGTERM: stop accepting (the listeners are closed in this worker only),
- * keep serving the open connections until their clients close them; a
- * byte stream has no message boundary at which to cut one.  The master's
- * --graceful-timeout bounds the wait.  SIGINT: close everything at once.
+ * keep serving the open connections until their clients close them or
+ * they time out; a byte stream has no message boundary at which to cut
+ * one.  The master's --graceful-timeout bounds the wait.  SIGINT: close
+ * everything at once.
  *
  * It uses only the public API, as any worker written outside the tree.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 
 #include "forkpool.h"
 
 /* Stop reading from a client while this much echo waits to be sent, so
  * a client that writes but never reads cannot grow our memory. */
 #define ECHO_HIGH_WATER (1024 * 1024)
+/* Default --idle-timeout, s.  An echo connection is often a person at a
+ * terminal (nc, telnet) who may pause for minutes, and one costs little
+ * while it waits (no buffer is held when nothing is in flight), so the
+ * default is generous; it is there so that a client gone without a FIN
+ * does not hold a descriptor for ever. */
+#define ECHO_IDLE_TIMEOUT 300
 
 struct echo_conn {
 	struct bufferevent *bev;
@@ -33,9 +47,10 @@ struct echo_conn {
 
 struct echo {
 	struct fpool_worker *w;
-	struct evconnlistener **listeners;
-	size_t nlisteners;
+	struct fpool_acceptor **acceptors;
+	size_t nacceptors;
 	struct echo_conn *conns;
+	struct timeval idle_timeout;
 };
 
 static void conn_free(struct echo_conn *c)
@@ -72,23 +87,34 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 	struct echo_conn *c = arg;
 
 	/* Called once the output drained below the low-water mark. */
-	if (c->closing &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-		conn_free(c);
+	if (c->closing) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			conn_free(c);
 		return;
 	}
-	if (!c->closing && !(bufferevent_get_enabled(bev) & EV_READ)) {
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-		bufferevent_enable(bev, EV_READ);
+	/* Read again if we had stopped.  Once all is sent the connection
+	 * is idle from now: enabling the read event again, even if it is
+	 * on, restarts its timeout. */
+	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+	if (bufferevent_enable(bev, EV_READ) != 0) {
+		fpool_log(FPOOL_LOG_ERROR, "echo: cannot read from a "
+					   "connection again; closing it");
+		conn_free(c);
 	}
+}
+
+static double seconds(const struct timeval *tv)
+{
+	return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct echo_conn *c = arg;
+	size_t pending = evbuffer_get_length(bufferevent_get_output(bev));
 
 	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+	    pending > 0) {
 		/* Half-closed by the client: send the rest of its echo
 		 * first. */
 		c->closing = 1;
@@ -96,19 +122,37 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
 		return;
 	}
-	if (what & BEV_EVENT_ERROR)
+	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
+	    pending > 0) {
+		/* Nothing received for the timeout, but echo waits to be
+		 * sent: not idle.  The write timeout watches the client's
+		 * reading; libevent stopped reading, so start again (and
+		 * with it the read timeout). */
+		if (bufferevent_enable(bev, EV_READ) == 0)
+			return;
+		fpool_log(FPOOL_LOG_ERROR, "echo: cannot read from a "
+					   "connection again; closing it");
+	} else if (what & BEV_EVENT_TIMEOUT) {
+		fpool_log(FPOOL_LOG_DEBUG,
+			  "echo: closing a connection %s for %.3f s",
+			  (what & BEV_EVENT_READING)
+				  ? "idle"
+				  : "whose client read nothing",
+			  seconds(&c->echo->idle_timeout));
+	} else if (what & BEV_EVENT_ERROR) {
 		fpool_log(FPOOL_LOG_DEBUG, "echo: connection error: %s",
 			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	}
 	conn_free(c);
 }
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
-		      struct sockaddr *sa, int salen, void *arg)
+static void accept_cb(struct fpool_acceptor *a, int fd,
+		      const struct sockaddr *sa, socklen_t salen, void *arg)
 {
 	struct echo *e = arg;
 	struct echo_conn *c = calloc(1, sizeof(*c));
 
-	(void)l;
+	(void)a;
 	(void)sa;
 	(void)salen;
 	if (c == NULL) {
@@ -132,58 +176,122 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	e->conns = c;
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
 			  c);
-	bufferevent_enable(c->bev, EV_READ);
+	/* Reading times out when nothing came for the idle timeout, writing
+	 * when the client took none of the echo for as long. */
+	if (bufferevent_set_timeouts(c->bev, &e->idle_timeout,
+				     &e->idle_timeout) != 0 ||
+	    bufferevent_enable(c->bev, EV_READ) != 0) {
+		fpool_log(FPOOL_LOG_ERROR, "echo: cannot set up a connection");
+		conn_free(c);
+		return;
+	}
 	fpool_worker_count_requests(e->w, 1);
-}
-
-static void accept_error_cb(struct evconnlistener *l, void *arg)
-{
-	(void)l;
-	(void)arg;
-	/* EMFILE and friends: the connection stays queued and is retried
-	 * at the next readiness. */
-	fpool_log(FPOOL_LOG_WARNING, "echo: accept failed: %s",
-		  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
 static void close_listeners(struct echo *e)
 {
-	/* LEV_OPT_CLOSE_ON_FREE closes this worker's copy only: the master
-	 * and the other workers keep the socket. */
-	for (size_t i = 0; i < e->nlisteners; i++)
-		evconnlistener_free(e->listeners[i]);
-	free(e->listeners);
-	e->listeners = NULL;
-	e->nlisteners = 0;
+	/* FPOOL_ACCEPT_CLOSE closes this worker's copy only: the master and
+	 * the other workers keep the socket. */
+	for (size_t i = 0; i < e->nacceptors; i++)
+		fpool_acceptor_free(e->acceptors[i]);
+	free(e->acceptors);
+	e->acceptors = NULL;
+	e->nacceptors = 0;
+}
+
+/* --idle-timeout's value into *tv; one error line and -1 if bad. */
+static int parse_idle_timeout(const char *s, struct timeval *tv)
+{
+	double sec;
+	int err = fpool_duration_parse(s, &sec);
+
+	if (err != 0) {
+		fpool_log(FPOOL_LOG_ERROR, "echo: --idle-timeout '%s': %s", s,
+			  err == -ERANGE ? "out of range (more than 0, at "
+					   "most a week)"
+					 : "not a duration such as 30, 2.5s, "
+					   "500ms or 1m");
+		return -1;
+	}
+	tv->tv_sec = (time_t)sec;
+	tv->tv_usec = (suseconds_t)((sec - (double)tv->tv_sec) * 1e6);
+	if (tv->tv_sec == 0 && tv->tv_usec == 0)
+		tv->tv_usec = 1; /* libevent would take 0 for "none" */
+	return 0;
+}
+
+/* The worker arguments: --idle-timeout SEC (or --idle-timeout=SEC). */
+static int echo_setup(struct fpool_worker *w, int argc, char **argv)
+{
+	static const char opt[] = "--idle-timeout";
+	struct echo *e = calloc(1, sizeof(*e));
+
+	if (e == NULL) {
+		fpool_log(FPOOL_LOG_ERROR, "echo: out of memory");
+		return -ENOMEM;
+	}
+	e->idle_timeout.tv_sec = ECHO_IDLE_TIMEOUT;
+	for (int i = 1; i < argc; i++) {
+		const char *value;
+
+		if (strcmp(argv[i], opt) == 0) {
+			if (i + 1 == argc) {
+				fpool_log(FPOOL_LOG_ERROR,
+					  "echo: %s needs a value, such as "
+					  "30, 2.5s, 500ms or 1m",
+					  opt);
+				goto fail;
+			}
+			value = argv[++i];
+		} else if (strncmp(argv[i], opt, sizeof(opt) - 1) == 0 &&
+			   argv[i][sizeof(opt) - 1] == '=') {
+			value = argv[i] + sizeof(opt);
+		} else {
+			fpool_log(FPOOL_LOG_ERROR,
+				  "echo: unknown worker argument '%s' (echo "
+				  "takes %s SEC)",
+				  argv[i], opt);
+			goto fail;
+		}
+		if (parse_idle_timeout(value, &e->idle_timeout) != 0)
+			goto fail;
+	}
+	fpool_worker_set_data(w, e);
+	return 0;
+fail:
+	free(e);
+	return -EINVAL;
 }
 
 static int echo_on_start(struct fpool_worker *w, void *arg)
 {
-	struct echo *e = calloc(1, sizeof(*e));
+	struct echo *e = fpool_worker_data(w);
 	size_t n;
 	const int *fds = fpool_worker_listeners(w, &n);
 
 	(void)arg;
-	if (e == NULL)
-		return -ENOMEM;
+	if (e == NULL) {
+		fpool_log(FPOOL_LOG_ERROR, "echo: started without setup");
+		return -EINVAL;
+	}
 	e->w = w;
-	fpool_worker_set_data(w, e);
-	e->listeners = calloc(n ? n : 1, sizeof(*e->listeners));
-	if (e->listeners == NULL)
+	e->acceptors = calloc(n ? n : 1, sizeof(*e->acceptors));
+	if (e->acceptors == NULL) {
+		fpool_log(FPOOL_LOG_ERROR, "echo: out of memory");
 		return -ENOMEM;
+	}
 	for (size_t i = 0; i < n; i++) {
-		/* Backlog 0: the master already called listen(). */
-		struct evconnlistener *l =
-			evconnlistener_new(fpool_worker_base(w), accept_cb, e,
-					   LEV_OPT_CLOSE_ON_FREE, 0, fds[i]);
+		int err = fpool_acceptor_new(&e->acceptors[e->nacceptors],
+					     fpool_worker_base(w), fds[i],
+					     FPOOL_ACCEPT_CLOSE, accept_cb, e);
 
-		if (l == NULL) {
+		if (err != 0) {
 			fpool_log(FPOOL_LOG_ERROR,
-				  "echo: cannot listen on fd %d", fds[i]);
-			return -EIO;
+				  "echo: cannot accept on fd %d: %s", fds[i],
+				  fpool_strerror(err));
+			return err;
 		}
-		evconnlistener_set_error_cb(l, accept_error_cb);
-		e->listeners[e->nlisteners++] = l;
+		e->nacceptors++;
 	}
 	return 0;
 }
@@ -211,8 +319,16 @@ static int echo_main(struct fpool_worker *w, void *arg)
 
 static int echo_on_shutdown(struct fpool_worker *w, void *arg)
 {
+	struct echo *e = fpool_worker_data(w);
+
 	(void)arg;
-	free(fpool_worker_data(w));
+	if (e != NULL) {
+		/* main may not have run */
+		while (e->conns != NULL)
+			conn_free(e->conns);
+		close_listeners(e);
+		free(e);
+	}
 	fpool_worker_set_data(w, NULL);
 	return 0;
 }
@@ -220,6 +336,7 @@ static int echo_on_shutdown(struct fpool_worker *w, void *arg)
 const struct fpool_worker_def fpool_echo_worker = {
 	.name = "echo",
 	.description = "TCP echo on every listener",
+	.setup = echo_setup,
 	.on_start = echo_on_start,
 	.on_stop = echo_on_stop,
 	.on_shutdown = echo_on_shutdown,

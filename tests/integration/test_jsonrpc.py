@@ -2,13 +2,18 @@
 object per line each way, over a raw TCP socket."""
 
 import json
+import os
+import re
+import resource
 import signal
 import socket
+import threading
 import time
 
 import pytest
 
-from conftest import TIMEOUT, Conn, owner_of_socket, server_side_inode, wait_for
+from conftest import (TIMEOUT, Conn, build_sanitizers, fd_table, owner_of_socket, report,
+                      server_side_inode, wait_for)
 
 MAX_LINE = 1024 * 1024
 
@@ -132,6 +137,25 @@ ERRORS = {
                        -32600, None),
     "lone-surrogate-key": ('{"jsonrpc":"2.0","method":"echo","params":{"\\udc00":1},"id":8}',
                            -32600, None),
+    # A high surrogate not followed by a low one: yajl made "?" of it, or
+    # with the next escape a character never sent ("\ud800\u0041" was
+    # U+10041).  Refused as a lone low one is.
+    "lone-high-surrogate": ('{"jsonrpc":"2.0","method":"echo","params":"\\ud800","id":8}',
+                            -32600, None),
+    "high-surrogate-then-A": ('{"jsonrpc":"2.0","method":"echo","params":"\\ud800\\u0041","id":8}',
+                              -32600, None),
+    "high-surrogate-at-end": ('{"jsonrpc":"2.0","method":"echo","params":["ok","x\\udbff"],"id":8}',
+                              -32600, None),
+    "high-surrogate-upper": ('{"jsonrpc":"2.0","method":"echo","params":"\\uD83Dx","id":8}',
+                             -32600, None),
+    "two-high-surrogates": ('{"jsonrpc":"2.0","method":"echo","params":"\\ud83d\\ud83d","id":8}',
+                            -32600, None),
+    "high-surrogate-then-newline": ('{"jsonrpc":"2.0","method":"echo","params":"\\ud83d\\n","id":8}',
+                                    -32600, None),
+    "low-before-high": ('{"jsonrpc":"2.0","method":"echo","params":"\\ude00\\ud83d","id":8}',
+                        -32600, None),
+    "lone-high-surrogate-key": ('{"jsonrpc":"2.0","method":"echo","params":{"k\\udbff":1},"id":8}',
+                                -32600, None),
     "unknown-method": ('{"jsonrpc":"2.0","method":"pong","id":6}', -32601, 6),
     "method-case": ('{"jsonrpc":"2.0","method":"PING","id":"a1"}', -32601, "a1"),
     "sleep-no-params": ('{"jsonrpc":"2.0","method":"sleep","id":7}', -32602, 7),
@@ -154,6 +178,13 @@ def test_strings_are_unicode_both_ways(rpc):
         c.send_line('{"jsonrpc":"2.0","method":"echo","params":["a\\ud83d\\ude00"],"id":1}')
         raw = c.read_raw()
         assert raw == '{"jsonrpc":"2.0","result":["a\U0001F600"],"id":1}'.encode()
+        # Hex digits of either case; pairs back to back and at the end.
+        c.send_line('{"jsonrpc":"2.0","method":"echo","params":'
+                    '["\\uD83D\\uDE00\\udbff\\udfff","\\ud800\\udc00"],"id":1}')
+        assert c.read()["result"] == ["\U0001F600\U0010FFFF", "\U00010000"]
+        # An escaped backslash before "ud800" is no escape of a surrogate.
+        c.send_line('{"jsonrpc":"2.0","method":"echo","params":"\\\\ud800\\\\","id":1}')
+        assert c.read()["result"] == "\\ud800\\"
         for bad in (b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80"):
             c.send_line(b'{"jsonrpc":"2.0","method":"echo","params":"' + bad + b'","id":2}')
             raw = c.read_raw()
@@ -259,3 +290,308 @@ def test_sleep_in_flight_during_sigterm_completes(rpc):
     assert m.wait_exit() == 0
     m.wait_log(rf"worker 0 pid {pool[0]} exited with status 0\b", need_alive=False)
     m.assert_tree_gone()
+
+
+# ---------------------------------------------------------------------------
+# Accepting when out of file descriptors
+
+
+def cpu_seconds(pid):
+    """utime + stime of `pid`, in seconds (fields 14 and 15 of its stat)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    fields = data[data.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def accept_runs(m, pid):
+    """The acceptor's lines about runs of failures of worker `pid`, in
+    order: "pause" when a run began, "resume" when it ended."""
+    rx = re.compile(rf"worker 0 pid {pid}: (?:.*(pausing) accepts|"
+                    rf"(accepting) on \S+ again after)")
+    return ["pause" if mt.group(1) else "resume"
+            for mt in map(rx.search, m.log.lines()) if mt]
+
+
+def test_out_of_fds_pauses_accepting_and_says_so_once(forkpool, capsys):
+    m = forkpool("-w", "1", "-k", "jsonrpc")
+    pid = m.wait_pool(1)[0]
+    # Leave the worker two descriptors above its highest (and the holes).
+    fds = fd_table(pid)
+    limit = max(fds) + 3
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+    held = []
+    try:
+        for _ in range(limit - len(fds)):
+            held.append(RpcConn(m.port))
+            assert held[-1].result("ping") == "pong"
+        extra = RpcConn(m.port)  # queued: no descriptor left to take it
+        held.append(extra)
+        extra.send("ping", id="queued")
+        m.wait_log(rf"worker 0 pid {pid}: .*accept.* failed")
+        c0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(2.0)  # the window the CPU use is measured over
+        used = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+        report(capsys, f"jsonrpc worker out of fds: {used * 100:.1f} % of a core over 2 s")
+        assert used < 0.2, f"{used * 100:.0f} % of a core while out of fds\n{m.describe()}"
+        # The run of failures is logged once, not at every retry.
+        assert accept_runs(m, pid) == ["pause"], m.describe()
+        for c in held[:-1]:
+            c.close()
+        assert extra.read() == {"jsonrpc": "2.0", "result": "pong", "id": "queued"}
+        m.wait_log(rf"worker 0 pid {pid}: accepting on \S+ again after")
+        with RpcConn(m.port) as c:
+            assert c.result("ping") == "pong"
+        # One line when the run began, one when it ended.  (The accept
+        # that takes the last free descriptor can be followed by one that
+        # fails, with nothing queued: Linux allocates the descriptor
+        # before it looks at the queue.  That is a run of its own.)
+        assert accept_runs(m, pid)[:2] == ["pause", "resume"], m.describe()
+    finally:
+        for c in held:
+            c.close()
+
+
+# ---------------------------------------------------------------------------
+# Memory under abuse
+
+MIB = 1024 * 1024
+
+
+def vm_kib(pid, key):
+    """A field of /proc/PID/status in KiB (VmRSS, VmHWM...)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {key} for pid {pid}")
+
+
+def echo_line(id, size=MAX_LINE):
+    """An echo request of exactly `size` bytes (newline excluded)."""
+    head = '{"jsonrpc":"2.0","method":"echo","id":%d,"params":"' % id
+    return (head + "x" * (size - len(head) - 2) + '"}\n').encode()
+
+
+def flood(port, sleep_ms, count, stall=2.0, rcvbuf=None):
+    """A client that asks for a sleep (unless sleep_ms is None), then sends
+    `count` echo requests of the largest size and reads nothing.  It stops
+    once a send makes no progress for `stall` s (the worker no longer
+    reads it).  Returns (socket, number of requests sent whole)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(TIMEOUT)
+    s.connect(("127.0.0.1", port))
+    s.settimeout(stall)
+    sent = 0
+    try:
+        if sleep_ms is not None:
+            s.sendall(b'{"jsonrpc":"2.0","method":"sleep","params":[%d],"id":0}\n' % sleep_ms)
+        for i in range(1, count + 1):
+            s.sendall(echo_line(i))
+            sent = i
+    except socket.timeout:
+        pass
+    s.settimeout(TIMEOUT)
+    return s, sent
+
+
+def run_floods(*floods):
+    """Run flood(*args) for each args tuple at once; their results."""
+    results = [None] * len(floods)
+
+    def one(i, args):
+        results[i] = flood(*args)
+    threads = [threading.Thread(target=one, args=(i, a)) for i, a in enumerate(floods)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT * 3)
+    assert not any(t.is_alive() for t in threads), "a flooding client never finished"
+    assert all(results), "a flooding client failed"
+    return results
+
+
+def test_replies_waiting_behind_a_sleep_are_bounded_in_bytes(forkpool, capsys):
+    """The reproduction: a long sleep, then 400 echo requests of 1 MiB,
+    and no read, on two connections.  The worker held every reply (1.7 ->
+    807 MiB); now each connection is no longer read once its replies pile
+    up, and the memory is given back when the connections close."""
+    m = forkpool("-w", "1", "-k", "jsonrpc")
+    pid = m.wait_pool(1)[0]
+    with RpcConn(m.port) as c:
+        assert c.result("ping") == "pong"
+    base = vm_kib(pid, "VmRSS")
+    (a, sent_a), (b, sent_b) = run_floods((m.port, 8000, 400), (m.port, 8000, 400))
+    try:
+        peak = vm_kib(pid, "VmHWM")
+        # The worker still serves others, and read only part of the flood.
+        with RpcConn(m.port) as c:
+            served = c.result("worker")["requests"]
+        report(capsys, f"jsonrpc RSS {base / 1024:.1f} MiB before, peak {peak / 1024:.1f} MiB "
+               f"under the flood; requests sent {sent_a} + {sent_b}, served {served}")
+        assert peak < 64 * 1024, (
+            f"peak RSS {peak} KiB (baseline {base} KiB) while two clients flood\n{m.describe()}")
+        assert served < 100, f"the worker answered {served} requests: it read the whole flood"
+        # Replies in request order once the client reads: the sleep, then
+        # every echo sent whole.
+        reader = RpcConn.__new__(RpcConn)
+        reader.sock, reader.buf = a, b""
+        assert reader.read()["id"] == 0
+        for i in range(1, sent_a + 1):
+            reply = reader.read()
+            assert reply["id"] == i and len(reply["result"]) > MAX_LINE - 100, reply["id"]
+    finally:
+        a.close()
+        b.close()
+    if build_sanitizers(m.binary):
+        return  # a sanitizer's allocator keeps freed memory in quarantine
+    wait_for(lambda: vm_kib(pid, "VmRSS") < base + 8 * 1024,
+             what=lambda: f"RSS back near {base} KiB (now {vm_kib(pid, 'VmRSS')} KiB)")
+    report(capsys, f"jsonrpc RSS {vm_kib(pid, 'VmRSS') / 1024:.1f} MiB after the clients closed")
+
+
+def test_all_connections_together_are_bounded(forkpool, capsys):
+    """Many clients that send big requests and read nothing: past 64 MiB
+    held in all, the worker reads none that has replies waiting, yet
+    answers a client with nothing waiting; when the floods go, it reads
+    every connection again and gives the memory back."""
+    m = forkpool("-w", "1", "-k", "jsonrpc")
+    pid = m.wait_pool(1)[0]
+    with RpcConn(m.port) as c:
+        assert c.result("ping") == "pong"
+    base = vm_kib(pid, "VmRSS")
+    # The sleep keeps the replies in the worker (queued behind it), not
+    # in the kernel's buffers; 40 clients, each with 2 MiB of replies
+    # queued before it is no longer read, pass 64 MiB.
+    socks = [s for s, _ in run_floods(*[(m.port, 10000, 3)] * 40)]
+    try:
+        m.wait_log(rf"worker 0 pid {pid}: jsonrpc: connections hold \d+ MiB; not reading")
+        with RpcConn(m.port) as c:
+            assert c.result("ping") == "pong"
+            assert c.result("echo", "x" * 1000) == "x" * 1000
+        peak = vm_kib(pid, "VmHWM")
+        report(capsys, f"jsonrpc RSS {base / 1024:.1f} MiB before, peak {peak / 1024:.1f} MiB "
+               f"with {len(socks)} clients that read nothing")
+        if not build_sanitizers(m.binary):
+            # 64 MiB, plus what each connection had read when the worker
+            # went over, plus the allocator's share.
+            assert peak < 128 * 1024, f"peak RSS {peak} KiB\n{m.describe()}"
+    finally:
+        for s in socks:
+            s.close()
+    m.wait_log(rf"worker 0 pid {pid}: jsonrpc: connections hold \d+ MiB; reading every")
+    with RpcConn(m.port) as c:
+        assert c.result("ping") == "pong"
+    if not build_sanitizers(m.binary):
+        wait_for(lambda: vm_kib(pid, "VmRSS") < base + 8 * 1024,
+                 what=lambda: f"RSS back near {base} KiB (now {vm_kib(pid, 'VmRSS')} KiB)")
+
+
+def test_input_is_read_only_up_to_a_line(forkpool, capsys):
+    """A client that sends without newline is refused past RPC_MAX_LINE,
+    however fast it sends: the worker does not buffer its flood."""
+    m = forkpool("-w", "1", "-k", "jsonrpc")
+    pid = m.wait_pool(1)[0]
+    with RpcConn(m.port) as c:
+        c.sock.settimeout(2.0)
+        try:
+            for _ in range(64):
+                c.sock.sendall(b"x" * MIB)
+        except (socket.timeout, ConnectionResetError, BrokenPipeError):
+            pass
+        c.sock.settimeout(TIMEOUT)
+        reply = c.read()
+        assert reply["error"]["message"] == "request too large", reply
+    peak = vm_kib(pid, "VmHWM")
+    report(capsys, f"jsonrpc peak RSS {peak / 1024:.1f} MiB under 64 MiB sent without newline")
+    # (A sanitizer's allocator keeps what is freed in quarantine: every
+    # buffer read and dropped would count.)
+    if not build_sanitizers(m.binary):
+        assert peak < 32 * 1024, f"peak RSS {peak} KiB\n{m.describe()}"
+    with RpcConn(m.port) as c:
+        assert c.result("ping") == "pong"
+
+
+# ---------------------------------------------------------------------------
+# Idle timeouts
+
+
+def closed_by_worker(sock, port, inode):
+    """The worker no longer holds the accepted socket `inode`."""
+    return server_side_inode(sock, port) != inode
+
+
+def test_idle_connections_are_closed_busy_ones_are_not(forkpool):
+    m = forkpool("-w", "1", "-k", "jsonrpc", "--", "--idle-timeout", "1s")
+    m.wait_pool(1)
+    # Sends nothing at all.
+    with RpcConn(m.port) as c:
+        t0 = time.monotonic()
+        c.wait_eof()
+        waited = time.monotonic() - t0
+        assert 0.9 <= waited < 1 + TIMEOUT / 2, f"closed after {waited:.3f} s"
+    # Answered, then idle.
+    with RpcConn(m.port) as c:
+        assert c.result("ping") == "pong"
+        c.wait_eof()
+    # Half a line, then nothing: idle too.
+    with RpcConn(m.port) as c:
+        c.sock.sendall(b'{"jsonrpc":"2.0",')
+        c.wait_eof()
+    # A request every 0.3 s for three timeouts: never idle for 1 s.
+    with RpcConn(m.port) as c:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.0:
+            assert c.result("ping") == "pong"
+            time.sleep(0.3)  # pacing the client
+        assert c.result("ping") == "pong"
+    # Waiting for a sleep longer than the timeout is not idle.
+    with RpcConn(m.port) as c:
+        c.send("sleep", [2500], id="long")
+        c.send("ping", id="after")
+        assert c.read()["id"] == "long"
+        assert c.read()["id"] == "after"
+        c.wait_eof()
+
+
+def test_client_that_reads_nothing_is_closed(forkpool):
+    m = forkpool("-w", "1", "-k", "jsonrpc", "--", "--idle-timeout", "1s")
+    m.wait_pool(1)
+    s, _ = flood(m.port, None, 8, stall=0.5, rcvbuf=4096)
+    with s:
+        inode = wait_for(lambda: server_side_inode(s, m.port), what="the accepted socket")
+        wait_for(lambda: closed_by_worker(s, m.port, inode),
+                 what=lambda: f"the worker to close a client that reads nothing\n{m.describe()}")
+    with RpcConn(m.port) as c:
+        assert c.result("ping") == "pong"
+
+
+def test_sigterm_grace_is_kept_with_a_long_idle_timeout(forkpool):
+    m = forkpool("-w", "1", "-k", "jsonrpc", "--", "--idle-timeout", "5m")
+    pid = m.wait_pool(1)[0]
+    with RpcConn(m.port) as c:
+        assert c.result("ping") == "pong"
+        t0 = time.monotonic()
+        m.signal(signal.SIGTERM)
+        c.wait_eof()
+        assert time.monotonic() - t0 < TIMEOUT / 2
+    assert m.wait_exit() == 0
+    m.wait_log(rf"worker 0 pid {pid} exited with status 0\b", need_alive=False)
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--idle-timeout", "soon"], r"--idle-timeout 'soon': not a duration"),
+    (["--idle-timeout", "0s"], r"--idle-timeout '0s': out of range"),
+    (["--idle-timeout=2w"], r"--idle-timeout '2w': "),
+    (["--idle-timeout"], r"--idle-timeout needs a value"),
+    (["--idle-timeout", "1", "extra"], r"unknown worker argument 'extra'"),
+], ids=["word", "zero", "unit", "missing", "extra"])
+def test_bad_worker_argument_fails_the_start(forkpool, args, why):
+    m = forkpool("-w", "1", "-k", "jsonrpc", "--", *args)
+    first = m.wait_log(rf"worker 0 pid (\d+): jsonrpc: {why}")
+    pid = int(first.group(1))
+    m.wait_log(rf"worker 0 pid {pid} exited with status 3\b")
+    assert len(m.find(rf"worker 0 pid {pid}: jsonrpc: ")) == 1, m.describe()
+    assert not m.find(r"worker 0 pid \d+ ready"), m.describe()
