@@ -78,11 +78,16 @@ static int watch(struct fpool_acceptor *a)
 	return 0;
 }
 
-static void pause_accepting(struct fpool_acceptor *a, int err)
+/* Stop watching the socket for FPOOL_ACCEPT_PAUSE.  `quiet`: right after
+ * accepting in the same turn, the failure may only mean that no fd was
+ * left for a connection that is not there (Linux allocates the fd before
+ * it looks at the queue): pause, but start a logged run of failures only
+ * if the retry fails too. */
+static void pause_accepting(struct fpool_acceptor *a, int err, bool quiet)
 {
 	struct timeval tv = fpool__tv(FPOOL_ACCEPT_PAUSE);
 
-	if (a->paused_at == 0) {
+	if (a->paused_at == 0 && !quiet) {
 		a->paused_at = fpool__now();
 		a->pauses = 0;
 		fpool__log_errno(FPOOL_LOG_WARNING, err,
@@ -124,7 +129,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 			if (err == EINTR || connection_error(err))
 				continue;
 			if (resource_error(err)) {
-				pause_accepting(a, err);
+				pause_accepting(a, err, i > 0);
 				return;
 			}
 			/* EBADF, EINVAL...: a bug or a socket that stopped

@@ -369,6 +369,8 @@ struct fpool__proc {
 	uint64_t max_requests;	     /* recycle past this many; 0: never */
 	double retire_at; /* recycle once fpool__now() passes it; 0: never */
 	double recycle_after; /* no new recycle try before this */
+	bool held; /* held_msg: a log record a sink is not ready for */
+	struct fpool__msg held_msg;
 };
 
 /* A logical worker id and the processes in it (see slot.c). */

@@ -882,11 +882,12 @@ static void pool_check_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * A sink fell behind (sink.c): stop reading the workers' channels and
- * output pipes until it catches up or is given up on, so that workers
- * that log wait in their own writes (back-pressure) instead of the
- * master queueing without bound.  Heartbeats wait in the channels
- * meanwhile, so that time is not held against the workers either.
+ * A sink fell behind (sink.c): stop reading the workers' output pipes,
+ * and each channel at its first log record (slot.c), until it catches up
+ * or is given up on, so that workers that log wait in their own writes
+ * (back-pressure) instead of the master queueing without bound.  A
+ * "ready" still gets through; heartbeats may wait behind a record, so
+ * that time is not held against the workers either.
  */
 static void pool_pressure_cb(bool congested, void *arg)
 {

@@ -65,6 +65,8 @@ static void proc_free(struct fpool__proc *p)
 {
 	if (p == NULL)
 		return;
+	if (p->held)
+		fpool__msg_clear(&p->held_msg);
 	if (p->chan_ev != NULL)
 		event_free(p->chan_ev);
 	if (p->pidfd_ev != NULL)
@@ -198,6 +200,42 @@ static void proc_ready(struct fpool__proc *p)
 
 /* Read up to CHAN_BATCH packets of p's channel; stop early when a sink
  * falls behind (`all`: read them anyway, the worker exited). */
+/* Write a log record a worker sent. */
+static void proc_log(struct fpool__proc *p, const struct fpool__msg *msg)
+{
+	struct fpool__record r = {
+		.time = msg->time,
+		.level = msg->level,
+		.worker = (int)p->slot->id,
+		.pid = p->pid,
+		.msg = msg->text,
+		.msglen = strlen(msg->text),
+		.fields = msg->fields,
+		.nfields = msg->nfields,
+	};
+
+	fpool__log_record(NULL, &r, false);
+}
+
+/* Write the record held back while a sink was behind, if any. */
+static void proc_release_held(struct fpool__proc *p)
+{
+	if (!p->held) {
+		return;
+	}
+	proc_log(p, &p->held_msg);
+	fpool__msg_clear(&p->held_msg);
+	p->held = false;
+}
+
+/*
+ * Read up to CHAN_BATCH packets of p's channel.  While a sink is behind
+ * (the pool's reading_paused), the first log record read is held back
+ * and the channel is not read further until the sink catches up: the
+ * worker then waits in its own send (back-pressure), while a "ready" or
+ * a heartbeat sent before any record still gets through.  `all`: the
+ * worker exited, read everything now.
+ */
 static void proc_chan_read(struct fpool__proc *p, bool all)
 {
 	/* The master is single-threaded: one buffer serves every process. */
@@ -205,9 +243,9 @@ static void proc_chan_read(struct fpool__proc *p, bool all)
 	struct fpool__slot *s = p->slot;
 	struct fpool__msg msg;
 
-	for (int i = 0; i < CHAN_BATCH && p->chan >= 0; i++) {
-		if (!all && s->pool->reading_paused)
-			return;
+	if (all)
+		proc_release_held(p);
+	for (int i = 0; i < CHAN_BATCH && p->chan >= 0 && !p->held; i++) {
 		ssize_t n = recv(p->chan, buf, sizeof(buf), 0);
 
 		if (n < 0 && errno == EINTR)
@@ -248,21 +286,16 @@ static void proc_chan_read(struct fpool__proc *p, bool all)
 			    p->requests >= p->max_requests)
 				fpool__pool_recycle(s->pool);
 			break;
-		case FPOOL_MSG_LOG: {
-			struct fpool__record r = {
-				.time = msg.time,
-				.level = msg.level,
-				.worker = (int)s->id,
-				.pid = p->pid,
-				.msg = msg.text,
-				.msglen = strlen(msg.text),
-				.fields = msg.fields,
-				.nfields = msg.nfields,
-			};
-
-			fpool__log_record(NULL, &r, false);
+		case FPOOL_MSG_LOG:
+			if (!all && s->pool->reading_paused) {
+				p->held_msg = msg; /* freed when released */
+				p->held = true;
+				if (p->chan_ev != NULL)
+					event_del(p->chan_ev);
+				return;
+			}
+			proc_log(p, &msg);
 			break;
-		}
 		}
 		fpool__msg_clear(&msg);
 	}
@@ -463,8 +496,7 @@ static struct fpool__proc *proc_spawn(struct fpool__slot *s)
 	p->pidfd = pidfd_open(pid);
 	p->chan_ev = event_new(pool->base, p->chan, EV_READ | EV_PERSIST,
 			       proc_chan_cb, p);
-	if (p->chan_ev == NULL ||
-	    (!pool->reading_paused && event_add(p->chan_ev, NULL) != 0))
+	if (p->chan_ev == NULL || event_add(p->chan_ev, NULL) != 0)
 		fpool_log(FPOOL_LOG_ERROR,
 			  "worker %u pid %d: cannot watch its channel; it will "
 			  "be seen as hung",
@@ -634,10 +666,12 @@ void fpool__slot_reading(struct fpool__slot *s, bool on)
 
 		if (p == NULL)
 			continue;
-		if (p->chan_ev != NULL) {
-			if (!on)
-				event_del(p->chan_ev);
-			else if (event_add(p->chan_ev, NULL) != 0)
+		/* A channel stops itself at its first log record (see
+		 * proc_chan_read); it is read again once that is written. */
+		if (on && p->held) {
+			proc_release_held(p);
+			if (p->chan_ev != NULL &&
+			    event_add(p->chan_ev, NULL) != 0)
 				fpool_log(FPOOL_LOG_ERROR,
 					  "worker %u pid %d: cannot watch its "
 					  "channel again",

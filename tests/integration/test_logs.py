@@ -264,8 +264,10 @@ def test_a_log_pipe_nobody_reads_never_stalls_the_master(spawn, forkpool_bin, ch
     sock = str(tmp_path / "c.sock")
     r, w = os.pipe()
     port = free_port()
+    # 2 MB of output per worker: more than the master's queue holds, so
+    # records must be dropped once the pipe is given up on.
     proc = spawn("-w", "2", "-b", f"127.0.0.1:{port}", "--control", sock,
-                 "-k", chaos, "--", "--lines", "2000:200", stdout=w, stderr=w)
+                 "-k", chaos, "--", "--lines", "10000:200", stdout=w, stderr=w)
     os.close(w)
     try:
         wait_for(lambda: os.path.exists(sock), what="the control socket")
