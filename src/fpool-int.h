@@ -176,15 +176,19 @@ void fpool__log_errno(enum fpool_log_level level, int err, const char *fmt, ...)
 /* Route libevent's own warnings into our log. */
 void fpool__log_libevent(void);
 
-/* ---- config.c ---------------------------------------------------------- */
+/* ---- parse.c: the one parser of numbers -------------------------------- */
 
 /* Longest duration accepted, in seconds (one week). */
 #define FPOOL_MAX_DURATION (7.0 * 24 * 3600)
 /* Parse a duration: "1", "0.25", "250ms", "2s", "1.5m".  Must be > 0 and
  * <= FPOOL_MAX_DURATION.  0 or -EINVAL (-ERANGE when out of range). */
 int fpool__parse_duration(const char *s, double *out);
-/* Parse a decimal integer in [min, max].  0, -EINVAL or -ERANGE. */
+/* Parse a decimal integer (digits only) in [min, max].  0, -EINVAL or
+ * -ERANGE. */
 int fpool__parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
+int fpool__parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/* Whether s is one or more decimal digits and nothing else. */
+bool fpool__all_digits(const char *s);
 
 /* ---- listen.c ---------------------------------------------------------- */
 
@@ -606,89 +610,6 @@ int fpool__pidfile_take(const char *path, int *fd, pid_t *holder);
  * the old file in between).  Only the master holding it may call this;
  * a no-op when fd < 0. */
 void fpool__pidfile_remove(const char *path, int fd);
-
-/* ---- cli.c and module.c: the forkpool program, not the library ------- */
-
-/*
- * The config file (config.c), for the program: one JSON object whose keys
- * are the long flags' names.  The parsed file is kept: the strings handed
- * out point into it and live until fpool__conf_free().
- */
-enum fpool__conf_kind {
-	FPOOL_CONF_NULL,
-	FPOOL_CONF_BOOL,
-	FPOOL_CONF_NUMBER,
-	FPOOL_CONF_STRING,
-	FPOOL_CONF_ARRAY,
-	FPOOL_CONF_OBJECT,
-};
-/* One value of the file. */
-struct fpool__conf_value {
-	enum fpool__conf_kind kind;
-	const char *text; /* STRING: the string; NUMBER: as written */
-	bool boolean;	  /* BOOL */
-	size_t nitems;	  /* ARRAY: its length */
-	const void *impl; /* the parser's node */
-};
-struct fpool__conf;
-/* Parse len bytes of JSON text (no NUL needed).  0, or -EINVAL (syntax
- * error: "line L, column C: ..."; not an object; a key given twice;
- * nesting too deep; a string with NUL), -EFBIG or -ENOMEM, with one line
- * in err[] that does not name the file. */
-int fpool__conf_parse(const char *text, size_t len, struct fpool__conf **out,
-		      char *err, size_t errlen);
-/* Read and parse a file.  As fpool__conf_parse(), or -errno with the
- * errno text in err[]. */
-int fpool__conf_load(const char *path, struct fpool__conf **out, char *err,
-		     size_t errlen);
-/* Number of keys, and key i (in file order) with its value. */
-size_t fpool__conf_size(const struct fpool__conf *c);
-const char *fpool__conf_key(const struct fpool__conf *c, size_t i,
-			    struct fpool__conf_value *v);
-/* Item i of an ARRAY value. */
-void fpool__conf_item(const struct fpool__conf_value *array, size_t i,
-		      struct fpool__conf_value *out);
-/* "a string", "an array"... for messages. */
-const char *fpool__conf_kind_name(enum fpool__conf_kind kind);
-void fpool__conf_free(struct fpool__conf *c);
-
-/* What the command line (and the config file) asked for. */
-struct fpool_cli {
-	struct fpool_config cfg;
-	const char **binds; /* --bind values, in order */
-	size_t nbinds;
-	const char *worker; /* --worker: a built-in name or a .so path */
-	enum fpool_log_level log_level;
-	enum fpool_log_format log_format;
-	const char *log_file;	 /* NULL: stderr */
-	const char *config_file; /* --config, or NULL */
-	bool help, version;
-	bool default_bind; /* no --bind given: binds holds the default */
-	int worker_argc;   /* arguments after `--` (or "worker-args") */
-	char **worker_argv;
-	/* What the strings above may point into besides argv: the parsed
-	 * config file, and paths made absolute for --daemon. */
-	struct fpool__conf *conf;
-	char **owned;
-	size_t nowned;
-};
-/* Parse argv, and the --config file if one is named (defaults < file <
- * flags).  0, or 2 (a usage error) with one line in err[]. */
-int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
-		     size_t errlen);
-void fpool__cli_free(struct fpool_cli *o);
-/* Print --help. */
-void fpool__cli_usage(FILE *out);
-
-/* Find a worker: a built-in name, or a path to a worker module (.so)
- * whose FPOOL_WORKER_SYMBOL holds its definition.  0, or -errno with one
- * line in err[].  *handle gets the dlopen handle or NULL. */
-int fpool__module_find(const char *name, const struct fpool_worker_def **out,
-		       void **handle, char *err, size_t errlen);
-/* `forkpool ctl ...` (argv[0] is "ctl").  Its exit status. */
-int fpool__ctl_main(int argc, char **argv);
-/* The built-in workers, NULL-terminated. */
-extern const struct fpool_worker_def *const fpool__builtin_workers[];
 
 /* ---- notify.c: systemd notify and watchdog; listen.c: activation ------ */
 

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fpool-int.h"
+#include "cli.h"
 
 #define MAX_ARGS 32
 

@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(
         reason="FORKPOOL_BIN is not set: run these through `meson test -C build "
-        "--suite integration`, or set FORKPOOL_BIN=build/src/forkpool "
+        "--suite integration`, or set FORKPOOL_BIN=build/cli/forkpool "
         "(and FORKPOOL_CHAOS=build/tests/workers/chaos.so)"
     )
     for item in items:

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "fpool-int.h"
+#include "cli.h"
 #include "unit.h"
 
 static void test_defaults(void **state)

@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "fpool-int.h"
+#include "cli.h"
 #include "unit.h"
 
 static int setup(void **state)

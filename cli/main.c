@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "fpool-int.h"
+#include "cli.h"
 
 /*
  * Socket activation (systemd, systemd-socket-activate): a passed-in socket

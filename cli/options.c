@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "fpool-int.h"
+#include "cli.h"
 
 enum {
 	OPT_FIRST = 256,
@@ -249,32 +249,6 @@ static const struct cli_option *option_by_name(const char *name)
 	return NULL;
 }
 
-static bool all_digits(const char *s)
-{
-	if (*s == '\0')
-		return false;
-	for (; *s != '\0'; s++)
-		if (*s < '0' || *s > '9')
-			return false;
-	return true;
-}
-
-/* A decimal integer in [0, max] (max < 2^60).  0, -EINVAL or -ERANGE. */
-static int parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (!all_digits(s))
-		return -EINVAL;
-	for (; *s != '\0'; s++) {
-		v = v * 10 + (uint64_t)(*s - '0');
-		if (v > max)
-			return -ERANGE;
-	}
-	*out = v;
-	return 0;
-}
-
 static int parse_seconds(struct cli_parser *p, const char *who, const char *arg,
 			 double *out)
 {
@@ -344,7 +318,7 @@ static int take_account(struct cli_parser *p, const char *who, const char *arg,
 
 	if (arg[0] == '\0')
 		return usage_error(p, "%s: empty %s name", who, what);
-	if (all_digits(arg)) {
+	if (fpool__all_digits(arg)) {
 		/* (uid_t)-1 means "unchanged" to setuid() and friends. */
 		if (fpool__parse_uint(arg, 0, UINT32_MAX - 1, &id) != 0)
 			return usage_error(p, "%s: %s id '%s' is out of range",
@@ -442,10 +416,10 @@ static int set_option(struct cli_parser *p, int id, const char *who,
 		break;
 	case OPT_MAX_REQUESTS:
 	case OPT_MAX_REQUESTS_JITTER:
-		if (parse_u64(arg, MAX_REQUESTS,
-			      id == OPT_MAX_REQUESTS
-				      ? &cfg->max_requests
-				      : &cfg->max_requests_jitter) != 0)
+		if (fpool__parse_u64(arg, 0, MAX_REQUESTS,
+				     id == OPT_MAX_REQUESTS
+					     ? &cfg->max_requests
+					     : &cfg->max_requests_jitter) != 0)
 			r = usage_error(p,
 					"%s: '%s' is not a whole number from "
 					"0 to %llu",
@@ -869,7 +843,7 @@ int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
 		goto fail;
 	/* A numeric --user with no passwd entry has no primary group: the
 	 * workers would keep the master's (root's), so one must be named. */
-	if (o->cfg.user != NULL && all_digits(o->cfg.user) &&
+	if (o->cfg.user != NULL && fpool__all_digits(o->cfg.user) &&
 	    o->cfg.group == NULL &&
 	    getpwuid((uid_t)strtoul(o->cfg.user, NULL, 10)) == NULL) {
 		r = usage_error(&p,

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "fpool-int.h"
+#include "cli.h"
 
 extern const struct fpool_worker_def fpool_echo_worker;
 extern const struct fpool_worker_def fpool_http_worker;

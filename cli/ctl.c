@@ -26,7 +26,7 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
-#include "fpool-int.h"
+#include "cli.h"
 
 #define CTL_REPLY_MAX (16 * 1024 * 1024)
 
