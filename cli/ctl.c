@@ -61,12 +61,6 @@ static int ctl_error(const char *fmt, ...)
 	return 2;
 }
 
-static bool gstr(yajl_gen g, const char *s)
-{
-	return yajl_gen_string(g, (const unsigned char *)s, strlen(s)) ==
-	       yajl_gen_status_ok;
-}
-
 /* Add "key": N, with N checked to be a whole number in [min, max]. */
 static int add_uint(yajl_gen g, const char *key, const char *arg, unsigned min,
 		    unsigned max)
@@ -76,7 +70,7 @@ static int add_uint(yajl_gen g, const char *key, const char *arg, unsigned min,
 	if (fpool__parse_uint(arg, min, max, &v) != 0)
 		return ctl_error("%s: '%s' is not a whole number from %u to %u",
 				 key, arg, min, max);
-	gstr(g, key);
+	fpool__json_str(g, key);
 	yajl_gen_integer(g, v);
 	return 0;
 }
@@ -88,10 +82,10 @@ static int build_request(yajl_gen g, const char *id, int argc, char **argv)
 	int want = 1, r = 0;
 
 	yajl_gen_map_open(g);
-	gstr(g, "id");
-	gstr(g, id);
-	gstr(g, "cmd");
-	gstr(g, cmd);
+	fpool__json_str(g, "id");
+	fpool__json_str(g, id);
+	fpool__json_str(g, "cmd");
+	fpool__json_str(g, cmd);
 	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0) {
 		want = 1;
 	} else if (strcmp(cmd, "scale") == 0) {
@@ -114,15 +108,15 @@ static int build_request(yajl_gen g, const char *id, int argc, char **argv)
 				return ctl_error("kill: '%s' is not a signal "
 						 "name (e.g. TERM, KILL)",
 						 argv[2]);
-			gstr(g, "signal");
-			gstr(g, argv[2]);
+			fpool__json_str(g, "signal");
+			fpool__json_str(g, argv[2]);
 		}
 	} else if (strcmp(cmd, "stop") == 0) {
 		want = argc >= 2 ? 2 : 1;
 		if (argc >= 2 && strcmp(argv[1], "--now") != 0)
 			return ctl_error("stop: unknown argument '%s'",
 					 argv[1]);
-		gstr(g, "graceful");
+		fpool__json_str(g, "graceful");
 		yajl_gen_bool(g, argc < 2);
 	} else if (strcmp(cmd, "output") == 0) {
 		want = argc >= 3 ? 3 : 2;
@@ -236,23 +230,13 @@ static int exchange(const char *path, const char *req, size_t len,
 	return 1;
 }
 
-static yajl_val get(yajl_val obj, const char *key)
-{
-	if (!YAJL_IS_OBJECT(obj))
-		return NULL;
-	for (size_t i = 0; i < obj->u.object.len; i++)
-		if (strcmp(obj->u.object.keys[i], key) == 0)
-			return obj->u.object.values[i];
-	return NULL;
-}
-
 /* Write v into g again (to print the result as JSON). */
 static void regen(yajl_gen g, yajl_val v)
 {
 	if (YAJL_IS_OBJECT(v)) {
 		yajl_gen_map_open(g);
 		for (size_t i = 0; i < v->u.object.len; i++) {
-			gstr(g, v->u.object.keys[i]);
+			fpool__json_str(g, v->u.object.keys[i]);
 			regen(g, v->u.object.values[i]);
 		}
 		yajl_gen_map_close(g);
@@ -262,7 +246,7 @@ static void regen(yajl_gen g, yajl_val v)
 			regen(g, v->u.array.values[i]);
 		yajl_gen_array_close(g);
 	} else if (YAJL_IS_STRING(v)) {
-		gstr(g, v->u.string);
+		fpool__json_str(g, v->u.string);
 	} else if (YAJL_IS_NUMBER(v)) {
 		yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r));
 	} else if (YAJL_IS_TRUE(v) || YAJL_IS_FALSE(v)) {
@@ -310,7 +294,7 @@ static const char *clean(const char *s, char *buf, size_t n)
 static const char *cell(yajl_val obj, const char *key, char *buf, size_t n,
 			const char *unit)
 {
-	yajl_val v = get(obj, key);
+	yajl_val v = fpool__json_get(obj, key);
 
 	if (v == NULL || YAJL_IS_NULL(v))
 		return "-";
@@ -325,7 +309,7 @@ static const char *cell(yajl_val obj, const char *key, char *buf, size_t n,
 
 static void print_status(yajl_val r)
 {
-	yajl_val workers = get(r, "workers");
+	yajl_val workers = fpool__json_get(r, "workers");
 	char a[64], b[64], c[64], d[64], e[64], f[64], g[64], h[64];
 
 	printf("master pid %s, %s of %s workers live, up %s s, %s restarts%s\n",
@@ -334,14 +318,15 @@ static void print_status(yajl_val r)
 	       cell(r, "target", c, sizeof(c), ""),
 	       cell(r, "uptime", d, sizeof(d), ""),
 	       cell(r, "restarts", e, sizeof(e), ""),
-	       YAJL_IS_TRUE(get(r, "reloading")) ? ", reloading" : "");
+	       YAJL_IS_TRUE(fpool__json_get(r, "reloading")) ? ", reloading"
+							     : "");
 	printf("%-4s %-8s %-9s %-10s %-8s %-9s %-10s %-9s %s\n", "ID", "PID",
 	       "STATE", "UPTIME", "RESTARTS", "HEARTBEAT", "RSS", "REQUESTS",
 	       "LAST EXIT");
 	for (size_t i = 0; YAJL_IS_ARRAY(workers) && i < workers->u.array.len;
 	     i++) {
 		yajl_val w = workers->u.array.values[i];
-		yajl_val role = get(w, "role");
+		yajl_val role = fpool__json_get(w, "role");
 		char state[32];
 
 		snprintf(state, sizeof(state), "%s%s",
@@ -353,9 +338,10 @@ static void print_status(yajl_val r)
 		printf("%-4s %-8s %-9s %-10s %-8s %-9s %-10s %-9s %s\n",
 		       cell(w, "id", b, sizeof(b), ""),
 		       cell(w, "pid", c, sizeof(c), ""), state,
-		       get(w, "uptime") ? cell(w, "uptime", d, sizeof(d), "s")
-					: cell(w, "backoff_left", d, sizeof(d),
-					       "s left"),
+		       fpool__json_get(w, "uptime")
+			       ? cell(w, "uptime", d, sizeof(d), "s")
+			       : cell(w, "backoff_left", d, sizeof(d),
+				      "s left"),
 		       cell(w, "restarts", e, sizeof(e), ""),
 		       cell(w, "heartbeat_age", f, sizeof(f), "s"),
 		       cell(w, "rss_kib", g, sizeof(g), " KiB"),
@@ -383,7 +369,7 @@ static void print_result(const char *cmd, yajl_val r, bool json)
 	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "scale") == 0) {
 		print_status(r);
 	} else if (strcmp(cmd, "output") == 0) {
-		yajl_val lines = get(r, "lines");
+		yajl_val lines = fpool__json_get(r, "lines");
 
 		for (size_t i = 0;
 		     YAJL_IS_ARRAY(lines) && i < lines->u.array.len; i++)
@@ -472,13 +458,13 @@ int fpool__ctl_main(int argc, char **argv)
 		return status;
 	reply[strcspn(reply, "\n")] = '\0';
 	tree = yajl_tree_parse(reply, err, sizeof(err));
-	idv = get(tree, "id");
-	ok = get(tree, "ok");
+	idv = fpool__json_get(tree, "id");
+	ok = fpool__json_get(tree, "ok");
 	if (tree == NULL || ok == NULL) {
 		fprintf(stderr, "forkpool ctl: malformed reply: %s\n", reply);
 		status = 1;
 	} else if (!YAJL_IS_TRUE(ok)) {
-		yajl_val e = get(tree, "error");
+		yajl_val e = fpool__json_get(tree, "error");
 
 		fprintf(stderr, "forkpool ctl: %s\n",
 			YAJL_IS_STRING(e) ? e->u.string : "error");
@@ -488,7 +474,8 @@ int fpool__ctl_main(int argc, char **argv)
 				"(id)\n");
 		status = 1;
 	} else {
-		print_result(argv[optind], get(tree, "result"), json);
+		print_result(argv[optind], fpool__json_get(tree, "result"),
+			     json);
 	}
 	yajl_tree_free(tree);
 	free(reply);

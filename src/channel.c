@@ -34,13 +34,6 @@ static const struct {
 	{ FPOOL_MSG_LOG, "log" },
 };
 
-static const char *const level_names[] = {
-	[FPOOL_LOG_DEBUG] = "debug",
-	[FPOOL_LOG_INFO] = "info",
-	[FPOOL_LOG_WARNING] = "warning",
-	[FPOOL_LOG_ERROR] = "error",
-};
-
 static const char *type_name(enum fpool__msg_type type)
 {
 	size_t i;
@@ -64,12 +57,6 @@ static int type_parse(const char *name, enum fpool__msg_type *type)
 	return -EINVAL;
 }
 
-static bool gen_str(yajl_gen g, const char *s)
-{
-	return yajl_gen_string(g, (const unsigned char *)s, strlen(s)) ==
-	       yajl_gen_status_ok;
-}
-
 /* Write m into g.  0, or -EINVAL (unknown type, or a string that is
  * not valid UTF-8: yajl's generator validates). */
 static int encode(const struct fpool__msg *m, yajl_gen g)
@@ -80,32 +67,34 @@ static int encode(const struct fpool__msg *m, yajl_gen g)
 
 	if (name == NULL)
 		return -EINVAL;
-	ok = yajl_gen_map_open(g) == yajl_gen_status_ok && gen_str(g, "type") &&
-	     gen_str(g, name);
+	ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
+	     fpool__json_str(g, "type") && fpool__json_str(g, name);
 	if (ok && m->type == FPOOL_MSG_HEARTBEAT) {
 		/* yajl_gen_integer() takes a long long; the counter is a
 		 * uint64_t, so write its digits ourselves. */
 		snprintf(num, sizeof(num), "%" PRIu64, m->requests);
-		ok = gen_str(g, "requests") &&
+		ok = fpool__json_str(g, "requests") &&
 		     yajl_gen_number(g, num, strlen(num)) == yajl_gen_status_ok;
 	}
 	if (ok && m->type == FPOOL_MSG_LOG) {
-		if ((unsigned)m->level >= FPOOL_NELEM(level_names) ||
+		if (fpool__level_name(m->level) == NULL ||
 		    m->nfields > FPOOL_LOG_MAX_FIELDS ||
 		    !(m->time >= 0 && m->time < FPOOL_LOG_TIME_MAX))
 			return -EINVAL;
 		snprintf(num, sizeof(num), "%.6f", m->time);
-		ok = gen_str(g, "level") && gen_str(g, level_names[m->level]) &&
-		     gen_str(g, "time") &&
+		ok = fpool__json_str(g, "level") &&
+		     fpool__json_str(g, fpool__level_name(m->level)) &&
+		     fpool__json_str(g, "time") &&
 		     yajl_gen_number(g, num, strlen(num)) ==
 			     yajl_gen_status_ok &&
-		     gen_str(g, "msg") && gen_str(g, m->text ? m->text : "");
+		     fpool__json_str(g, "msg") &&
+		     fpool__json_str(g, m->text ? m->text : "");
 		if (ok && m->nfields > 0) {
-			ok = gen_str(g, "fields") &&
+			ok = fpool__json_str(g, "fields") &&
 			     yajl_gen_map_open(g) == yajl_gen_status_ok;
 			for (size_t i = 0; ok && i < m->nfields; i++)
-				ok = gen_str(g, m->fields[i].key) &&
-				     gen_str(g, m->fields[i].value);
+				ok = fpool__json_str(g, m->fields[i].key) &&
+				     fpool__json_str(g, m->fields[i].value);
 			ok = ok && yajl_gen_map_close(g) == yajl_gen_status_ok;
 		}
 	}
@@ -206,16 +195,6 @@ static int prescan(const char *p, size_t len)
  * used: in yajl 2.1.0 it compares the index of the match against the
  * length of the value found rather than of the object, so it can miss a
  * key that is present. */
-static yajl_val object_get(yajl_val obj, const char *key)
-{
-	size_t i;
-
-	for (i = 0; i < obj->u.object.len; i++)
-		if (strcmp(obj->u.object.keys[i], key) == 0)
-			return obj->u.object.values[i];
-	return NULL;
-}
-
 /* A JSON number that is a whole number in [0, UINT64_MAX].  Its text is
  * read rather than yajl's long long, which stops at INT64_MAX. */
 static int get_u64(yajl_val v, uint64_t *out)
@@ -267,23 +246,17 @@ static bool valid_string(const char *s)
 
 static int decode_log(yajl_val root, struct fpool__msg *m)
 {
-	yajl_val level = object_get(root, "level");
-	yajl_val time = object_get(root, "time");
-	yajl_val msg = object_get(root, "msg");
-	yajl_val fields = object_get(root, "fields");
+	yajl_val level = fpool__json_get(root, "level");
+	yajl_val time = fpool__json_get(root, "time");
+	yajl_val msg = fpool__json_get(root, "msg");
+	yajl_val fields = fpool__json_get(root, "fields");
 	size_t i, n = 0;
-	bool found = false;
 
 	if (!YAJL_IS_STRING(level) || !YAJL_IS_NUMBER(time) ||
 	    !YAJL_IS_STRING(msg) || !valid_string(msg->u.string))
 		return -EINVAL;
-	for (i = 0; i < FPOOL_NELEM(level_names); i++) {
-		if (strcmp(level->u.string, level_names[i]) == 0) {
-			m->level = (enum fpool_log_level)i;
-			found = true;
-		}
-	}
-	if (!found || !(time->u.number.flags & YAJL_NUMBER_DOUBLE_VALID))
+	if (fpool_log_level_parse(level->u.string, &m->level) != 0 ||
+	    !(time->u.number.flags & YAJL_NUMBER_DOUBLE_VALID))
 		return -EINVAL;
 	m->time = YAJL_GET_DOUBLE(time);
 	/* A Unix time: the encoder's "%.6f" has room for these only. */
@@ -326,7 +299,7 @@ static int decode_tree(yajl_val root, struct fpool__msg *m)
 
 	if (!YAJL_IS_OBJECT(root))
 		return -EINVAL;
-	type = object_get(root, "type");
+	type = fpool__json_get(root, "type");
 	if (!YAJL_IS_STRING(type))
 		return -EINVAL;
 	r = type_parse(YAJL_GET_STRING(type), &m->type);
@@ -336,7 +309,7 @@ static int decode_tree(yajl_val root, struct fpool__msg *m)
 	if (m->type == FPOOL_MSG_LOG)
 		return decode_log(root, m);
 	if (m->type == FPOOL_MSG_HEARTBEAT) {
-		requests = object_get(root, "requests");
+		requests = fpool__json_get(root, "requests");
 		if (requests != NULL) {
 			r = get_u64(requests, &m->requests);
 			if (r < 0)

@@ -63,17 +63,6 @@ struct fpool__control {
 
 /* ---- replies ------------------------------------------------------------ */
 
-static bool gstr(yajl_gen g, const char *s)
-{
-	return yajl_gen_string(g, (const unsigned char *)s, strlen(s)) ==
-	       yajl_gen_status_ok;
-}
-
-static bool gint(yajl_gen g, long long v)
-{
-	return yajl_gen_integer(g, v) == yajl_gen_status_ok;
-}
-
 static bool gnum(yajl_gen g, double v)
 {
 	char num[64];
@@ -89,24 +78,27 @@ static bool gen_proc(yajl_gen g, const struct fpool__slot *s,
 	long rss = fpool__rss_kib(p->pid);
 	bool ok;
 
-	ok = yajl_gen_map_open(g) == yajl_gen_status_ok && gstr(g, "id") &&
-	     gint(g, s->id) && gstr(g, "pid") && gint(g, p->pid) &&
-	     gstr(g, "state") && gstr(g, states[p->state]) &&
-	     gstr(g, "uptime") && gnum(g, now - p->started) &&
-	     gstr(g, "restarts") &&
-	     gint(g, s->restarts > 0 ? s->restarts - 1 : 0) &&
-	     gstr(g, "last_exit") &&
-	     (s->last_exit[0] ? gstr(g, s->last_exit)
+	ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
+	     fpool__json_str(g, "id") && fpool__json_int(g, s->id) &&
+	     fpool__json_str(g, "pid") && fpool__json_int(g, p->pid) &&
+	     fpool__json_str(g, "state") &&
+	     fpool__json_str(g, states[p->state]) &&
+	     fpool__json_str(g, "uptime") && gnum(g, now - p->started) &&
+	     fpool__json_str(g, "restarts") &&
+	     fpool__json_int(g, s->restarts > 0 ? s->restarts - 1 : 0) &&
+	     fpool__json_str(g, "last_exit") &&
+	     (s->last_exit[0] ? fpool__json_str(g, s->last_exit)
 			      : yajl_gen_null(g) == yajl_gen_status_ok) &&
-	     gstr(g, "heartbeat_age") && gnum(g, now - p->last_seen) &&
-	     gstr(g, "rss_kib") &&
-	     (rss >= 0 ? gint(g, rss)
+	     fpool__json_str(g, "heartbeat_age") &&
+	     gnum(g, now - p->last_seen) && fpool__json_str(g, "rss_kib") &&
+	     (rss >= 0 ? fpool__json_int(g, rss)
 		       : yajl_gen_null(g) == yajl_gen_status_ok) &&
-	     gstr(g, "requests") && gint(g, (long long)p->requests) &&
-	     gstr(g, "role") &&
-	     gstr(g, p == s->cur    ? "worker"
-		     : p == s->next ? "replacement"
-				    : "draining");
+	     fpool__json_str(g, "requests") &&
+	     fpool__json_int(g, (long long)p->requests) &&
+	     fpool__json_str(g, "role") &&
+	     fpool__json_str(g, p == s->cur    ? "worker"
+				: p == s->next ? "replacement"
+					       : "draining");
 	return ok && yajl_gen_map_close(g) == yajl_gen_status_ok;
 }
 
@@ -119,14 +111,19 @@ static bool gen_status(yajl_gen g, struct fpool_pool *pool)
 	for (unsigned i = 0; i < pool->nslots; i++)
 		if (pool->slots[i] != NULL && pool->slots[i]->restarts > 0)
 			restarts += pool->slots[i]->restarts - 1;
-	ok = yajl_gen_map_open(g) == yajl_gen_status_ok && gstr(g, "pid") &&
-	     gint(g, pool->master_pid) && gstr(g, "target") &&
-	     gint(g, fpool_pool_size(pool)) && gstr(g, "live") &&
-	     gint(g, fpool__pool_live(pool)) && gstr(g, "uptime") &&
-	     gnum(g, now - pool->started) && gstr(g, "restarts") &&
-	     gint(g, restarts) && gstr(g, "reloading") &&
+	ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
+	     fpool__json_str(g, "pid") &&
+	     fpool__json_int(g, pool->master_pid) &&
+	     fpool__json_str(g, "target") &&
+	     fpool__json_int(g, fpool_pool_size(pool)) &&
+	     fpool__json_str(g, "live") &&
+	     fpool__json_int(g, fpool__pool_live(pool)) &&
+	     fpool__json_str(g, "uptime") && gnum(g, now - pool->started) &&
+	     fpool__json_str(g, "restarts") && fpool__json_int(g, restarts) &&
+	     fpool__json_str(g, "reloading") &&
 	     yajl_gen_bool(g, pool->reloading) == yajl_gen_status_ok &&
-	     gstr(g, "workers") && yajl_gen_array_open(g) == yajl_gen_status_ok;
+	     fpool__json_str(g, "workers") &&
+	     yajl_gen_array_open(g) == yajl_gen_status_ok;
 	for (unsigned i = 0; ok && i < pool->nslots; i++) {
 		struct fpool__slot *s = pool->slots[i];
 		struct fpool__proc *v[3];
@@ -141,16 +138,20 @@ static bool gen_status(yajl_gen g, struct fpool_pool *pool)
 				ok = gen_proc(g, s, v[k], now);
 		if (ok && s->cur == NULL && s->backoff)
 			ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
-			     gstr(g, "id") && gint(g, s->id) &&
-			     gstr(g, "pid") &&
+			     fpool__json_str(g, "id") &&
+			     fpool__json_int(g, s->id) &&
+			     fpool__json_str(g, "pid") &&
 			     yajl_gen_null(g) == yajl_gen_status_ok &&
-			     gstr(g, "state") && gstr(g, "backoff") &&
-			     gstr(g, "backoff_left") &&
+			     fpool__json_str(g, "state") &&
+			     fpool__json_str(g, "backoff") &&
+			     fpool__json_str(g, "backoff_left") &&
 			     gnum(g, s->due > now ? s->due - now : 0) &&
-			     gstr(g, "restarts") &&
-			     gint(g, s->restarts > 0 ? s->restarts - 1 : 0) &&
-			     gstr(g, "last_exit") &&
-			     (s->last_exit[0] ? gstr(g, s->last_exit)
+			     fpool__json_str(g, "restarts") &&
+			     fpool__json_int(g, s->restarts > 0
+							? s->restarts - 1
+							: 0) &&
+			     fpool__json_str(g, "last_exit") &&
+			     (s->last_exit[0] ? fpool__json_str(g, s->last_exit)
 					      : yajl_gen_null(g) ==
 							yajl_gen_status_ok) &&
 			     yajl_gen_map_close(g) == yajl_gen_status_ok;
@@ -163,7 +164,8 @@ static bool gen_output(yajl_gen g, struct fpool__slot *s, size_t lines)
 {
 	size_t n = s->ring.n, from = n > lines ? n - lines : 0;
 	bool ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
-		  gstr(g, "worker") && gint(g, s->id) && gstr(g, "lines") &&
+		  fpool__json_str(g, "worker") && fpool__json_int(g, s->id) &&
+		  fpool__json_str(g, "lines") &&
 		  yajl_gen_array_open(g) == yajl_gen_status_ok;
 
 	for (size_t i = from; ok && i < n; i++) {
@@ -182,20 +184,12 @@ static bool gen_output(yajl_gen g, struct fpool__slot *s, size_t lines)
 
 /* ---- requests ----------------------------------------------------------- */
 
-static yajl_val get(yajl_val obj, const char *key)
-{
-	for (size_t i = 0; i < obj->u.object.len; i++)
-		if (strcmp(obj->u.object.keys[i], key) == 0)
-			return obj->u.object.values[i];
-	return NULL;
-}
-
 /* A whole number in [min, max] under `key`.  0, or a message. */
 static const char *get_uint(yajl_val req, const char *key, long long min,
 			    long long max, long long *out)
 {
 	static char why[96];
-	yajl_val v = get(req, key);
+	yajl_val v = fpool__json_get(req, key);
 
 	if (v == NULL) {
 		snprintf(why, sizeof(why), "missing \"%s\"", key);
@@ -304,7 +298,7 @@ static const char *execute(struct fpool_pool *pool, yajl_val req,
 								 : "internal";
 	}
 	if (strcmp(cmd, "kill") == 0) {
-		yajl_val sv = get(req, "signal");
+		yajl_val sv = fpool__json_get(req, "signal");
 		int sig = SIGTERM;
 
 		if ((err = get_uint(req, "worker", 0, FPOOL_MAX_WORKERS - 1,
@@ -339,7 +333,7 @@ static const char *execute(struct fpool_pool *pool, yajl_val req,
 								 : "internal";
 	}
 	if (strcmp(cmd, "stop") == 0) {
-		yajl_val gv = get(req, "graceful");
+		yajl_val gv = fpool__json_get(req, "graceful");
 
 		if (gv != NULL && !YAJL_IS_TRUE(gv) && !YAJL_IS_FALSE(gv))
 			return "\"graceful\" must be true or false";
@@ -353,7 +347,7 @@ static const char *execute(struct fpool_pool *pool, yajl_val req,
 		if ((err = get_uint(req, "worker", 0, FPOOL_MAX_WORKERS - 1,
 				    &id)))
 			return err;
-		if (get(req, "lines") != NULL &&
+		if (fpool__json_get(req, "lines") != NULL &&
 		    (err = get_uint(req, "lines", 1, 100000, &n)))
 			return err;
 		s = wanted_slot(pool, id);
@@ -429,14 +423,14 @@ void fpool__control_handle(struct fpool_pool *pool, const char *line,
 		err = "a request must be a JSON object";
 		goto reply;
 	}
-	idv = get(req, "id");
+	idv = fpool__json_get(req, "id");
 	if (idv == NULL || !YAJL_IS_STRING(idv) || !hex_id(idv->u.string)) {
 		idv = NULL;
 		err = "\"id\" must be a string of hex digits";
 		goto reply;
 	}
 	id = idv->u.string;
-	cmdv = get(req, "cmd");
+	cmdv = fpool__json_get(req, "cmd");
 	if (cmdv == NULL || !YAJL_IS_STRING(cmdv)) {
 		err = "\"cmd\" must be a string";
 		goto reply;
@@ -449,18 +443,18 @@ reply:
 		goto out;
 	}
 	yajl_gen_map_open(g);
-	gstr(g, "id");
+	fpool__json_str(g, "id");
 	if (id != NULL)
-		gstr(g, id);
+		fpool__json_str(g, id);
 	else
 		yajl_gen_null(g);
-	gstr(g, "ok");
+	fpool__json_str(g, "ok");
 	yajl_gen_bool(g, err == NULL);
 	if (err != NULL) {
-		gstr(g, "error");
-		gstr(g, err);
+		fpool__json_str(g, "error");
+		fpool__json_str(g, err);
 	} else {
-		gstr(g, "result");
+		fpool__json_str(g, "result");
 		yajl_gen_get_buf(result, &buf, &n);
 		/* The result is already JSON: splice it in as a number would
 		 * be, yajl_gen_number writes its text verbatim. */

@@ -15,6 +15,9 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
 #include "forkpool.h"
 
 #define FPOOL_HIDDEN   __attribute__((visibility("hidden")))
@@ -61,6 +64,20 @@ char *fpool__utf8_sanitize(const char *s, size_t len, bool keep_nul,
 			   size_t *outlen);
 int fpool__hooks_add(struct fpool__hooks *h, void (*fn)(void), void *arg);
 void fpool__hooks_free(struct fpool__hooks *h);
+
+/* ---- json.c: yajl helpers, log level names ---------------------------- */
+
+/* "debug", "info", "warning", "error"; NULL for another value. */
+const char *fpool__level_name(enum fpool_log_level level);
+/* Add a string (len bytes, or up to its NUL), an integer, a null; true
+ * if yajl took it. */
+bool fpool__json_strn(yajl_gen g, const char *s, size_t len);
+bool fpool__json_str(yajl_gen g, const char *s);
+bool fpool__json_int(yajl_gen g, long long v);
+bool fpool__json_null(yajl_gen g);
+/* The value of `key` in an object (the first if repeated), or NULL (also
+ * when obj is not an object). */
+yajl_val fpool__json_get(yajl_val obj, const char *key);
 
 /* ---- accept.c --------------------------------------------------------- */
 

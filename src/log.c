@@ -35,13 +35,6 @@
 /* Longest message of one record; the rest is cut. */
 #define LOG_MSG_MAX 16384
 
-static const char *const level_names[] = {
-	[FPOOL_LOG_DEBUG] = "debug",
-	[FPOOL_LOG_INFO] = "info",
-	[FPOOL_LOG_WARNING] = "warning",
-	[FPOOL_LOG_ERROR] = "error",
-};
-
 static struct {
 	enum fpool_log_level level;
 	enum fpool_log_format format;
@@ -84,17 +77,6 @@ static struct fpool__sink *log_sink(void)
 void fpool_log_set_level(enum fpool_log_level level)
 {
 	sink.level = level;
-}
-
-int fpool_log_level_parse(const char *s, enum fpool_log_level *out)
-{
-	for (size_t i = 0; i < FPOOL_NELEM(level_names); i++) {
-		if (strcmp(s, level_names[i]) == 0) {
-			*out = (enum fpool_log_level)i;
-			return 0;
-		}
-	}
-	return -EINVAL;
 }
 
 int fpool__log_format_parse(const char *s, enum fpool_log_format *out)
@@ -323,7 +305,7 @@ static void format_text(struct evbuffer *b, const struct fpool__record *r)
 		return;
 	}
 	add_time(b, r->time);
-	evbuffer_add_printf(b, " %s ", level_names[r->level]);
+	evbuffer_add_printf(b, " %s ", fpool__level_name(r->level));
 	if (r->worker >= 0)
 		evbuffer_add_printf(b, "worker %d pid %d: ", r->worker,
 				    (int)r->pid);
@@ -340,13 +322,7 @@ static void format_text(struct evbuffer *b, const struct fpool__record *r)
 	evbuffer_add(b, "\n", 1);
 }
 
-static bool gen_str(yajl_gen g, const char *s, size_t len)
-{
-	return yajl_gen_string(g, (const unsigned char *)s, len) ==
-	       yajl_gen_status_ok;
-}
-
-#define GEN_KEY(g, k) gen_str((g), (k), sizeof(k) - 1)
+#define GEN_KEY(g, k) fpool__json_strn((g), (k), sizeof(k) - 1)
 
 /* A string that may hold any bytes: made valid UTF-8 first. */
 static bool gen_bytes(yajl_gen g, const char *s, size_t len)
@@ -357,9 +333,9 @@ static bool gen_bytes(yajl_gen g, const char *s, size_t len)
 
 	/* yajl escapes control characters, NUL included, as \u00XX. */
 	if (fpool__utf8_valid(s, len))
-		return gen_str(g, s, len);
+		return fpool__json_strn(g, s, len);
 	clean = fpool__utf8_sanitize(s, len, true, &n);
-	ok = clean != NULL && gen_str(g, clean, n);
+	ok = clean != NULL && fpool__json_strn(g, clean, n);
 	free(clean);
 	return ok;
 }
@@ -382,9 +358,9 @@ int fpool__record_json(const struct fpool__record *r, struct evbuffer *b)
 	add_time(t, r->time);
 	n = evbuffer_get_length(t);
 	ok = yajl_gen_map_open(g) == yajl_gen_status_ok && GEN_KEY(g, "time") &&
-	     gen_str(g, (const char *)evbuffer_pullup(t, -1), n) &&
+	     fpool__json_strn(g, (const char *)evbuffer_pullup(t, -1), n) &&
 	     GEN_KEY(g, "level") &&
-	     gen_str(g, level_names[r->level], strlen(level_names[r->level])) &&
+	     fpool__json_str(g, fpool__level_name(r->level)) &&
 	     GEN_KEY(g, "origin") &&
 	     (r->worker >= 0 ? GEN_KEY(g, "worker") : GEN_KEY(g, "master"));
 	if (ok && r->worker >= 0)
@@ -394,7 +370,7 @@ int fpool__record_json(const struct fpool__record *r, struct evbuffer *b)
 	     yajl_gen_integer(g, r->pid) == yajl_gen_status_ok;
 	if (ok && r->stream != NULL)
 		ok = GEN_KEY(g, "stream") &&
-		     gen_str(g, r->stream, strlen(r->stream));
+		     fpool__json_strn(g, r->stream, strlen(r->stream));
 	ok = ok && GEN_KEY(g, "msg") && gen_bytes(g, r->msg, r->msglen);
 	if (ok && r->nfields > 0) {
 		ok = GEN_KEY(g, "fields") &&
@@ -543,7 +519,7 @@ static void log_va(enum fpool_log_level level, int err,
 	};
 	int n;
 
-	if (level < sink.level || (unsigned)level >= FPOOL_NELEM(level_names))
+	if (level < sink.level || fpool__level_name(level) == NULL)
 		return;
 	n = vsnprintf(msg, sizeof(msg), fmt, ap);
 	if (n < 0)
