@@ -71,46 +71,43 @@ static bool gnum(yajl_gen g, double v)
 	return yajl_gen_number(g, num, strlen(num)) == yajl_gen_status_ok;
 }
 
-static bool gen_proc(yajl_gen g, const struct fpool__slot *s,
-		     const struct fpool__proc *p, double now)
+static bool gen_info(const struct fpool__proc_info *i, void *arg)
 {
-	static const char *const states[] = { "starting", "ready", "stopping" };
-	long rss = fpool__rss_kib(p->pid);
-	bool ok;
+	yajl_gen g = arg;
+	long rss = i->pid > 0 ? fpool__rss_kib(i->pid) : -1;
+	bool ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
+		  fpool__json_str(g, "id") && fpool__json_int(g, i->id) &&
+		  fpool__json_str(g, "pid") &&
+		  (i->pid > 0 ? fpool__json_int(g, i->pid)
+			      : fpool__json_null(g)) &&
+		  fpool__json_str(g, "state") && fpool__json_str(g, i->state);
 
-	ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
-	     fpool__json_str(g, "id") && fpool__json_int(g, s->id) &&
-	     fpool__json_str(g, "pid") && fpool__json_int(g, p->pid) &&
-	     fpool__json_str(g, "state") &&
-	     fpool__json_str(g, states[p->state]) &&
-	     fpool__json_str(g, "uptime") && gnum(g, now - p->started) &&
-	     fpool__json_str(g, "restarts") &&
-	     fpool__json_int(g, s->restarts > 0 ? s->restarts - 1 : 0) &&
+	if (ok && i->pid > 0)
+		ok = fpool__json_str(g, "uptime") && gnum(g, i->uptime);
+	else if (ok)
+		ok = fpool__json_str(g, "backoff_left") &&
+		     gnum(g, i->backoff_left);
+	ok = ok && fpool__json_str(g, "restarts") &&
+	     fpool__json_int(g, i->restarts) &&
 	     fpool__json_str(g, "last_exit") &&
-	     (s->last_exit[0] ? fpool__json_str(g, s->last_exit)
-			      : yajl_gen_null(g) == yajl_gen_status_ok) &&
-	     fpool__json_str(g, "heartbeat_age") &&
-	     gnum(g, now - p->last_seen) && fpool__json_str(g, "rss_kib") &&
-	     (rss >= 0 ? fpool__json_int(g, rss)
-		       : yajl_gen_null(g) == yajl_gen_status_ok) &&
-	     fpool__json_str(g, "requests") &&
-	     fpool__json_int(g, (long long)p->requests) &&
-	     fpool__json_str(g, "role") &&
-	     fpool__json_str(g, p == s->cur    ? "worker"
-				: p == s->next ? "replacement"
-					       : "draining");
+	     (i->last_exit ? fpool__json_str(g, i->last_exit)
+			   : fpool__json_null(g));
+	if (ok && i->pid > 0)
+		ok = fpool__json_str(g, "heartbeat_age") &&
+		     gnum(g, i->heartbeat_age) &&
+		     fpool__json_str(g, "rss_kib") &&
+		     (rss >= 0 ? fpool__json_int(g, rss)
+			       : fpool__json_null(g)) &&
+		     fpool__json_str(g, "requests") &&
+		     fpool__json_int(g, (long long)i->requests) &&
+		     fpool__json_str(g, "role") && fpool__json_str(g, i->role);
 	return ok && yajl_gen_map_close(g) == yajl_gen_status_ok;
 }
 
 static bool gen_status(yajl_gen g, struct fpool_pool *pool)
 {
-	double now = fpool__now();
-	unsigned restarts = 0;
 	bool ok;
 
-	for (unsigned i = 0; i < pool->nslots; i++)
-		if (pool->slots[i] != NULL && pool->slots[i]->restarts > 0)
-			restarts += pool->slots[i]->restarts - 1;
 	ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
 	     fpool__json_str(g, "pid") &&
 	     fpool__json_int(g, pool->master_pid) &&
@@ -118,59 +115,31 @@ static bool gen_status(yajl_gen g, struct fpool_pool *pool)
 	     fpool__json_int(g, fpool_pool_size(pool)) &&
 	     fpool__json_str(g, "live") &&
 	     fpool__json_int(g, fpool__pool_live(pool)) &&
-	     fpool__json_str(g, "uptime") && gnum(g, now - pool->started) &&
-	     fpool__json_str(g, "restarts") && fpool__json_int(g, restarts) &&
+	     fpool__json_str(g, "uptime") &&
+	     gnum(g, fpool__now() - pool->started) &&
+	     fpool__json_str(g, "restarts") &&
+	     fpool__json_int(g, fpool__pool_restarts(pool)) &&
 	     fpool__json_str(g, "reloading") &&
 	     yajl_gen_bool(g, pool->reloading) == yajl_gen_status_ok &&
 	     fpool__json_str(g, "workers") &&
-	     yajl_gen_array_open(g) == yajl_gen_status_ok;
-	for (unsigned i = 0; ok && i < pool->nslots; i++) {
-		struct fpool__slot *s = pool->slots[i];
-		struct fpool__proc *v[3];
-
-		if (s == NULL)
-			continue;
-		v[0] = s->cur;
-		v[1] = s->next;
-		v[2] = s->old;
-		for (int k = 0; ok && k < 3; k++)
-			if (v[k] != NULL)
-				ok = gen_proc(g, s, v[k], now);
-		if (ok && s->cur == NULL && s->backoff)
-			ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
-			     fpool__json_str(g, "id") &&
-			     fpool__json_int(g, s->id) &&
-			     fpool__json_str(g, "pid") &&
-			     yajl_gen_null(g) == yajl_gen_status_ok &&
-			     fpool__json_str(g, "state") &&
-			     fpool__json_str(g, "backoff") &&
-			     fpool__json_str(g, "backoff_left") &&
-			     gnum(g, s->due > now ? s->due - now : 0) &&
-			     fpool__json_str(g, "restarts") &&
-			     fpool__json_int(g, s->restarts > 0
-							? s->restarts - 1
-							: 0) &&
-			     fpool__json_str(g, "last_exit") &&
-			     (s->last_exit[0] ? fpool__json_str(g, s->last_exit)
-					      : yajl_gen_null(g) ==
-							yajl_gen_status_ok) &&
-			     yajl_gen_map_close(g) == yajl_gen_status_ok;
-	}
+	     yajl_gen_array_open(g) == yajl_gen_status_ok &&
+	     fpool__pool_each(pool, gen_info, g);
 	return ok && yajl_gen_array_close(g) == yajl_gen_status_ok &&
 	       yajl_gen_map_close(g) == yajl_gen_status_ok;
 }
 
-static bool gen_output(yajl_gen g, struct fpool__slot *s, size_t lines)
+static bool gen_output(yajl_gen g, const struct fpool__ring *ring, unsigned id,
+		       size_t lines)
 {
-	size_t n = s->ring.n, from = n > lines ? n - lines : 0;
+	size_t n = ring->n, from = n > lines ? n - lines : 0;
 	bool ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
-		  fpool__json_str(g, "worker") && fpool__json_int(g, s->id) &&
+		  fpool__json_str(g, "worker") && fpool__json_int(g, id) &&
 		  fpool__json_str(g, "lines") &&
 		  yajl_gen_array_open(g) == yajl_gen_status_ok;
 
 	for (size_t i = from; ok && i < n; i++) {
 		size_t len, clean_len;
-		const char *line = fpool__ring_get(&s->ring, i, &len);
+		const char *line = fpool__ring_get(ring, i, &len);
 		char *clean = fpool__utf8_sanitize(line, len, true, &clean_len);
 
 		ok = clean != NULL &&
@@ -219,29 +188,6 @@ int fpool__signal_parse(const char *name)
 	return -EINVAL;
 }
 
-static int pool_scale(struct fpool_pool *pool, unsigned n)
-{
-	int err;
-
-	for (unsigned id = 0; id < n; id++) {
-		err = fpool_pool_add_worker(pool, id);
-		if (err != 0 && err != -EEXIST)
-			return err;
-	}
-	for (unsigned id = pool->nslots; id-- > n;)
-		if (pool->slots[id] != NULL && pool->slots[id]->wanted)
-			fpool_pool_remove_worker(pool, id);
-	fpool_log(FPOOL_LOG_INFO, "scaled to %u workers", n);
-	return 0;
-}
-
-static struct fpool__slot *wanted_slot(struct fpool_pool *pool, long long id)
-{
-	if (id < 0 || id >= pool->nslots || pool->slots[id] == NULL)
-		return NULL;
-	return pool->slots[id];
-}
-
 /*
  * Carry out one request.  Writes the "result" value into g and returns
  * NULL, or returns the error message (then g is not used).
@@ -253,7 +199,8 @@ static const char *execute(struct fpool_pool *pool, yajl_val req,
 	static char why[128];
 	long long n, id;
 	const char *err;
-	struct fpool__slot *s;
+	const struct fpool__ring *ring;
+	pid_t pid;
 	int r;
 
 	if (strcmp(cmd, "status") == 0)
@@ -271,9 +218,10 @@ static const char *execute(struct fpool_pool *pool, yajl_val req,
 				n, need, (unsigned long long)pool->nofile);
 			return why;
 		}
-		r = pool_scale(pool, (unsigned)n);
+		r = fpool__pool_scale(pool, (unsigned)n);
 		if (r != 0)
 			return fpool_strerror(r);
+		fpool_log(FPOOL_LOG_INFO, "scaled to %lld workers", n);
 		return gen_status(g, pool) ? NULL : "out of memory";
 	}
 	if (strcmp(cmd, "add") == 0 || strcmp(cmd, "remove") == 0) {
@@ -309,18 +257,14 @@ static const char *execute(struct fpool_pool *pool, yajl_val req,
 		     (sig = fpool__signal_parse(sv->u.string)) < 0))
 			return "\"signal\" must be a signal name such as "
 			       "\"TERM\"";
-		s = wanted_slot(pool, id);
-		if (s == NULL || s->cur == NULL)
+		r = fpool__pool_kill(pool, (unsigned)id, sig, &pid);
+		if (r == -ENOENT)
 			return "no such worker running";
-		/* A graceful stop gets the usual deadline; the slot is then
-		 * respawned as after any exit. */
-		if (sig == SIGTERM || sig == SIGINT)
-			fpool__proc_stop(s->cur, sig == SIGTERM);
-		else if ((r = fpool__proc_signal(s->cur, sig)) != 0)
+		if (r != 0)
 			return fpool_strerror(r);
 		fpool_log(FPOOL_LOG_INFO,
-			  "control: sent %s to worker %u pid %d",
-			  fpool__signame(sig), s->id, (int)s->cur->pid);
+			  "control: sent %s to worker %lld pid %d",
+			  fpool__signame(sig), id, (int)pid);
 		return yajl_gen_bool(g, 1) == yajl_gen_status_ok ? NULL
 								 : "internal";
 	}
@@ -350,10 +294,12 @@ static const char *execute(struct fpool_pool *pool, yajl_val req,
 		if (fpool__json_get(req, "lines") != NULL &&
 		    (err = get_uint(req, "lines", 1, 100000, &n)))
 			return err;
-		s = wanted_slot(pool, id);
-		if (s == NULL)
+		ring = fpool__pool_output(pool, (unsigned)id);
+		if (ring == NULL)
 			return "no such worker";
-		return gen_output(g, s, (size_t)n) ? NULL : "out of memory";
+		return gen_output(g, ring, (unsigned)id, (size_t)n)
+			       ? NULL
+			       : "out of memory";
 	}
 	snprintf(why, sizeof(why),
 		 "unknown command \"%.40s\" (status, scale, add, remove, kill, "

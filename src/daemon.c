@@ -51,7 +51,10 @@ static int devnull_onto(int target)
  */
 static void default_signals(void)
 {
-	fpool__signals_default();
+	int sig;
+
+	/* Nobody to tell of a failure: the process only waits or forks. */
+	(void)fpool__signals_default(&sig);
 }
 
 /* The original process: leave with the status the daemon reports. */

@@ -35,13 +35,17 @@ long fpool__rss_kib(pid_t pid);
 size_t fpool__page_size(void);
 /* Monotonic clock in seconds. */
 double fpool__now(void);
+/* Unix time in seconds, with microseconds. */
+double fpool__realtime(void);
 /* A struct timeval for a duration in seconds (for event_add). */
 struct timeval fpool__tv(double seconds);
 /* Name of a signal ("SIGTERM"), or "signal N" in a static buffer. */
 const char *fpool__signame(int sig);
 /* Reset every signal a process can catch to its default action: what a
- * worker does first, since the master ignores or handles many. */
-void fpool__signals_default(void);
+ * worker does first, since the master ignores or handles many (more than
+ * the master's table: a program embedding the pool may have changed
+ * others).  0, or -errno of the first failure, with *sig. */
+int fpool__signals_default(int *sig);
 /* Describe a wait status: "exited with status 1", "killed by SIGKILL". */
 void fpool__describe_status(int status, char *buf, size_t len);
 /* A growable array of (callback, arg) pairs: the hook lists. */
@@ -132,6 +136,12 @@ typedef void (*fpool__pressure_cb)(bool congested, void *arg);
 void fpool__sink_on_pressure(fpool__pressure_cb cb, void *arg);
 /* Whether some sink is behind now. */
 bool fpool__sink_pressure(void);
+/* How a sink writes its own record (the count of what it dropped): the
+ * log's formatter, which log.c sets (a sink knows nothing of formats). */
+struct fpool__record;
+typedef int (*fpool__sink_format_cb)(const struct fpool__record *r,
+				     struct evbuffer *b);
+void fpool__sink_set_format(fpool__sink_format_cb cb);
 /* The fd behind the sink was replaced (dup2): look at it again. */
 void fpool__sink_refresh(struct fpool__sink *s);
 
@@ -152,8 +162,6 @@ struct fpool__record {
 	size_t nfields;
 };
 
-/* Unix time in seconds, with microseconds. */
-double fpool__realtime(void);
 /* Parse "text" or "json".  0 or -EINVAL. */
 int fpool__log_format_parse(const char *s, enum fpool_log_format *out);
 /* Open a file for appending as sinks do (CLOEXEC, NONBLOCK, NOCTTY,
@@ -230,6 +238,10 @@ int fpool__addr_listen(const struct fpool__addr *a, int backlog, int *fd);
  * may accept them.  0 or -errno.
  */
 int fpool__listen_refuse_new(int fd);
+struct fpool__listener;
+/* The pool stops: a TCP listener the master made takes no new connection
+ * (fpool__listen_refuse_new), then every listener is closed. */
+void fpool__listeners_stop(struct fpool__listener *v, size_t n);
 /* Format a bound socket's local address into buf. */
 void fpool__sockname(int fd, char *buf, size_t len);
 
@@ -354,7 +366,16 @@ void fpool__pipe_close(struct fpool__pipe *p);
 /* Read it from the loop again, or stop (a sink is behind). */
 void fpool__pipe_reading(struct fpool__pipe *p, bool on);
 
-/* ---- slot.c: one worker slot seen from the master ---------------------- */
+/* ---- proc.c and slot.c: worker processes and the slots that hold them -- */
+
+/* What a process or a slot's timer tells the pool (pool->proc_event). */
+enum fpool__proc_event {
+	PEV_READY,     /* p said "ready" */
+	PEV_HEARTBEAT, /* p sent a heartbeat (p->requests updated) */
+	PEV_EXITED,    /* p's pidfd says it exited: reap */
+	PEV_DEADLINE,  /* p's stop deadline passed */
+	PEV_DUE,       /* the slot's backoff delay passed (p NULL) */
+};
 
 enum fpool__proc_state {
 	PROC_STARTING, /* forked, "ready" not yet received */
@@ -364,16 +385,16 @@ enum fpool__proc_state {
 
 /* Memory a slot shares with its worker process (MAP_SHARED): what the
  * worker is doing, readable by the master even when the worker hangs.
- * One entry per slot id in the pool's array (pool.c); 128 bytes, so a
+ * One entry per slot id in one mapping (activity.c); 128 bytes, so a
  * page holds whole entries. */
 struct fpool__shared {
 	char activity[128]; /* fpool_worker_set_activity(), NUL-terminated */
 };
 
-/* One worker process. */
+/* One worker process, as the master sees it. */
 struct fpool__proc {
 	struct fpool__slot *slot;
-	enum fpool__proc_state state;
+	enum fpool__proc_state state; /* written by slot.c only */
 	pid_t pid;
 	int pidfd;		     /* -1 when none (pidfd_open unsupported) */
 	int chan;		     /* master end of the channel, or -1 */
@@ -384,7 +405,7 @@ struct fpool__proc {
 	double started;		     /* fpool__now() at fork */
 	double ready_at;	     /* at "ready", 0 before */
 	double last_seen;	     /* last message from the worker */
-	double stop_sent;	     /* when SIGTERM/SIGINT was sent */
+	double stop_sent;	     /* when SIGTERM/SIGINT was first sent */
 	bool killed;		     /* SIGKILL already sent */
 	uint64_t requests;	     /* last reported by the worker */
 	uint64_t max_requests;	     /* recycle past this many; 0: never */
@@ -394,56 +415,136 @@ struct fpool__proc {
 	struct fpool__msg held_msg;
 };
 
+/* A slot's state (slot.c, settle()): what its processes are doing. */
+enum fpool__slot_state {
+	SLOT_IDLE,	/* no process, none due */
+	SLOT_BACKOFF,	/* no process; the next start is due at `due` */
+	SLOT_STARTING,	/* its worker was forked, not ready yet */
+	SLOT_READY,	/* its worker serves, alone */
+	SLOT_REPLACING, /* a replacement starts (reload, recycle) */
+	SLOT_DRAINING,	/* the replaced worker drains beside the new one */
+	SLOT_STOPPING,	/* its worker was told to stop, or is gone and
+			   processes on their way out remain */
+	SLOT_NSTATES
+};
+
+/* What can happen to a slot (fpool__slot_dispatch()). */
+enum fpool__slot_event {
+	SEV_START,	  /* the pool starts: a worker is wanted here */
+	SEV_ADD,	  /* the slot is wanted again (add, TTIN, scale) */
+	SEV_DUE,	  /* the backoff delay passed */
+	SEV_REPLACE,	  /* start a replacement (facts.recycle: a recycle) */
+	SEV_SPAWNED,	  /* the fork decided worked: p is the process */
+	SEV_SPAWN_FAILED, /* it failed */
+	SEV_READY,	  /* p said "ready" */
+	SEV_EXIT,	  /* p exited */
+	SEV_STOP,	  /* stop every process (facts: graceful, unwant) */
+	SEV_KILL,	  /* stop the worker (facts.graceful); it is replaced */
+	SEV_OVERRUN,	  /* p hung, or overran its stop deadline: SIGKILL */
+	SEV_NEVENTS
+};
+
+enum fpool__role { ROLE_CUR, ROLE_NEXT };
+
+/* What a dispatch decided; supervise.c carries it out, in this order. */
+#define FPOOL_ACT_SIGNAL	 (1u << 0) /* sig[]: signal processes */
+#define FPOOL_ACT_FREE		 (1u << 1) /* free `gone` (it exited) */
+#define FPOOL_ACT_UNBACKOFF	 (1u << 2) /* disarm the backoff timer */
+#define FPOOL_ACT_READY		 (1u << 3) /* a worker became ready */
+#define FPOOL_ACT_FAILED_START	 (1u << 4) /* count it (--max-restarts) */
+#define FPOOL_ACT_TOOK_OVER	 (1u << 5) /* a replacement took over */
+#define FPOOL_ACT_REPLACE_FAILED (1u << 6) /* it failed to start or died */
+#define FPOOL_ACT_SPAWN		 (1u << 7) /* fork into `role` */
+#define FPOOL_ACT_BACKOFF	 (1u << 8) /* arm the timer: `delay`, `why` */
+#define FPOOL_ACT_GONE		 (1u << 9) /* a process left the slot */
+struct fpool__decision {
+	unsigned act;
+	enum fpool__role role;
+	struct {
+		struct fpool__proc *p;
+		int sig;
+		bool deadline; /* first stop: arm the graceful deadline */
+	} sig[3];
+	unsigned nsig;
+	struct fpool__proc *gone;
+	double delay;
+	char why[96];
+};
+
+/* What the table needs to know besides the slot itself. */
+struct fpool__slot_facts {
+	double now;
+	double min_uptime;
+	bool running;  /* the pool runs (is not stopping) */
+	bool graceful; /* SEV_STOP, SEV_KILL: SIGTERM, else SIGINT */
+	bool unwant;   /* SEV_STOP: the slot is no longer wanted */
+	bool recycle;  /* SEV_REPLACE: a recycle, not a reload */
+};
+
+/* A recycle that failed is tried again this much later (s). */
+#define FPOOL_RECYCLE_RETRY 10.0
+
 /* A logical worker id and the processes in it (see slot.c). */
 struct fpool__slot {
 	struct fpool_pool *pool;
 	unsigned id;
-	bool wanted;		   /* keep a worker in this slot (respawn) */
-	struct fpool__proc *cur;   /* its worker, or NULL */
-	struct fpool__proc *next;  /* rolling reload: the replacement */
-	struct fpool__proc *old;   /* rolling reload: the replaced, draining */
-	bool backoff;		   /* waiting before the next start */
-	struct event *timer;	   /* the backoff delay */
-	double due;		   /* backoff: when the next start is due */
-	unsigned failed;	   /* consecutive failed starts */
-	unsigned restarts;	   /* processes started in this slot */
-	char last_exit[96];	   /* how the last process ended, or "" */
-	struct fpool__shared *shm; /* its entry in pool->shm, or NULL */
-	uint64_t spawn_max_requests; /* for the worker being forked */
-	struct fpool__ring ring;     /* the last lines its workers printed */
+	enum fpool__slot_state state; /* written by slot.c's settle() only */
+	bool wanted;		      /* keep a worker in this slot */
+	struct fpool__proc *cur;      /* its worker, or NULL */
+	struct fpool__proc *next;     /* a replacement, until it is ready */
+	struct fpool__proc *old;      /* the replaced worker, draining */
+	bool backoff;		      /* waiting before the next start */
+	double due;		      /* backoff: when the next start is due */
+	enum fpool__role spawning;    /* the role of the fork decided */
+	bool recycling;		      /* the replacement is a recycle's */
+	unsigned failed;	      /* consecutive failed starts */
+	unsigned restarts;	      /* processes started in this slot */
+	struct event *timer;	      /* the backoff delay */
+	char last_exit[96];	      /* how the last process ended, or "" */
+	struct fpool__shared *shm;    /* its activity entry, or NULL */
+	struct fpool__ring ring;      /* the last lines its workers printed */
 };
 
+/* slot.c: the state table.  Apply event `ev` (about process p, where it
+ * concerns one) to slot s: the slot and its processes' states change,
+ * and *d says what the caller must do.  Makes no system call. */
+void fpool__slot_dispatch(struct fpool__slot *s, enum fpool__slot_event ev,
+			  struct fpool__proc *p,
+			  const struct fpool__slot_facts *f,
+			  struct fpool__decision *d);
+/* "idle", "backoff", "starting", "ready", "replacing", "draining",
+ * "stopping". */
+const char *fpool__slot_state_name(enum fpool__slot_state state);
+/* Live processes in the slot (0..3); the one with this pid, or NULL. */
+unsigned fpool__slot_live(const struct fpool__slot *s);
+struct fpool__proc *fpool__slot_find(struct fpool__slot *s, pid_t pid);
+
+/* proc.c: what a worker process needs from the system. */
+/* A new slot (no process) and its timer on the pool's loop; NULL when out
+ * of memory. */
 struct fpool__slot *fpool__slot_new(struct fpool_pool *pool, unsigned id);
 /* Free the slot and its process records, touching no process. */
 void fpool__slot_free(struct fpool__slot *s);
-/* Fork a worker into the idle slot.  0, or -errno (the slot backs off). */
-int fpool__slot_spawn(struct fpool__slot *s);
-/* Rolling reload: fork a replacement for the slot's worker; when it is
- * ready it takes over and the old one drains.  0 or -errno. */
-int fpool__slot_replace(struct fpool__slot *s);
-/* Stop every process of the slot (SIGTERM, or SIGINT when !graceful),
- * each with a graceful_timeout deadline before SIGKILL; cancel backoff. */
-void fpool__slot_stop(struct fpool__slot *s, bool graceful);
-/* Stop one process likewise. */
-void fpool__proc_stop(struct fpool__proc *p, bool graceful);
+/* Fork a worker for slot s (its pipes, channel, pidfd, events). The new
+ * process, or NULL (logged). */
+struct fpool__proc *fpool__proc_spawn(struct fpool__slot *s);
+/* Free a process record, touching no process. */
+void fpool__proc_free(struct fpool__proc *p);
 /* Send a signal (through the pidfd when there is one).  0 or -errno. */
 int fpool__proc_signal(struct fpool__proc *p, int sig);
-/* The slot's process with this pid, or NULL. */
-struct fpool__proc *fpool__slot_find(struct fpool__slot *s, pid_t pid);
-/* Process p of the slot was reaped with wait status `status`. */
-void fpool__slot_exited(struct fpool__slot *s, struct fpool__proc *p,
-			int status);
+/* Arm p's stop deadline (graceful_timeout) and note when it began. */
+void fpool__proc_arm_deadline(struct fpool__proc *p);
+/* Read what the exited p left in its channel and pipes. */
+void fpool__proc_drain(struct fpool__proc *p);
+/* Read what waits on p's channel now (before judging its heartbeat). */
+void fpool__proc_poll(struct fpool__proc *p);
+/* Arm the slot's backoff timer. */
+void fpool__slot_arm_backoff(struct fpool__slot *s, double delay);
 /* Give the slot's processes `seconds` more before their heartbeats are
  * judged (time the master did not read them), never past `now`. */
 void fpool__slot_credit(struct fpool__slot *s, double seconds, double now);
 /* Read the slot's channels and output pipes, or stop reading them. */
 void fpool__slot_reading(struct fpool__slot *s, bool on);
-/* Periodic check: hung workers, overdue stops, overdue backoff. */
-void fpool__slot_check(struct fpool__slot *s, double now);
-/* Live processes in the slot (0..3). */
-unsigned fpool__slot_live(const struct fpool__slot *s);
-/* "starting", "ready", "stopping", "backoff" or "idle". */
-const char *fpool__slot_state(const struct fpool__slot *s);
 /* Why the process should be recycled now (a phrase for the log), or
  * NULL. */
 const char *fpool__proc_recycle_reason(struct fpool__proc *p, double now,
@@ -470,6 +571,65 @@ void fpool__control_handle(struct fpool_pool *pool, const char *line,
 			   bool *graceful);
 /* "TERM", "SIGTERM", "KILL"... to a signal number, or -EINVAL. */
 int fpool__signal_parse(const char *name);
+
+/* What the pool's workers are doing, for STATUS= (supervise.c counts). */
+struct fpool__counts {
+	unsigned target;   /* slots wanted */
+	unsigned ready;	   /* of them, with a ready worker */
+	unsigned starting; /* with a worker not ready yet */
+	unsigned backoff;  /* waiting to start one */
+	bool reloading, stopping;
+};
+/* What a worker switches to (account.c). */
+struct fpool__account {
+	uid_t uid;     /* (uid_t)-1: keep */
+	gid_t gid;     /* (gid_t)-1: keep */
+	gid_t *groups; /* the supplementary groups */
+	size_t ngroups;
+};
+
+/* ---- worker.c: the child side ------------------------------------------ */
+
+/*
+ * All a new worker process is told: the child side (worker.c) sees
+ * nothing of the master but this.  The pool fills in what every worker
+ * shares (pool->spawn, at run), proc.c the rest right before fork().
+ * Pointers are into the master's memory, which the child has a copy of.
+ */
+struct fpool__spawn {
+	const struct fpool_worker_def *def;
+	int argc;
+	char **argv;
+	pid_t master_pid;
+	unsigned id;
+	int chan, out, err;   /* the worker's ends of its channel and pipes */
+	const int *listeners; /* the pool's listening sockets */
+	size_t nlisteners;
+	bool reuse_port; /* a reserved socket becomes a listener of its own */
+	const int *preserved; /* fpool_preserve_fd() */
+	size_t npreserved;
+	uid_t uid; /* drop to these; (uid_t)-1: keep */
+	gid_t gid;
+	const gid_t *groups; /* the supplementary groups with gid */
+	size_t ngroups;
+	const char *user; /* for messages */
+	double graceful_timeout;
+	double heartbeat_interval;
+	uint64_t max_requests;		/* it tells the master past this */
+	struct fpool__shared *activity; /* its entry, or NULL */
+	void *shm;			/* the mapping holding it */
+	size_t shm_len;
+	sigset_t mask; /* to restore once its own loop is built */
+	/* Events of the master's loop to free: signal and timer events,
+	 * which touch no epoll instance (see pool.c's forget list). */
+	struct event *const *forget;
+	size_t nforget;
+	const void *keep; /* the master's state, left alone, kept reachable */
+};
+/* Run a worker in a freshly forked child.  Never returns. */
+void fpool__worker_run(const struct fpool__spawn *sp) __attribute__((noreturn));
+/* Flush stdio and leave the process: the only exit of a child. */
+void fpool__child_exit(int status) __attribute__((noreturn));
 
 /* ---- pool.c: the master ------------------------------------------------ */
 
@@ -511,13 +671,10 @@ struct fpool_pool {
 	int reload_slot;		/* the slot being replaced now, or -1 */
 	double *failures;   /* --max-restarts: times of failed starts (ring) */
 	unsigned nfailures; /* entries used in failures */
-	unsigned failures_at; /* next entry to overwrite */
-	uid_t uid;	      /* --user, resolved; (uid_t)-1: keep */
-	gid_t gid;	      /* --group (or the user's), resolved */
-	gid_t *groups;	      /* supplementary groups for the workers */
-	size_t ngroups;
-	int pidfile_fd;	     /* --pidfile, held locked; -1: none */
-	bool notified_ready; /* READY=1 sent to systemd */
+	unsigned failures_at;	       /* next entry to overwrite */
+	struct fpool__account account; /* --user, --group, resolved */
+	int pidfile_fd;		       /* --pidfile, held locked; -1: none */
+	bool notified_ready;	       /* READY=1 sent to systemd */
 	struct event *sigev[16];
 	size_t nsigev;
 	struct {
@@ -526,13 +683,16 @@ struct fpool_pool {
 	} ignored[64]; /* signals ignored while running, to restore */
 	size_t nignored;
 	struct event *check_ev;
-	sigset_t saved_mask; /* the mask to restore after fork */
-	rlim_t nofile;	     /* RLIMIT_NOFILE once running, else 0 */
-	double check_last;   /* when the check timer last ran */
-	bool reading_paused; /* a sink is behind: workers not read */
-	double paused_at;    /* since when */
-	bool graceful;	     /* how the current stop was asked */
-	int result;	     /* what fpool_pool_run returns */
+	/* What its processes do, told to supervise.c (proc.c calls it). */
+	void (*proc_event)(struct fpool_pool *pool, struct fpool__slot *s,
+			   struct fpool__proc *p, enum fpool__proc_event ev);
+	struct fpool__spawn spawn; /* what every new worker is told */
+	rlim_t nofile;		   /* RLIMIT_NOFILE once running, else 0 */
+	double check_last;	   /* when the check timer last ran */
+	bool reading_paused;	   /* a sink is behind: workers not read */
+	double paused_at;	   /* since when */
+	bool graceful;		   /* how the current stop was asked */
+	int result;		   /* what fpool_pool_run returns */
 };
 
 /* Open files the master needs per worker process: its channel, pidfd
@@ -543,42 +703,102 @@ struct fpool_pool {
 /* A check timer this late (s) means the master was stopped or frozen. */
 #define FPOOL_CHECK_LATE 1.0
 
-/* Whether a pool of `workers` fits the master's open file limit; *need
- * gets the count it needs (see pool.c). */
+/* ---- limits.c: the open file limit ------------------------------------ */
+
+/* Raise the soft RLIMIT_NOFILE to the hard one and check the pool fits
+ * (at run).  0, or -EMFILE (logged). */
+int fpool__pool_fd_limit(struct fpool_pool *pool, unsigned workers);
+/* Whether a pool of `workers` fits the master's open file limit;
+ * *need gets the count it needs (see limits.c). */
 int fpool__pool_fds_fit(const struct fpool_pool *pool, unsigned workers,
 			unsigned long *need);
+
+/* ---- supervise.c: the pool's policy, acting on the slots' table ------- */
+
+/* Install the pool's process-event handler (at creation). */
+void fpool__supervise_init(struct fpool_pool *pool);
+/* Make slots 0..n-1, wanted (at creation).  0 or -ENOMEM. */
+int fpool__pool_make_slots(struct fpool_pool *pool, unsigned n);
+/* Start the wanted slots (the pool runs). */
+void fpool__pool_start_slots(struct fpool_pool *pool);
 /* Reap every exited child, ours or not, and act on our slots' exits. */
 void fpool__pool_reap(struct fpool_pool *pool);
-/* A worker said "ready" (systemd notification). */
+/* The periodic check: a late timer (stopped master), hung workers,
+ * overdue stops and backoffs, recycling. */
+void fpool__pool_check(struct fpool_pool *pool);
+/* A sink fell behind or caught up (sink.c's pressure callback). */
+void fpool__pool_pressure(bool congested, void *arg);
+/* A worker said "ready": systemd's READY=1 or STATUS=. */
 void fpool__pool_worker_ready(struct fpool_pool *pool);
-/* A process exited; the pool decides whether it is done stopping. */
+/* A process left a slot: end a stopping pool's loop, go on reloading. */
 void fpool__pool_slot_idle(struct fpool_pool *pool);
-/* Rolling reload: slot s's replacement took over / died before ready. */
-void fpool__pool_replaced(struct fpool_pool *pool, struct fpool__slot *s);
+/* A replacement failed to start or died before ready. */
 void fpool__pool_replace_failed(struct fpool_pool *pool, struct fpool__slot *s);
-/* A worker of the pool failed to start: count it for --max-restarts. */
+/* A worker failed to start: count it for --max-restarts. */
 void fpool__pool_failed_start(struct fpool_pool *pool);
 /* Start recycling one worker that is due, if none is being replaced. */
 void fpool__pool_recycle(struct fpool_pool *pool);
-/* Number of slots with a live process. */
+/* Number of live processes. */
 unsigned fpool__pool_live(const struct fpool_pool *pool);
-/* In a new worker: let go of the master's state it inherited without
- * undoing it (see pool.c); only the master's signal events are freed. */
-void fpool__pool_abandon(struct fpool_pool *pool);
-/* In a new worker, before fpool__pool_forget(): unmap the activity
- * entries of every page but the one holding slot id's entry, which the
- * worker now owns.  Returns that page (to munmap, fpool__page_size()
- * bytes) or NULL. */
-void *fpool__pool_keep_shared(struct fpool_pool *pool, unsigned id);
+/* What the workers are doing, for STATUS= and `status`. */
+void fpool__pool_counts(const struct fpool_pool *pool, struct fpool__counts *c);
+/* Run exactly n workers (slots 0..n-1).  0 or -errno. */
+int fpool__pool_scale(struct fpool_pool *pool, unsigned n);
+/* One worker more (the lowest id not wanted) / fewer (the highest).
+ * *id is the slot; 0 or -errno. */
+int fpool__pool_grow_one(struct fpool_pool *pool, unsigned *id);
+int fpool__pool_shrink_one(struct fpool_pool *pool, unsigned *id);
+/* Send sig to slot id's worker (TERM/INT: a stop, with its deadline; it
+ * is then replaced); *pid gets its pid.  0, -ENOENT or -errno. */
+int fpool__pool_kill(struct fpool_pool *pool, unsigned id, int sig, pid_t *pid);
 
-/* ---- worker.c: the child side ------------------------------------------ */
+/* One process of the pool (or a slot in backoff, pid 0), as `status`
+ * shows it. */
+struct fpool__proc_info {
+	unsigned id;
+	pid_t pid;	   /* 0: a slot waiting in backoff, no process */
+	const char *state; /* "starting", "ready", "stopping", "backoff" */
+	const char *role;  /* "worker", "replacement", "draining"; NULL */
+	double uptime, heartbeat_age, backoff_left;
+	unsigned restarts;
+	const char *last_exit; /* how the slot's last process ended, or NULL */
+	uint64_t requests;
+};
+typedef bool (*fpool__info_cb)(const struct fpool__proc_info *i, void *arg);
+/* Call cb for every process of every slot (and each slot in backoff), in
+ * slot order; false as soon as cb returns false. */
+bool fpool__pool_each(const struct fpool_pool *pool, fpool__info_cb cb,
+		      void *arg);
+/* Respawns over all slots. */
+unsigned fpool__pool_restarts(const struct fpool_pool *pool);
+/* The last lines slot id's workers printed, or NULL (no such slot). */
+const struct fpool__ring *fpool__pool_output(const struct fpool_pool *pool,
+					     unsigned id);
 
-/* Run a worker in a freshly forked child.  Never returns. */
-/* child[]: the worker's ends of its channel, stdout and stderr pipes. */
-void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
-		       const int child[3]) __attribute__((noreturn));
-/* Flush stdio and leave the process: the only exit of a child. */
-void fpool__child_exit(int status) __attribute__((noreturn));
+/* ---- signals.c: the master's signal table ------------------------------ */
+
+/* Handle or ignore every signal of the table (and the real-time ones). */
+int fpool__signals_install(struct fpool_pool *pool);
+/* Free the signal events and put back the program's dispositions. */
+void fpool__signals_remove(struct fpool_pool *pool);
+
+/* ---- account.c: users and groups --------------------------------------- */
+
+/* A name, or a number, for a user or a group: 0 and *id, or -errno with
+ * a message in why[]. */
+int fpool__account_lookup(const char *spec, bool group, unsigned *id, char *why,
+			  size_t whylen);
+/* --user and --group to what a worker switches to.  0, -EINVAL
+ * (logged) or -ENOMEM. */
+int fpool__account_resolve(const char *user, const char *group,
+			   struct fpool__account *a);
+
+/* ---- activity.c: what each worker is doing ----------------------------- */
+
+/* The shared mapping with an entry per possible slot id, or NULL. */
+struct fpool__shared *fpool__activity_map(size_t *len);
+/* An entry's text, sanitised, into buf ("" if none). */
+void fpool__activity_read(const struct fpool__shared *e, char *buf, size_t len);
 
 /* ---- daemon.c: daemon mode and the pidfile ---------------------------- */
 
@@ -641,11 +861,11 @@ void fpool__pidfile_remove(const char *path, int fd);
 /* READY=1, STATUS="N/N workers ready" and MAINPID=getpid() (right after
  * --daemon too, as the daemon sends it).  Once every initial worker said
  * "ready". */
-void fpool__notify_ready(struct fpool_pool *pool);
+void fpool__notify_ready(const struct fpool__counts *c);
 /* STATUS="R/T workers ready[, S starting][, B in backoff][, reloading]
- * [, stopping]" (R ready slots of T wanted), sent only when it changed
- * since the last STATUS.  After each worker's "ready" and exit. */
-void fpool__notify_status(struct fpool_pool *pool);
+ * [, stopping]", sent only when it changed since the last STATUS.  After
+ * each worker's "ready" and exit. */
+void fpool__notify_status(const struct fpool__counts *c);
 /* RELOADING=1 with MONOTONIC_USEC (systemd >= 253) when a rolling reload
  * starts; READY=1 when it completed (or was aborted: the pool serves). */
 void fpool__notify_reloading(void);
@@ -653,19 +873,17 @@ void fpool__notify_reloaded(void);
 /* STOPPING=1, when the pool starts to shut down. */
 void fpool__notify_stopping(void);
 /* If WATCHDOG_USEC is set (and WATCHDOG_PID, when set, is getpid()):
- * send WATCHDOG=1 now and from a persistent timer on pool->base every
+ * send WATCHDOG=1 now and from a persistent timer on `base` every
  * WATCHDOG_USEC / 2.  0, also when there is no watchdog or its variables
  * are malformed (logged); -ENOMEM if the timer cannot be made.  Call it
  * in the master after --daemon (the pid must be the final one) and
  * before the loop runs; a second call is a no-op. */
-int fpool__notify_watchdog_start(struct fpool_pool *pool);
+int fpool__notify_watchdog_start(struct event_base *base);
 /* Free the watchdog timer (master side; a no-op without one). */
-void fpool__notify_watchdog_stop(struct fpool_pool *pool);
-/* In a new worker, after event_reinit() of the master's base and before
- * it is freed: drop the watchdog timer, and unset NOTIFY_SOCKET,
- * WATCHDOG_USEC and WATCHDOG_PID so a worker (or what it execs) never
- * speaks for the master. */
-void fpool__notify_child(void);
+void fpool__notify_watchdog_stop(void);
+/* The watchdog timer, or NULL: a new worker frees it (a timer event,
+ * safe to free there). */
+struct event *fpool__notify_watchdog_event(void);
 
 /*
  * Socket activation (listen.c), by hand from the environment in every

@@ -129,6 +129,7 @@ void fpool__log_attach(struct event_base *base)
 {
 	struct fpool__sink *out = log_sink();
 
+	fpool__sink_set_format(fpool__record_format);
 	sink.base = base;
 	if (out != NULL && fpool__sink_attach(out, base) != 0)
 		fpool__log_errno(FPOOL_LOG_WARNING, ENOMEM,
@@ -449,14 +450,6 @@ void fpool__log_record(struct fpool__sink *to, const struct fpool__record *r,
 	}
 	if (now || fpool__sink_queued(to) >= BATCH_MAX)
 		fpool__log_flush();
-}
-
-double fpool__realtime(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
 /* In a worker: hand the record to the master.  0 or -errno. */

@@ -182,43 +182,29 @@ static void notify(const char *msg)
 }
 
 /* STATUS= text: "3/4 workers ready", then what else is going on. */
-static void format_status(const struct fpool_pool *pool, char *buf, size_t len)
+static void format_status(const struct fpool__counts *c, char *buf, size_t len)
 {
-	unsigned ready = 0, starting = 0, backoff = 0;
-	unsigned target = fpool_pool_size(pool);
 	size_t at;
 
-	for (unsigned i = 0; i < pool->nslots; i++) {
-		const struct fpool__slot *s = pool->slots[i];
-
-		if (s == NULL || !s->wanted)
-			continue;
-		if (s->cur != NULL && s->cur->state == PROC_READY)
-			ready++;
-		else if (s->cur != NULL && s->cur->state == PROC_STARTING)
-			starting++;
-		else if (s->backoff)
-			backoff++;
-	}
-	snprintf(buf, len, "%u/%u workers ready", ready, target);
+	snprintf(buf, len, "%u/%u workers ready", c->ready, c->target);
 	at = strlen(buf);
-	if (starting > 0 && at < len)
+	if (c->starting > 0 && at < len)
 		at += (size_t)snprintf(buf + at, len - at, ", %u starting",
-				       starting);
-	if (backoff > 0 && at < len)
+				       c->starting);
+	if (c->backoff > 0 && at < len)
 		at += (size_t)snprintf(buf + at, len - at, ", %u in backoff",
-				       backoff);
-	if (pool->reloading && at < len)
+				       c->backoff);
+	if (c->reloading && at < len)
 		at += (size_t)snprintf(buf + at, len - at, ", reloading");
-	if (pool->state == POOL_STOPPING && at < len)
+	if (c->stopping && at < len)
 		snprintf(buf + at, len - at, ", stopping");
 }
 
-void fpool__notify_ready(struct fpool_pool *pool)
+void fpool__notify_ready(const struct fpool__counts *c)
 {
 	char msg[256];
 
-	format_status(pool, last_status, sizeof(last_status));
+	format_status(c, last_status, sizeof(last_status));
 	/* MAINPID: after --daemon this process is not the one systemd
 	 * started (that needs NotifyAccess=all to be believed). */
 	snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s\nMAINPID=%d",
@@ -226,11 +212,11 @@ void fpool__notify_ready(struct fpool_pool *pool)
 	notify(msg);
 }
 
-void fpool__notify_status(struct fpool_pool *pool)
+void fpool__notify_status(const struct fpool__counts *c)
 {
 	char status[sizeof(last_status)], msg[sizeof(status) + 8];
 
-	format_status(pool, status, sizeof(status));
+	format_status(c, status, sizeof(status));
 	if (strcmp(status, last_status) == 0)
 		return; /* nothing new to say */
 	memcpy(last_status, status, sizeof(status));
@@ -294,7 +280,7 @@ static int parse_env_u64(const char *s, unsigned long long max,
 	return 0;
 }
 
-int fpool__notify_watchdog_start(struct fpool_pool *pool)
+int fpool__notify_watchdog_start(struct event_base *base)
 {
 	const char *usec_s = getenv("WATCHDOG_USEC");
 	const char *pid_s = getenv("WATCHDOG_PID");
@@ -331,7 +317,7 @@ int fpool__notify_watchdog_start(struct fpool_pool *pool)
 	}
 	tv.tv_sec = (time_t)(usec / 2 / 1000000);
 	tv.tv_usec = (suseconds_t)(usec / 2 % 1000000);
-	watchdog_ev = event_new(pool->base, -1, EV_PERSIST, watchdog_cb, NULL);
+	watchdog_ev = event_new(base, -1, EV_PERSIST, watchdog_cb, NULL);
 	if (watchdog_ev == NULL || event_add(watchdog_ev, &tv) != 0) {
 		fpool_log(FPOOL_LOG_ERROR,
 			  "systemd: cannot start the watchdog timer");
@@ -348,24 +334,14 @@ int fpool__notify_watchdog_start(struct fpool_pool *pool)
 	return 0;
 }
 
-void fpool__notify_watchdog_stop(struct fpool_pool *pool)
+void fpool__notify_watchdog_stop(void)
 {
-	(void)pool;
 	if (watchdog_ev != NULL)
 		event_free(watchdog_ev);
 	watchdog_ev = NULL;
 }
 
-void fpool__notify_child(void)
+struct event *fpool__notify_watchdog_event(void)
 {
-	/* The timer sits on the master's base; a timer event touches no
-	 * epoll instance, so freeing it here is safe (pool.c,
-	 * fpool__pool_abandon). */
-	if (watchdog_ev != NULL)
-		event_free(watchdog_ev);
-	watchdog_ev = NULL;
-	/* A worker never speaks for the master, nor does what it execs. */
-	unsetenv("NOTIFY_SOCKET");
-	unsetenv("WATCHDOG_USEC");
-	unsetenv("WATCHDOG_PID");
+	return watchdog_ev;
 }

@@ -96,8 +96,14 @@ struct fpool__sink {
 };
 
 static unsigned congested_sinks;
+static fpool__sink_format_cb format_record; /* set by log.c */
 static fpool__pressure_cb pressure_cb;
 static void *pressure_arg;
+
+void fpool__sink_set_format(fpool__sink_format_cb cb)
+{
+	format_record = cb;
+}
 
 void fpool__sink_on_pressure(fpool__pressure_cb cb, void *arg)
 {
@@ -280,10 +286,9 @@ static void arm_write(struct fpool__sink *s)
 {
 	struct timeval tv = fpool__tv(SINK_STUCK);
 
-	if (s->ev != NULL && !event_pending(s->ev, EV_WRITE, NULL) &&
-	    event_add(s->ev, NULL) != 0)
-		/* The stuck timer tries again instead. */
-		fpool_log(FPOOL_LOG_DEBUG, "cannot watch %s for room", s->what);
+	/* Should the event not be added, the stuck timer tries again. */
+	if (s->ev != NULL && !event_pending(s->ev, EV_WRITE, NULL))
+		event_add(s->ev, NULL);
 	if (s->timer != NULL && !evtimer_pending(s->timer, NULL))
 		evtimer_add(s->timer, &tv);
 }
@@ -358,7 +363,8 @@ static void report_dropped(struct fpool__sink *s)
 	uint64_t n = s->dropped;
 	double for_s = fpool__now() - s->drop_since;
 
-	if (n == 0 || s->error != 0 || evbuffer_get_length(s->queue) > 0)
+	if (n == 0 || s->error != 0 || evbuffer_get_length(s->queue) > 0 ||
+	    format_record == NULL)
 		return;
 	if (s->drop_reason != 0)
 		r.msglen = (size_t)snprintf(
@@ -379,7 +385,7 @@ static void report_dropped(struct fpool__sink *s)
 	b = evbuffer_new();
 	if (b == NULL)
 		return;
-	if (fpool__record_format(&r, b) == 0)
+	if (format_record(&r, b) == 0)
 		evbuffer_add_buffer(s->queue, b);
 	evbuffer_free(b);
 	sink_write(s);

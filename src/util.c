@@ -22,6 +22,14 @@ double fpool__now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+double fpool__realtime(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
 struct timeval fpool__tv(double seconds)
 {
 	struct timeval tv;
@@ -48,19 +56,23 @@ const char *fpool__signame(int sig)
 	return buf;
 }
 
-void fpool__signals_default(void)
+int fpool__signals_default(int *sig)
 {
 	struct sigaction sa = { .sa_handler = SIG_DFL };
+	int result = 0;
 
 	sigemptyset(&sa.sa_mask);
 	/* KILL and STOP cannot be caught; glibc keeps 32 and 33 (below
 	 * SIGRTMIN) for its threads and refuses them with EINVAL. */
-	for (int sig = 1; sig <= SIGRTMAX; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP &&
-		    (sig < SIGRTMIN ? sig < 32 : true) &&
-		    sigaction(sig, &sa, NULL) < 0 && errno != EINVAL)
-			fpool__log_errno(FPOOL_LOG_WARNING, errno,
-					 "resetting %s", fpool__signame(sig));
+	for (int s = 1; s <= SIGRTMAX; s++) {
+		if (s == SIGKILL || s == SIGSTOP || (s >= 32 && s < SIGRTMIN))
+			continue;
+		if (sigaction(s, &sa, NULL) < 0 && result == 0) {
+			result = -errno;
+			*sig = s;
+		}
+	}
+	return result;
 }
 
 void fpool__describe_status(int status, char *buf, size_t len)

@@ -473,7 +473,7 @@ static void die_with_master(struct fpool_worker *w)
 
 /* The listener this worker serves for the master's socket fd: that very
  * socket, or with --reuse-port a socket of its own on the same address. */
-static int own_listener(struct fpool_pool *pool, int fd)
+static int own_listener(const struct fpool__spawn *sp, int fd)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
@@ -485,7 +485,7 @@ static int own_listener(struct fpool_pool *pool, int fd)
 	/* Only a socket the master reserved without listening (reuseport.c)
 	 * is replaced; one passed in listening (socket activation) is
 	 * shared as usual. */
-	if (!pool->cfg.reuse_port ||
+	if (!sp->reuse_port ||
 	    (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) == 0 &&
 	     listening))
 		return fd;
@@ -507,38 +507,76 @@ static int own_listener(struct fpool_pool *pool, int fd)
 
 /* The master's state as this child inherited it: never used, never
  * freed, only kept reachable (for leak checkers, it is not lost). */
-static struct fpool_pool *abandoned;
+static const void *abandoned;
 
-/* Step 1: leave nothing of the master in this process but what it keeps. */
-static void forget_master(struct fpool_worker *w, struct fpool_pool *pool)
+/* Keep the page of the shared activity mapping that holds this worker's
+ * entry, unmap the rest (the other workers' entries).  The page, to unmap
+ * at the end, or NULL. */
+static void *keep_activity_page(const struct fpool__spawn *sp)
 {
-	size_t nkeep = 4 + pool->nlisteners + pool->npreserved, k = 0;
+	size_t page = fpool__page_size();
+	char *base = sp->shm, *end, *keep;
+
+	if (base == NULL || sp->activity == NULL)
+		return NULL;
+	end = base + sp->shm_len;
+	keep = base + ((char *)sp->activity - base) / page * page;
+	if (keep > base && munmap(base, (size_t)(keep - base)) < 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "munmap of other workers' activity");
+	if (keep + page < end &&
+	    munmap(keep + page, (size_t)(end - keep - page)) < 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "munmap of other workers' activity");
+	return keep;
+}
+
+/*
+ * Step 1: leave nothing of the master in this process but what it keeps.
+ * The master's state is left as it is: undoing it (an event_reinit() of
+ * its loop, which re-registers every fd it watches, then freeing it all)
+ * cost each fork time in proportion to the pool -- 1024 workers took 9 s
+ * to start and 27 s to reload.  What must not happen is the deletion of
+ * an fd event of the master's loop: its epoll instance is still the
+ * master's own (shared since fork()), and epoll_ctl(DEL) would
+ * unregister the master's fd.  The events the spawn context lists are
+ * signal and timer events, which touch no epoll instance; the signal
+ * events must go, so that this worker's own loop can take the signals.
+ */
+static void forget_master(struct fpool_worker *w, const struct fpool__spawn *sp)
+{
+	size_t nkeep = 4 + sp->nlisteners + sp->npreserved, k = 0;
+	int r, sig = 0;
 	int *keep = calloc(nkeep, sizeof(*keep));
 
-	w->listeners =
-		calloc(pool->nlisteners ? pool->nlisteners : 1, sizeof(int));
+	w->listeners = calloc(sp->nlisteners ? sp->nlisteners : 1, sizeof(int));
 	if (keep == NULL || w->listeners == NULL)
 		worker_fail("out of memory");
 	keep[k++] = STDIN_FILENO;
 	keep[k++] = STDOUT_FILENO;
 	keep[k++] = STDERR_FILENO;
 	keep[k++] = w->chan;
-	for (size_t i = 0; i < pool->nlisteners; i++)
+	for (size_t i = 0; i < sp->nlisteners; i++)
 		keep[k++] = w->listeners[w->nlisteners++] =
-			own_listener(pool, pool->listeners[i].fd);
-	for (size_t i = 0; i < pool->npreserved; i++)
-		keep[k++] = pool->preserved[i];
+			own_listener(sp, sp->listeners[i]);
+	for (size_t i = 0; i < sp->npreserved; i++)
+		keep[k++] = sp->preserved[i];
 
-	/* The master's state is left as it is (see fpool__pool_abandon):
-	 * undoing it cost every fork time in proportion to the pool. */
-	fpool__notify_child();
+	for (size_t i = 0; i < sp->nforget; i++)
+		event_free(sp->forget[i]);
+	abandoned = sp->keep;
 	fpool__log_child();
-	abandoned = pool;
-	fpool__pool_abandon(pool);
+	/* A worker never speaks for the master to systemd, nor does what
+	 * it execs. */
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
 
 	/* The master ignores or handles many signals; a worker starts
 	 * from the defaults. */
-	fpool__signals_default();
+	if ((r = fpool__signals_default(&sig)) != 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, -r, "resetting %s",
+				 fpool__signame(sig));
 	/* A worker writing to a closed connection must get EPIPE. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		fpool__log_errno(FPOOL_LOG_WARNING, errno, "ignoring SIGPIPE");
@@ -593,58 +631,51 @@ static void free_worker(struct fpool_worker *w)
 				 "munmap of the activity page");
 }
 
-void fpool__worker_run(struct fpool_pool *pool, struct fpool__slot *s,
-		       const int child[3])
+void fpool__worker_run(const struct fpool__spawn *sp)
 {
 	struct fpool_worker w = { 0 };
-	const struct fpool_worker_def *def = pool->cfg.worker;
+	const struct fpool_worker_def *def = sp->def;
 	struct fpool__msg ready = { .type = FPOOL_MSG_READY };
-	sigset_t mask = pool->saved_mask;
+	sigset_t mask = sp->mask;
 	int status, r;
 
 	/* Output the master buffered but did not flush is the master's to
 	 * write, not ours. */
 	__fpurge(stdout);
 	__fpurge(stderr);
-	w.id = s->id;
+	w.id = sp->id;
 	w.pid = getpid();
-	w.master_pid = pool->master_pid;
-	w.chan = child[0];
+	w.master_pid = sp->master_pid;
+	w.chan = sp->chan;
 	w.def = def;
-	w.argc = pool->cfg.worker_argc;
-	w.argv = pool->cfg.worker_argv;
-	w.graceful_timeout = pool->cfg.graceful_timeout;
-	w.heartbeat_interval = pool->cfg.check_interval;
-	if (w.heartbeat_interval > pool->cfg.worker_timeout / 3)
-		w.heartbeat_interval = pool->cfg.worker_timeout / 3;
+	w.argc = sp->argc;
+	w.argv = sp->argv;
+	w.graceful_timeout = sp->graceful_timeout;
+	w.heartbeat_interval = sp->heartbeat_interval;
 	/* From here on, records go to the master over the channel. */
 	fpool__log_set_worker(w.chan, w.id);
-	w.uid = pool->uid;
-	w.gid = pool->gid;
-	w.user = pool->cfg.user;
-	/* The master's list is freed with its state below. */
-	if (pool->ngroups > 0) {
-		w.groups = malloc(pool->ngroups * sizeof(*w.groups));
+	w.uid = sp->uid;
+	w.gid = sp->gid;
+	w.user = sp->user;
+	if (sp->ngroups > 0) {
+		w.groups = malloc(sp->ngroups * sizeof(*w.groups));
 		if (w.groups == NULL)
 			worker_fail("out of memory");
-		memcpy(w.groups, pool->groups,
-		       pool->ngroups * sizeof(*w.groups));
-		w.ngroups = pool->ngroups;
+		memcpy(w.groups, sp->groups, sp->ngroups * sizeof(*w.groups));
+		w.ngroups = sp->ngroups;
 	}
-	/* Keep the slot's activity entry mapped when the master's state is
-	 * freed below. */
-	w.shm = s->shm;
-	w.shm_page = fpool__pool_keep_shared(pool, s->id);
+	w.shm = sp->activity;
+	w.shm_page = keep_activity_page(sp);
 	if (w.shm_page == NULL)
 		w.shm = NULL;
-	w.max_requests = s->spawn_max_requests;
+	w.max_requests = sp->max_requests;
 
 	/* stdout and stderr become the pipes the master reads. */
-	if (dup2(child[1], STDOUT_FILENO) < 0 ||
-	    dup2(child[2], STDERR_FILENO) < 0)
+	if (dup2(sp->out, STDOUT_FILENO) < 0 ||
+	    dup2(sp->err, STDERR_FILENO) < 0)
 		worker_fail("dup2 of the output pipes failed");
 	leave_terminal();
-	forget_master(&w, pool); /* pool and s are not used after this */
+	forget_master(&w, sp);
 	build_loop(&w);
 	if (sigprocmask(SIG_SETMASK, &mask, NULL) < 0)
 		worker_fail("sigprocmask");

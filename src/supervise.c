@@ -1,0 +1,791 @@
+/*
+ * The supervisor: the pool's policy, and the one place that acts on what
+ * the slots' state table (slot.c) decides.
+ *
+ * Every event about a slot -- a process said "ready", exited or overran,
+ * a backoff delay passed, the operator added, removed, killed, reloaded
+ * or stopped -- goes through slot_event(): the table decides, execute()
+ * carries the decision out with proc.c's system calls, then the pool-wide
+ * consequences follow here: the rolling reload's cursor, recycling, the
+ * restart intensity that gives up (--max-restarts), systemd's status,
+ * and the end of the loop once a stopping pool has no process left.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <event2/event.h>
+
+#include "fpool-int.h"
+
+static void reload_step(struct fpool_pool *pool);
+
+static struct fpool__slot_facts facts(const struct fpool_pool *pool)
+{
+	struct fpool__slot_facts f = {
+		.now = fpool__now(),
+		.min_uptime = pool->cfg.min_uptime,
+		.running = pool->state == POOL_RUNNING,
+		.graceful = true,
+	};
+
+	return f;
+}
+
+static unsigned slot_event_f(struct fpool__slot *s, enum fpool__slot_event ev,
+			     struct fpool__proc *p,
+			     const struct fpool__slot_facts *f);
+
+static void slot_event(struct fpool__slot *s, enum fpool__slot_event ev,
+		       struct fpool__proc *p)
+{
+	struct fpool__slot_facts f = facts(s->pool);
+
+	slot_event_f(s, ev, p, &f);
+}
+
+/* ---- carrying out a decision ------------------------------------------- */
+
+static void log_started(struct fpool__slot *s, struct fpool__proc *p)
+{
+	if (s->restarts > 1)
+		fpool_log(FPOOL_LOG_INFO,
+			  "worker %u pid %d started (respawn %u)", s->id,
+			  (int)p->pid, s->restarts - 1);
+	else
+		fpool_log(FPOOL_LOG_INFO, "worker %u pid %d started", s->id,
+			  (int)p->pid);
+	if (s->spawning == ROLE_NEXT && s->cur != NULL)
+		fpool_log(FPOOL_LOG_INFO,
+			  "%s: worker %u pid %d is replaced "
+			  "by pid %d",
+			  s->recycling ? "recycle" : "reload", s->id,
+			  (int)s->cur->pid, (int)p->pid);
+}
+
+static void execute(struct fpool__slot *s, const struct fpool__decision *d)
+{
+	struct fpool_pool *pool = s->pool;
+
+	for (unsigned i = 0; i < d->nsig; i++) {
+		fpool__proc_signal(d->sig[i].p, d->sig[i].sig);
+		if (d->sig[i].deadline)
+			fpool__proc_arm_deadline(d->sig[i].p);
+	}
+	if (d->act & FPOOL_ACT_FREE)
+		fpool__proc_free(d->gone);
+	if (d->act & FPOOL_ACT_UNBACKOFF)
+		event_del(s->timer);
+	if (d->act & FPOOL_ACT_READY)
+		fpool__pool_worker_ready(pool);
+	/* Before anything is started again: it may be the one failure too
+	 * many, and then the pool stops (and the slot with it). */
+	if (d->act & FPOOL_ACT_FAILED_START)
+		fpool__pool_failed_start(pool);
+	if (d->act & FPOOL_ACT_TOOK_OVER) {
+		if (s->old != NULL)
+			fpool_log(FPOOL_LOG_INFO,
+				  "%s: worker %u pid %d took over; pid %d "
+				  "drains",
+				  s->recycling ? "recycle" : "reload", s->id,
+				  (int)s->cur->pid, (int)s->old->pid);
+		if (pool->reload_slot == (int)s->id)
+			pool->reload_slot = -1;
+		reload_step(pool);
+	}
+	if (d->act & FPOOL_ACT_REPLACE_FAILED)
+		fpool__pool_replace_failed(pool, s);
+	if ((d->act & FPOOL_ACT_SPAWN) && pool->state == POOL_RUNNING) {
+		struct fpool__proc *p = fpool__proc_spawn(s);
+
+		slot_event(s, p != NULL ? SEV_SPAWNED : SEV_SPAWN_FAILED, p);
+		if (p != NULL)
+			log_started(s, p);
+	}
+	if ((d->act & FPOOL_ACT_BACKOFF) && pool->state == POOL_RUNNING) {
+		fpool_log(FPOOL_LOG_WARNING,
+			  "worker %u: %s; next start in %.3g s", s->id, d->why,
+			  d->delay);
+		fpool__slot_arm_backoff(s, d->delay);
+	}
+	if (d->act & FPOOL_ACT_GONE)
+		fpool__pool_slot_idle(pool);
+}
+
+/* Dispatch and carry out; what was decided (FPOOL_ACT_*). */
+static unsigned slot_event_f(struct fpool__slot *s, enum fpool__slot_event ev,
+			     struct fpool__proc *p,
+			     const struct fpool__slot_facts *f)
+{
+	struct fpool__decision d;
+
+	fpool__slot_dispatch(s, ev, p, f, &d);
+	execute(s, &d);
+	return d.act;
+}
+
+/* ---- what the processes tell ------------------------------------------ */
+
+static void on_exit_status(struct fpool__slot *s, struct fpool__proc *p,
+			   int status)
+{
+	struct fpool_pool *pool = s->pool;
+	bool stopping = p->state == PROC_STOPPING;
+
+	fpool__proc_drain(p);
+	fpool__describe_status(status, s->last_exit, sizeof(s->last_exit));
+	fpool_log(stopping || (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+			  ? FPOOL_LOG_INFO
+			  : FPOOL_LOG_WARNING,
+		  "worker %u pid %d %s after %.3f s%s", s->id, (int)p->pid,
+		  s->last_exit, fpool__now() - p->started,
+		  p->ready_at == 0 ? ", before ready" : "");
+	slot_event(s, SEV_EXIT, p);
+	/* The slot is up to date now (respawned, in backoff or idle). */
+	if (pool->state == POOL_RUNNING) {
+		struct fpool__counts c;
+
+		fpool__pool_counts(pool, &c);
+		fpool__notify_status(&c);
+	}
+}
+
+void fpool__pool_reap(struct fpool_pool *pool)
+{
+	for (;;) {
+		int status;
+		pid_t pid = waitpid(-1, &status, WNOHANG);
+		struct fpool__slot *s = NULL;
+		struct fpool__proc *p = NULL;
+
+		if (pid < 0 && errno == EINTR)
+			continue;
+		if (pid < 0 && errno != ECHILD)
+			fpool__log_errno(FPOOL_LOG_ERROR, errno, "waitpid");
+		if (pid <= 0)
+			return;
+		for (unsigned i = 0; i < pool->nslots && p == NULL; i++)
+			if ((s = pool->slots[i]) != NULL)
+				p = fpool__slot_find(s, pid);
+		if (p != NULL) {
+			on_exit_status(s, p, status);
+		} else {
+			/* Not a worker: a child of a master hook, or an
+			 * orphan re-parented to us as PID 1.  Reaping it is
+			 * all there is to do. */
+			char how[96];
+
+			fpool__describe_status(status, how, sizeof(how));
+			fpool_log(FPOOL_LOG_DEBUG, "reaped pid %d (%s)",
+				  (int)pid, how);
+		}
+	}
+}
+
+static void proc_event(struct fpool_pool *pool, struct fpool__slot *s,
+		       struct fpool__proc *p, enum fpool__proc_event ev)
+{
+	switch (ev) {
+	case PEV_READY:
+		if (p->state == PROC_STARTING)
+			fpool_log(FPOOL_LOG_INFO,
+				  "worker %u pid %d ready (%.3f ms after fork)",
+				  s->id, (int)p->pid,
+				  (fpool__now() - p->started) * 1e3);
+		slot_event(s, SEV_READY, p);
+		break;
+	case PEV_HEARTBEAT:
+		/* Past its request limit: recycle it now rather than at the
+		 * next check, so each worker retires at its own count. */
+		if (p->max_requests > 0 && p->requests >= p->max_requests)
+			fpool__pool_recycle(pool);
+		break;
+	case PEV_EXITED:
+		fpool__pool_reap(pool);
+		break;
+	case PEV_DEADLINE:
+		if (p->state != PROC_STOPPING || p->killed)
+			break;
+		fpool_log(FPOOL_LOG_WARNING,
+			  "worker %u pid %d did not stop within %.3g s, "
+			  "sending SIGKILL",
+			  s->id, (int)p->pid, pool->cfg.graceful_timeout);
+		slot_event(s, SEV_OVERRUN, p);
+		break;
+	case PEV_DUE:
+		slot_event(s, SEV_DUE, NULL);
+		break;
+	}
+}
+
+void fpool__supervise_init(struct fpool_pool *pool)
+{
+	pool->proc_event = proc_event;
+}
+
+/* ---- the pool's counts and systemd's view -------------------------------- */
+
+void fpool__pool_counts(const struct fpool_pool *pool, struct fpool__counts *c)
+{
+	memset(c, 0, sizeof(*c));
+	for (unsigned i = 0; i < pool->nslots; i++) {
+		const struct fpool__slot *s = pool->slots[i];
+
+		if (s == NULL || !s->wanted)
+			continue;
+		c->target++;
+		if (s->cur != NULL && s->cur->state == PROC_READY)
+			c->ready++;
+		else if (s->cur != NULL && s->cur->state == PROC_STARTING)
+			c->starting++;
+		else if (s->state == SLOT_BACKOFF)
+			c->backoff++;
+	}
+	c->reloading = pool->reloading;
+	c->stopping = pool->state == POOL_STOPPING;
+}
+
+unsigned fpool_pool_size(const struct fpool_pool *pool)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < pool->nslots; i++)
+		if (pool->slots[i] != NULL && pool->slots[i]->wanted)
+			n++;
+	return n;
+}
+
+unsigned fpool__pool_live(const struct fpool_pool *pool)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < pool->nslots; i++)
+		if (pool->slots[i] != NULL)
+			n += fpool__slot_live(pool->slots[i]);
+	return n;
+}
+
+void fpool__pool_worker_ready(struct fpool_pool *pool)
+{
+	struct fpool__counts c;
+
+	/* READY=1 must not follow STOPPING=1. */
+	if (pool->state != POOL_RUNNING)
+		return;
+	fpool__pool_counts(pool, &c);
+	/* systemd's READY=1 once the first full pool serves; after that,
+	 * the status line only. */
+	if (!pool->notified_ready) {
+		if (c.ready < c.target)
+			return;
+		pool->notified_ready = true;
+		fpool__notify_ready(&c);
+		return;
+	}
+	fpool__notify_status(&c);
+}
+
+void fpool__pool_slot_idle(struct fpool_pool *pool)
+{
+	if (pool->state == POOL_STOPPING && fpool__pool_live(pool) == 0)
+		event_base_loopexit(pool->base, NULL);
+	/* A slot whose old worker finished draining may be next. */
+	if (pool->reloading)
+		reload_step(pool);
+}
+
+/* ---- rolling reload and recycling ---------------------------------------- */
+
+/*
+ * Rolling reload, one slot at a time: start the replacement, and when it
+ * is ready it takes over and the old worker drains (slot.c).  A slot is
+ * only replaced while it has no other extra process, so there is at most
+ * one extra worker per slot at any time.  A replacement that dies or
+ * hangs before "ready" (--worker-timeout) aborts the reload; the old
+ * worker stays.
+ */
+static void reload_step(struct fpool_pool *pool)
+{
+	while (pool->reloading && pool->reload_slot < 0) {
+		unsigned id = pool->reload_next;
+		struct fpool__slot *s;
+		struct fpool__slot_facts f;
+
+		if (id >= pool->nslots) {
+			pool->reloading = false;
+			fpool_log(FPOOL_LOG_INFO, "reload complete");
+			fpool__notify_reloaded();
+			return;
+		}
+		s = pool->slots[id];
+		if (s == NULL || !s->wanted || s->cur == NULL ||
+		    s->cur->state != PROC_READY) {
+			pool->reload_next++; /* nothing to replace here */
+			continue;
+		}
+		if (s->state != SLOT_READY)
+			return; /* wait until the extra process is gone */
+		pool->reload_next++;
+		pool->reload_slot = (int)id;
+		f = facts(pool);
+		/* A failed fork ends the reload (replace_failed); a refusal
+		 * leaves the slot as it is. */
+		if (!(slot_event_f(s, SEV_REPLACE, NULL, &f) &
+		      FPOOL_ACT_SPAWN) &&
+		    pool->reload_slot == (int)id)
+			pool->reload_slot = -1;
+	}
+}
+
+void fpool__pool_replace_failed(struct fpool_pool *pool, struct fpool__slot *s)
+{
+	if (pool->reload_slot != (int)s->id)
+		return;
+	pool->reload_slot = -1;
+	if (s->recycling) {
+		/* A recycle: this worker is tried again later (slot.c). */
+		fpool_log(FPOOL_LOG_ERROR,
+			  "recycling worker %u failed: its replacement did not "
+			  "become ready; the old worker stays for now",
+			  s->id);
+		return;
+	}
+	if (!pool->reloading)
+		return;
+	pool->reloading = false;
+	fpool_log(FPOOL_LOG_ERROR,
+		  "reload aborted: the replacement for worker %u did not "
+		  "become ready; the old worker stays",
+		  s->id);
+	fpool__notify_reloaded();
+}
+
+int fpool_pool_reload(struct fpool_pool *pool)
+{
+	if (pool->state != POOL_RUNNING)
+		return -ESHUTDOWN;
+	/* A reload asked during a reload starts the sweep over, so every
+	 * worker is replaced after the last request. */
+	fpool_log(FPOOL_LOG_INFO, "reload: %s, %u workers",
+		  pool->reloading ? "starting over" : "rolling",
+		  fpool_pool_size(pool));
+	if (!pool->reloading)
+		fpool__notify_reloading();
+	pool->reloading = true;
+	pool->reload_next = 0;
+	reload_step(pool);
+	return 0;
+}
+
+void fpool__pool_recycle(struct fpool_pool *pool)
+{
+	double now = fpool__now();
+	char why[128];
+
+	/* One slot at a time, and never across a reload. */
+	if (pool->state != POOL_RUNNING || pool->reloading ||
+	    pool->reload_slot >= 0)
+		return;
+	for (unsigned i = 0; i < pool->nslots; i++) {
+		struct fpool__slot *s = pool->slots[i];
+		struct fpool__slot_facts f;
+		const char *reason;
+
+		if (s == NULL || !s->wanted || s->state != SLOT_READY)
+			continue;
+		reason = fpool__proc_recycle_reason(s->cur, now, why,
+						    sizeof(why));
+		if (reason == NULL)
+			continue;
+		fpool_log(FPOOL_LOG_INFO, "recycling worker %u pid %d: it %s",
+			  s->id, (int)s->cur->pid, reason);
+		pool->reload_slot = (int)s->id;
+		f = facts(pool);
+		f.recycle = true;
+		if (!(slot_event_f(s, SEV_REPLACE, NULL, &f) &
+		      FPOOL_ACT_SPAWN) &&
+		    pool->reload_slot == (int)s->id)
+			pool->reload_slot = -1;
+		if (pool->reload_slot >= 0)
+			return; /* under way; else try the next slot */
+	}
+}
+
+/* ---- restart intensity: giving up ---------------------------------------- */
+
+void fpool__pool_failed_start(struct fpool_pool *pool)
+{
+	double now = fpool__now(), window = pool->cfg.restart_window;
+	unsigned n = 0, cap = pool->cfg.max_restarts + 1;
+
+	if (pool->cfg.max_restarts == 0 || pool->failures == NULL)
+		return;
+	pool->failures[pool->failures_at] = now;
+	pool->failures_at = (pool->failures_at + 1) % cap;
+	if (pool->nfailures < cap)
+		pool->nfailures++;
+	for (unsigned i = 0; i < pool->nfailures; i++)
+		if (now - pool->failures[i] <= window)
+			n++;
+	if (n <= pool->cfg.max_restarts)
+		return;
+	fpool_log(FPOOL_LOG_ERROR,
+		  "giving up: %u failed starts within %.3g s (--max-restarts "
+		  "%u --restart-window %.3g s); stopping the pool",
+		  n, window, pool->cfg.max_restarts, window);
+	pool->result = -ECHILD;
+	fpool_pool_stop(pool, true);
+}
+
+/* ---- the operator's requests --------------------------------------------- */
+
+static int pool_grow(struct fpool_pool *pool, unsigned n)
+{
+	struct fpool__slot **v;
+
+	if (n <= pool->nslots)
+		return 0;
+	v = realloc(pool->slots, n * sizeof(*v));
+	if (v == NULL)
+		return -ENOMEM;
+	memset(v + pool->nslots, 0, (n - pool->nslots) * sizeof(*v));
+	pool->slots = v;
+	pool->nslots = n;
+	return 0;
+}
+
+int fpool__pool_make_slots(struct fpool_pool *pool, unsigned n)
+{
+	int err = pool_grow(pool, n);
+
+	for (unsigned i = 0; err == 0 && i < n; i++) {
+		pool->slots[i] = fpool__slot_new(pool, i);
+		if (pool->slots[i] == NULL)
+			err = -ENOMEM;
+		else
+			pool->slots[i]->wanted = true;
+	}
+	return err;
+}
+
+void fpool__pool_start_slots(struct fpool_pool *pool)
+{
+	for (unsigned i = 0; i < pool->nslots; i++)
+		if (pool->slots[i] != NULL)
+			slot_event(pool->slots[i], SEV_START, NULL);
+}
+
+int fpool_pool_add_worker(struct fpool_pool *pool, unsigned id)
+{
+	struct fpool__slot *s;
+	unsigned long need;
+	int err;
+
+	if (id >= FPOOL_MAX_WORKERS)
+		return -EINVAL;
+	if ((err = pool_grow(pool, id + 1)) != 0)
+		return err;
+	s = pool->slots[id];
+	if (s != NULL && s->wanted)
+		return -EEXIST;
+	if (!fpool__pool_fds_fit(pool, fpool_pool_size(pool) + 1, &need))
+		return -EMFILE;
+	if (s == NULL) {
+		s = pool->slots[id] = fpool__slot_new(pool, id);
+		if (s == NULL)
+			return -ENOMEM;
+	}
+	slot_event(s, SEV_ADD, NULL);
+	return 0;
+}
+
+int fpool_pool_remove_worker(struct fpool_pool *pool, unsigned id)
+{
+	struct fpool__slot_facts f = facts(pool);
+
+	if (id >= pool->nslots || pool->slots[id] == NULL ||
+	    !pool->slots[id]->wanted)
+		return -ENOENT;
+	if (fpool_pool_size(pool) <= 1)
+		return -EBUSY;
+	f.unwant = true;
+	slot_event_f(pool->slots[id], SEV_STOP, NULL, &f);
+	return 0;
+}
+
+int fpool__pool_scale(struct fpool_pool *pool, unsigned n)
+{
+	int err;
+
+	for (unsigned id = 0; id < n; id++) {
+		err = fpool_pool_add_worker(pool, id);
+		if (err != 0 && err != -EEXIST)
+			return err;
+	}
+	for (unsigned id = pool->nslots; id-- > n;)
+		if (pool->slots[id] != NULL && pool->slots[id]->wanted)
+			fpool_pool_remove_worker(pool, id);
+	return 0;
+}
+
+int fpool__pool_kill(struct fpool_pool *pool, unsigned id, int sig, pid_t *pid)
+{
+	struct fpool__slot *s = id < pool->nslots ? pool->slots[id] : NULL;
+	struct fpool__slot_facts f = facts(pool);
+
+	if (s == NULL || s->cur == NULL)
+		return -ENOENT;
+	*pid = s->cur->pid;
+	/* A graceful stop gets the usual deadline; the slot is then
+	 * respawned as after any exit.  Other signals are only sent. */
+	if (sig != SIGTERM && sig != SIGINT)
+		return fpool__proc_signal(s->cur, sig);
+	f.graceful = sig == SIGTERM;
+	slot_event_f(s, SEV_KILL, NULL, &f);
+	return 0;
+}
+
+void fpool_pool_stop(struct fpool_pool *pool, int graceful)
+{
+	struct fpool__slot_facts f;
+
+	if (pool->state == POOL_STOPPING && graceful)
+		return;
+	if (pool->state == POOL_RUNNING) {
+		pool->state = POOL_STOPPING;
+		pool->reloading = false;
+		fpool__notify_stopping();
+		/* No worker will be started again: take no new connection
+		 * (listen.c says why). */
+		fpool__listeners_stop(pool->listeners, pool->nlisteners);
+		pool->graceful = graceful;
+		fpool_log(FPOOL_LOG_INFO, "shutting down (%s): %u workers",
+			  graceful ? "graceful" : "interrupt",
+			  fpool__pool_live(pool));
+	} else if (pool->state == POOL_STOPPING) {
+		fpool_log(FPOOL_LOG_INFO,
+			  "interrupt during graceful shutdown: interrupting "
+			  "%u workers",
+			  fpool__pool_live(pool));
+	} else {
+		return;
+	}
+	f = facts(pool);
+	f.graceful = graceful;
+	for (unsigned i = 0; i < pool->nslots; i++)
+		if (pool->slots[i] != NULL)
+			slot_event_f(pool->slots[i], SEV_STOP, NULL, &f);
+	fpool__pool_slot_idle(pool);
+}
+
+/* ---- the periodic check -------------------------------------------------- */
+
+static void check_proc(struct fpool__slot *s, struct fpool__proc *p, double now)
+{
+	const struct fpool_config *cfg = &s->pool->cfg;
+	char activity[sizeof(s->shm->activity)];
+	double age;
+
+	if (p->killed)
+		return;
+	if (p->state == PROC_STOPPING) {
+		/* Normally the process's own timer fires first; this is the
+		 * safety net should arming it have failed. */
+		if (now - p->stop_sent > cfg->graceful_timeout + 1)
+			proc_event(s->pool, s, p, PEV_DEADLINE);
+		return;
+	}
+	/* While the master does not read the channels (a sink is behind),
+	 * the heartbeats wait there: nothing to judge. */
+	if (s->pool->reading_paused)
+		return;
+	/* Judge what the worker sent, not what we have not read yet. */
+	if (now - p->last_seen > cfg->worker_timeout)
+		fpool__proc_poll(p);
+	age = now - p->last_seen;
+	if (age <= cfg->worker_timeout || p->killed)
+		return;
+	fpool__slot_activity(s, activity, sizeof(activity));
+	fpool_log(FPOOL_LOG_WARNING,
+		  "worker %u pid %d hung: no heartbeat for %.1f s "
+		  "(--worker-timeout %.3g s); it last reported %llu requests%s"
+		  "%s%s, sending SIGKILL",
+		  s->id, (int)p->pid, age, cfg->worker_timeout,
+		  (unsigned long long)p->requests,
+		  activity[0] ? " and was busy with \"" : "", activity,
+		  activity[0] ? "\"" : "");
+	slot_event(s, SEV_OVERRUN, p);
+}
+
+/*
+ * The periodic check.  It runs every check_interval; when it runs much
+ * later than that, the master itself did not run in between: stopped
+ * (SIGSTOP, a debugger) or frozen with its workers (the freezer cgroup,
+ * `docker pause`).  The workers' silence over that time says nothing
+ * about them, so they get that time back before their heartbeats are
+ * judged, instead of all being killed as hung after a thaw.
+ */
+void fpool__pool_check(struct fpool_pool *pool)
+{
+	double now = fpool__now(), late;
+
+	late = now - pool->check_last - pool->cfg.check_interval;
+	pool->check_last = now;
+	if (late > FPOOL_CHECK_LATE && late > pool->cfg.check_interval) {
+		fpool_log(FPOOL_LOG_WARNING,
+			  "the master did not run for %.1f s (stopped or "
+			  "frozen?); the workers get that time back before "
+			  "their heartbeats are judged",
+			  late);
+		for (unsigned i = 0; i < pool->nslots; i++)
+			if (pool->slots[i] != NULL)
+				fpool__slot_credit(pool->slots[i], late, now);
+	}
+	for (unsigned i = 0; i < pool->nslots; i++) {
+		struct fpool__slot *s = pool->slots[i];
+		struct fpool__proc *v[3];
+
+		if (s == NULL)
+			continue;
+		/* Safety net should the backoff timer not have fired. */
+		if (s->backoff && now > s->due + 1)
+			slot_event(s, SEV_DUE, NULL);
+		v[0] = s->cur;
+		v[1] = s->next;
+		v[2] = s->old;
+		for (int k = 0; k < 3; k++)
+			if (v[k] != NULL)
+				check_proc(s, v[k], now);
+	}
+	fpool__pool_recycle(pool);
+}
+
+/*
+ * A sink fell behind (sink.c): stop reading the workers' output pipes,
+ * and each channel at its first log record (proc.c), until it catches up
+ * or is given up on, so that workers that log wait in their own writes
+ * (back-pressure) instead of the master queueing without bound.  A
+ * "ready" still gets through; heartbeats may wait behind a record, so
+ * that time is not held against the workers either.
+ */
+void fpool__pool_pressure(bool congested, void *arg)
+{
+	struct fpool_pool *pool = arg;
+	double now = fpool__now();
+
+	if (congested == pool->reading_paused)
+		return;
+	pool->reading_paused = congested;
+	if (congested) {
+		pool->paused_at = now;
+		fpool_log(FPOOL_LOG_DEBUG,
+			  "the log is behind: reading the workers paused");
+	}
+	for (unsigned i = 0; i < pool->nslots; i++) {
+		if (pool->slots[i] == NULL)
+			continue;
+		if (!congested)
+			fpool__slot_credit(pool->slots[i],
+					   now - pool->paused_at, now);
+		fpool__slot_reading(pool->slots[i], !congested);
+	}
+}
+
+int fpool__pool_grow_one(struct fpool_pool *pool, unsigned *id)
+{
+	/* The lowest id not wanted: scaling up fills the gaps first. */
+	*id = 0;
+	while (*id < pool->nslots && pool->slots[*id] != NULL &&
+	       pool->slots[*id]->wanted)
+		(*id)++;
+	return fpool_pool_add_worker(pool, *id);
+}
+
+int fpool__pool_shrink_one(struct fpool_pool *pool, unsigned *id)
+{
+	/* The highest id wanted. */
+	for (*id = pool->nslots; (*id)-- > 0;)
+		if (pool->slots[*id] != NULL && pool->slots[*id]->wanted)
+			return fpool_pool_remove_worker(pool, *id);
+	*id = 0;
+	return -ENOENT;
+}
+
+/* ---- what the control socket shows ----------------------------------------- */
+
+static bool each_proc(const struct fpool__slot *s, const struct fpool__proc *p,
+		      double now, fpool__info_cb cb, void *arg)
+{
+	static const char *const states[] = { "starting", "ready", "stopping" };
+	struct fpool__proc_info i = {
+		.id = s->id,
+		.pid = p->pid,
+		.state = states[p->state],
+		.role = p == s->cur    ? "worker"
+			: p == s->next ? "replacement"
+				       : "draining",
+		.uptime = now - p->started,
+		.heartbeat_age = now - p->last_seen,
+		.restarts = s->restarts > 0 ? s->restarts - 1 : 0,
+		.last_exit = s->last_exit[0] ? s->last_exit : NULL,
+		.requests = p->requests,
+	};
+
+	return cb(&i, arg);
+}
+
+bool fpool__pool_each(const struct fpool_pool *pool, fpool__info_cb cb,
+		      void *arg)
+{
+	double now = fpool__now();
+
+	for (unsigned n = 0; n < pool->nslots; n++) {
+		const struct fpool__slot *s = pool->slots[n];
+		const struct fpool__proc *v[3];
+
+		if (s == NULL)
+			continue;
+		v[0] = s->cur;
+		v[1] = s->next;
+		v[2] = s->old;
+		for (int k = 0; k < 3; k++)
+			if (v[k] != NULL && !each_proc(s, v[k], now, cb, arg))
+				return false;
+		if (s->cur == NULL && s->state == SLOT_BACKOFF) {
+			struct fpool__proc_info i = {
+				.id = s->id,
+				.state = "backoff",
+				.backoff_left = s->due > now ? s->due - now : 0,
+				.restarts =
+					s->restarts > 0 ? s->restarts - 1 : 0,
+				.last_exit =
+					s->last_exit[0] ? s->last_exit : NULL,
+			};
+
+			if (!cb(&i, arg))
+				return false;
+		}
+	}
+	return true;
+}
+
+unsigned fpool__pool_restarts(const struct fpool_pool *pool)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < pool->nslots; i++)
+		if (pool->slots[i] != NULL && pool->slots[i]->restarts > 0)
+			n += pool->slots[i]->restarts - 1;
+	return n;
+}
+
+const struct fpool__ring *fpool__pool_output(const struct fpool_pool *pool,
+					     unsigned id)
+{
+	if (id >= pool->nslots || pool->slots[id] == NULL)
+		return NULL;
+	return &pool->slots[id]->ring;
+}
