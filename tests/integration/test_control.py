@@ -965,9 +965,14 @@ def test_ctl_refused_by_the_peer_check_says_so_and_exits_1(forkpool, forkpool_bi
     m, pool = start(forkpool, sock_path, 1)
     os.chmod(os.path.dirname(sock_path), 0o755)
     os.chmod(sock_path, 0o666)  # let the other user reach the peer check
+    # The build directory may be out of the other user's reach (/root is
+    # 0700 on a fresh machine): a copy of the program where it can run it.
+    ctl = os.path.join(os.path.dirname(sock_path), "forkpool")
+    shutil.copy(forkpool_bin, ctl)
+    os.chmod(ctl, 0o755)
     for _ in range(20):
         res = subprocess.run(
-            [forkpool_bin, "ctl", "--control", sock_path, "status"],
+            [ctl, "ctl", "--control", sock_path, "status"],
             capture_output=True, text=True, timeout=TIMEOUT,
             preexec_fn=lambda: (os.setgid(nobody.pw_gid), os.setgroups([]),
                                 os.setuid(nobody.pw_uid)))

@@ -673,7 +673,9 @@ def test_sigterm_with_pipelined_input_waiting_closes_after_the_last_answer(forkp
     m, pool = start_http(forkpool, 1)
     pid = pool[0]
     with HttpConn(m.port) as c:
-        c.sock.sendall(b"GET /sleep?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n"
+        # The sleep must outlast the SIGTERM's way to the worker, which
+        # can take a while on a loaded machine: 5 s.
+        c.sock.sendall(b"GET /sleep?ms=5000 HTTP/1.1\r\nHost: x\r\n\r\n"
                        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
                        b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
         wait_accepted(m, [c], [pid])
