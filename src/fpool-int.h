@@ -631,6 +631,26 @@ void fpool__worker_run(const struct fpool__spawn *sp) __attribute__((noreturn));
 /* Flush stdio and leave the process: the only exit of a child. */
 void fpool__child_exit(int status) __attribute__((noreturn));
 
+/* ---- child.c: becoming a worker (from the spawn context only) ---------- */
+
+/* Log why the start failed and exit FPOOL_EXIT_START_FAILED. */
+void fpool__child_fail(const char *what) __attribute__((noreturn));
+/* stdin to /dev/null; a process group of its own; no controlling tty. */
+void fpool__child_leave_terminal(void);
+/* Let go of the master's state (see child.c), reset signals, die with
+ * the master, close every fd but stdio, the channel, the listeners
+ * (returned, malloc'd, *n of them: its own with --reuse-port) and the
+ * preserved ones. */
+int *fpool__child_forget(const struct fpool__spawn *sp, size_t *n);
+/* Keep the page holding its activity entry, unmap the rest; that page
+ * (to unmap at the end) or NULL. */
+void *fpool__child_keep_activity(const struct fpool__spawn *sp);
+/* PR_SET_PDEATHSIG, then check the master is still the parent. */
+void fpool__child_die_with_master(pid_t master_pid);
+/* Become --user/--group with exactly the groups resolved (exits if it
+ * cannot, or could get back). */
+void fpool__child_drop(const struct fpool__spawn *sp);
+
 /* ---- pool.c: the master ------------------------------------------------ */
 
 enum fpool__pool_state {
@@ -715,12 +735,16 @@ int fpool__pool_fds_fit(const struct fpool_pool *pool, unsigned workers,
 
 /* ---- supervise.c: the pool's policy, acting on the slots' table ------- */
 
+/* What the table is told of the pool now. */
+struct fpool__slot_facts fpool__pool_facts(const struct fpool_pool *pool);
+/* Dispatch an event to slot s (slot.c) and carry out the decision.  What
+ * was decided (FPOOL_ACT_*). */
+unsigned fpool__slot_event(struct fpool__slot *s, enum fpool__slot_event ev,
+			   struct fpool__proc *p,
+			   const struct fpool__slot_facts *f);
+
 /* Install the pool's process-event handler (at creation). */
 void fpool__supervise_init(struct fpool_pool *pool);
-/* Make slots 0..n-1, wanted (at creation).  0 or -ENOMEM. */
-int fpool__pool_make_slots(struct fpool_pool *pool, unsigned n);
-/* Start the wanted slots (the pool runs). */
-void fpool__pool_start_slots(struct fpool_pool *pool);
 /* Reap every exited child, ours or not, and act on our slots' exits. */
 void fpool__pool_reap(struct fpool_pool *pool);
 /* The periodic check: a late timer (stopped master), hung workers,
@@ -742,6 +766,12 @@ void fpool__pool_recycle(struct fpool_pool *pool);
 unsigned fpool__pool_live(const struct fpool_pool *pool);
 /* What the workers are doing, for STATUS= and `status`. */
 void fpool__pool_counts(const struct fpool_pool *pool, struct fpool__counts *c);
+/* ---- requests.c: the operator's requests, what status shows ---------- */
+
+/* Make slots 0..n-1, wanted (at creation).  0 or -ENOMEM. */
+int fpool__pool_make_slots(struct fpool_pool *pool, unsigned n);
+/* Start the wanted slots (the pool runs). */
+void fpool__pool_start_slots(struct fpool_pool *pool);
 /* Run exactly n workers (slots 0..n-1).  0 or -errno. */
 int fpool__pool_scale(struct fpool_pool *pool, unsigned n);
 /* One worker more (the lowest id not wanted) / fewer (the highest).
