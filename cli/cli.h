@@ -92,4 +92,72 @@ int fpool__ctl_main(int argc, char **argv);
 /* The built-in workers, NULL-terminated. */
 extern const struct fpool_worker_def *const fpool__builtin_workers[];
 
+/* ---- options.c and args.c: the option table and its parser ----------- */
+
+enum {
+	OPT_FIRST = 256,
+	OPT_WORKER_TIMEOUT = OPT_FIRST,
+	OPT_GRACEFUL_TIMEOUT,
+	OPT_CHECK_INTERVAL,
+	OPT_MIN_UPTIME,
+	OPT_LOG_LEVEL,
+	OPT_LOG_FORMAT,
+	OPT_LOG_FILE,
+	OPT_STDOUT,
+	OPT_STDERR,
+	OPT_CONTROL,
+	OPT_CONFIG,
+	OPT_MAX_RESTARTS,
+	OPT_RESTART_WINDOW,
+	OPT_MAX_REQUESTS,
+	OPT_MAX_REQUESTS_JITTER,
+	OPT_MAX_LIFETIME,
+	OPT_MAX_RSS,
+	OPT_USER,
+	OPT_GROUP,
+	OPT_PIDFILE,
+	OPT_REUSE_PORT,
+};
+
+/* What a key of the config file may hold (0: not allowed in a file). */
+enum {
+	IN_FILE_STRING = 1,
+	IN_FILE_NUMBER = 2,
+	IN_FILE_LIST = 4, /* an array of strings (or one string) */
+	IN_FILE_BOOL = 8,
+};
+#define IN_FILE_VALUE (IN_FILE_STRING | IN_FILE_NUMBER)
+
+#define DEFAULT_BIND   "127.0.0.1:8080"
+#define DEFAULT_WORKER "http"
+
+/* One option (options.c): its long name (also its key in the config
+ * file), whether it takes a value, its short letter or OPT_ code, what
+ * the config file may give for it, and its --help line. */
+struct cli_option {
+	const char *name;
+	int has_arg;
+	int id;
+	unsigned in_file;
+	const char *arg;
+	const char *help;
+};
+extern const struct cli_option cli_options[];
+extern const size_t fpool__cli_noptions;
+#define N_OPTIONS     fpool__cli_noptions
+#define SHORT_OPTIONS ":w:b:k:DhV"
+/* The key of the config file for the worker's arguments (after `--`). */
+#define WORKER_ARGS_KEY "worker-args"
+
+/* Upper bounds of the recycling limits. */
+#define MAX_RESTARTS ((unsigned)1000000)
+#define MAX_REQUESTS ((uint64_t)1 << 40)
+#define MAX_RSS_MIB  ((unsigned)1048576)
+
+struct option;
+const struct cli_option *fpool__cli_option_by_id(int id);
+const struct cli_option *fpool__cli_option_by_name(const char *name);
+/* getopt_long's table from ours (N_OPTIONS + 1 entries). */
+void fpool__cli_long_options(struct option *lo);
+
 #endif /* FPOOL_CLI_H */
