@@ -89,6 +89,33 @@ yajl_val fpool__json_get(yajl_val obj, const char *key);
  * (fpool_acceptor_new() in forkpool.h). */
 #define FPOOL_ACCEPT_PAUSE 0.1
 
+/* ---- nbfd.c: writing to any fd without blocking ------------------------ */
+
+enum fpool__fd_kind {
+	FPOOL_FD_FILE,	 /* a regular file or /dev/null: writes never wait */
+	FPOOL_FD_STREAM, /* a pipe, FIFO or tty opened non-blocking */
+	FPOOL_FD_SOCKET, /* send(MSG_DONTWAIT) */
+	FPOOL_FD_POLLED, /* a pipe that could not be reopened: poll first */
+};
+struct fpool__nbfd {
+	enum fpool__fd_kind kind;
+	int wfd; /* what is written to: the fd, or its non-blocking reopen */
+};
+/* How to write to fd without blocking (nbfd.c says how). */
+void fpool__nbfd_init(struct fpool__nbfd *f, int fd);
+/* Write what b starts with (up to 64 of its pieces, in one writev()).
+ * The byte count (b is not drained), or -errno (-EAGAIN: no room). */
+ssize_t fpool__nbfd_writev(const struct fpool__nbfd *f, struct evbuffer *b);
+/* Wait until it takes bytes, up to `timeout` s (< 0: forever).  0,
+ * -ETIMEDOUT or -errno. */
+int fpool__nbfd_wait(const struct fpool__nbfd *f, double timeout);
+/* Close a reopened wfd (not fd itself); write to fd plainly again. */
+void fpool__nbfd_close(struct fpool__nbfd *f, int fd);
+/* Open path for appending as sinks do (CLOEXEC, NONBLOCK, NOCTTY, 0644):
+ * a FIFO without a reader fails (ENXIO) instead of blocking.  fd or
+ * -errno. */
+int fpool__nbfd_open_path(const char *path);
+
 /* ---- sink.c: where the master writes records, never blocking ---------- */
 
 /* The policy and how a sink avoids blocking are described in sink.c. */
@@ -99,8 +126,6 @@ struct fpool__sink;
  * added).  0 and *out, or -errno. */
 int fpool__sink_new(struct fpool__sink **out, const char *path, int fd,
 		    const char *what);
-/* Open path as sinks do (O_APPEND|O_NONBLOCK|O_NOCTTY).  fd or -errno. */
-int fpool__sink_open_path(const char *path);
 /* Open the sink's path again (logrotate).  0 or -errno (the old file
  * stays in use); a no-op for an fd sink. */
 int fpool__sink_reopen(struct fpool__sink *s);

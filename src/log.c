@@ -92,7 +92,7 @@ int fpool__log_format_parse(const char *s, enum fpool_log_format *out)
 
 int fpool__open_append(const char *path)
 {
-	return fpool__sink_open_path(path);
+	return fpool__nbfd_open_path(path);
 }
 
 int fpool_log_open(const char *path, enum fpool_log_format format)

@@ -16,15 +16,7 @@
  * queue likewise, says so on stderr, and is tried again with each record.
  * Records are whole lines and are never cut by a drop.
  *
- * Writing without blocking needs a non-blocking file description, and the
- * master's stderr is shared with whoever started it: setting O_NONBLOCK
- * on it would change it for the shell too.  So a pipe, FIFO or terminal
- * is opened again through /proc/self/fd (a new open file description of
- * the same pipe, with flags of its own); a socket (journald's stdout
- * stream) is written with MSG_DONTWAIT; a regular file never makes a
- * writer wait for a reader.  Where /proc cannot reopen a pipe, the sink
- * polls it and writes at most PIPE_BUF bytes, which a pipe that polls
- * writable always takes without blocking (pipe(7)).
+ * How a write to the fd never blocks is nbfd.c's business.
  *
  * Until a sink is attached to the master's loop (and in a worker, whose
  * stderr is the master's pipe) it writes synchronously: before the pool
@@ -33,15 +25,11 @@
  * seconds, so a stuck reader cannot keep a stopping master alive.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -57,8 +45,6 @@
 #define SINK_MAX (1024 * 1024)
 /* Seconds without progress before a sink is given up on. */
 #define SINK_STUCK 1.0
-/* Records written in one writev() at most. */
-#define SINK_IOV 64
 /* Seconds a write may wait once the master's loop has ended. */
 #define SINK_LINGER 1.0
 
@@ -68,21 +54,13 @@ enum sink_mode {
 	SINK_LINGER_ /* after the loop: write at once, waiting a little */
 };
 
-enum sink_kind {
-	KIND_FILE,   /* a regular file or /dev/null: writes never wait */
-	KIND_STREAM, /* a pipe, FIFO or tty reopened non-blocking */
-	KIND_SOCKET, /* send(MSG_DONTWAIT) */
-	KIND_POLLED, /* a pipe we could not reopen: poll, <= PIPE_BUF */
-};
-
 struct fpool__sink {
 	int fd;	    /* the sink's own fd */
 	bool owned; /* we opened fd (a path): close it when done */
 	char *path; /* to reopen (SIGUSR1), or NULL */
 	char what[160];
 	enum sink_mode mode;
-	enum sink_kind kind;
-	int wfd; /* what is written to: fd, or its non-blocking reopen */
+	struct fpool__nbfd out; /* how fd is written without blocking */
 	struct evbuffer *queue;
 	struct event *ev;    /* EV_WRITE while the queue waits on the fd */
 	struct event *timer; /* the stuck check */
@@ -220,68 +198,6 @@ static void sink_failed(struct fpool__sink *s, int err)
 	s->error = err;
 }
 
-/* Write some of the queue, many records in one writev(); the byte
- * count, or -errno. */
-static ssize_t write_some(struct fpool__sink *s)
-{
-	struct evbuffer_iovec v[SINK_IOV];
-	struct iovec iov[SINK_IOV];
-	ssize_t limit = s->kind == KIND_POLLED ? PIPE_BUF : -1, n;
-	size_t total = 0;
-	int cnt = evbuffer_peek(s->queue, limit, NULL, v, SINK_IOV);
-
-	if (cnt > SINK_IOV)
-		cnt = SINK_IOV;
-	for (int i = 0; i < cnt; i++) {
-		iov[i].iov_base = v[i].iov_base;
-		iov[i].iov_len = v[i].iov_len;
-		if (limit > 0 && total + iov[i].iov_len > (size_t)limit) {
-			iov[i].iov_len = (size_t)limit - total;
-			cnt = i + 1;
-		}
-		total += iov[i].iov_len;
-	}
-	switch (s->kind) {
-	case KIND_SOCKET: {
-		struct msghdr msg = { .msg_iov = iov,
-				      .msg_iovlen = (size_t)cnt };
-
-		n = sendmsg(s->wfd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-		break;
-	}
-	case KIND_POLLED: {
-		struct pollfd pfd = { .fd = s->wfd, .events = POLLOUT };
-		int r = poll(&pfd, 1, 0);
-
-		if (r < 0)
-			return -errno;
-		if (r == 0 || !(pfd.revents & (POLLOUT | POLLERR | POLLHUP)))
-			return -EAGAIN;
-		n = writev(s->wfd, iov, cnt);
-		break;
-	}
-	default:
-		n = writev(s->wfd, iov, cnt);
-		break;
-	}
-	if (n < 0)
-		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	return n;
-}
-
-/* Wait until the sink may take bytes, up to `timeout` s (< 0: forever).
- * 0, -ETIMEDOUT or -errno. */
-static int wait_writable(struct fpool__sink *s, double timeout)
-{
-	struct pollfd pfd = { .fd = s->wfd, .events = POLLOUT };
-	int r;
-
-	r = poll(&pfd, 1, timeout < 0 ? -1 : (int)(timeout * 1000));
-	if (r < 0)
-		return errno == EINTR ? 0 : -errno;
-	return r == 0 ? -ETIMEDOUT : 0;
-}
-
 static void arm_write(struct fpool__sink *s)
 {
 	struct timeval tv = fpool__tv(SINK_STUCK);
@@ -304,7 +220,7 @@ static void sink_write(struct fpool__sink *s)
 	ssize_t n;
 
 	while ((len = evbuffer_get_length(s->queue)) > 0) {
-		n = write_some(s);
+		n = fpool__nbfd_writev(&s->out, s->queue);
 		if (n == -EINTR)
 			continue;
 		if (n == -EAGAIN) {
@@ -314,8 +230,9 @@ static void sink_write(struct fpool__sink *s)
 				arm_write(s);
 				break;
 			}
-			w = wait_writable(
-				s, s->mode == SINK_SYNC ? -1 : SINK_LINGER);
+			w = fpool__nbfd_wait(&s->out, s->mode == SINK_SYNC
+							      ? -1
+							      : SINK_LINGER);
 			if (w == -ETIMEDOUT) {
 				note_dropped(s, count_records(s->queue, len),
 					     0);
@@ -424,50 +341,6 @@ static void stuck_cb(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(s->timer, &tv);
 }
 
-/* Decide how to write to fd without blocking (see the top of the file). */
-static void choose_kind(struct fpool__sink *s)
-{
-	struct stat st;
-	char proc[64];
-	int fd;
-
-	s->kind = KIND_FILE;
-	s->wfd = s->fd;
-	if (fstat(s->fd, &st) < 0)
-		return;
-	if (S_ISSOCK(st.st_mode)) {
-		s->kind = KIND_SOCKET;
-		return;
-	}
-	if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode))
-		return;
-	if (fcntl(s->fd, F_GETFL) & O_NONBLOCK) {
-		s->kind = KIND_STREAM; /* ours, opened O_NONBLOCK */
-		return;
-	}
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", s->fd);
-	fd = open(proc, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-	if (fd >= 0) {
-		s->kind = KIND_STREAM;
-		s->wfd = fd;
-		return;
-	}
-	/* /dev/null and the like never block; a pipe or FIFO gets polled. */
-	s->kind = S_ISFIFO(st.st_mode) ? KIND_POLLED : KIND_FILE;
-}
-
-int fpool__sink_open_path(const char *path)
-{
-	int fd = open(path,
-		      O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK |
-			      O_NOCTTY,
-		      0644);
-
-	if (fd < 0)
-		return -errno;
-	return fd;
-}
-
 int fpool__sink_new(struct fpool__sink **out, const char *path, int fd,
 		    const char *what)
 {
@@ -476,14 +349,14 @@ int fpool__sink_new(struct fpool__sink **out, const char *path, int fd,
 	*out = NULL;
 	if (s == NULL)
 		return -ENOMEM;
-	s->fd = s->wfd = -1;
+	s->fd = s->out.wfd = -1;
 	s->queue = evbuffer_new();
 	if (s->queue == NULL || (path != NULL && !(s->path = strdup(path)))) {
 		fpool__sink_free(s);
 		return -ENOMEM;
 	}
 	if (path != NULL) {
-		fd = fpool__sink_open_path(path);
+		fd = fpool__nbfd_open_path(path);
 		if (fd < 0) {
 			fpool__sink_free(s);
 			return fd;
@@ -495,7 +368,7 @@ int fpool__sink_new(struct fpool__sink **out, const char *path, int fd,
 	}
 	s->fd = fd;
 	s->progress = fpool__now();
-	choose_kind(s);
+	fpool__nbfd_init(&s->out, s->fd);
 	*out = s;
 	return 0;
 }
@@ -506,17 +379,15 @@ int fpool__sink_reopen(struct fpool__sink *s)
 
 	if (s->path == NULL)
 		return 0;
-	fd = fpool__sink_open_path(s->path);
+	fd = fpool__nbfd_open_path(s->path);
 	if (fd < 0)
 		return fd;
 	/* What is queued goes to the new file; a file renamed by logrotate
 	 * has what was written already. */
-	if (s->wfd != s->fd)
-		close(s->wfd);
-	s->wfd = s->fd;
+	fpool__nbfd_close(&s->out, s->fd);
 	if (s->owned)
 		close(s->fd);
-	s->fd = s->wfd = fd;
+	s->fd = s->out.wfd = fd;
 	s->owned = true;
 	s->error = 0;
 	fpool__sink_refresh(s);
@@ -530,13 +401,12 @@ void fpool__sink_refresh(struct fpool__sink *s)
 		event_free(s->ev);
 		s->ev = NULL;
 	}
-	if (s->wfd != s->fd)
-		close(s->wfd);
-	choose_kind(s);
+	fpool__nbfd_close(&s->out, s->fd);
+	fpool__nbfd_init(&s->out, s->fd);
 	/* Without the event the stuck timer retries (arm_write). */
-	if (s->mode == SINK_ASYNC && s->kind != KIND_FILE)
-		s->ev = event_new(event_get_base(s->timer), s->wfd, EV_WRITE,
-				  write_cb, s);
+	if (s->mode == SINK_ASYNC && s->out.kind != FPOOL_FD_FILE)
+		s->ev = event_new(event_get_base(s->timer), s->out.wfd,
+				  EV_WRITE, write_cb, s);
 }
 
 int fpool__sink_attach(struct fpool__sink *s, struct event_base *base)
@@ -545,8 +415,8 @@ int fpool__sink_attach(struct fpool__sink *s, struct event_base *base)
 		return 0;
 	/* A regular file never makes us wait; its fd cannot be polled
 	 * anyway (epoll refuses regular files). */
-	if (s->kind != KIND_FILE) {
-		s->ev = event_new(base, s->wfd, EV_WRITE, write_cb, s);
+	if (s->out.kind != FPOOL_FD_FILE) {
+		s->ev = event_new(base, s->out.wfd, EV_WRITE, write_cb, s);
 		if (s->ev == NULL)
 			return -ENOMEM;
 	}
@@ -599,10 +469,7 @@ void fpool__sink_forget(struct fpool__sink *s)
 	leave_pressure(s);
 	evbuffer_drain(s->queue, evbuffer_get_length(s->queue));
 	s->dropped = 0;
-	if (s->wfd != s->fd)
-		close(s->wfd);
-	s->wfd = s->fd;
-	s->kind = KIND_FILE;
+	fpool__nbfd_close(&s->out, s->fd);
 	s->mode = SINK_SYNC;
 }
 
@@ -675,8 +542,7 @@ void fpool__sink_free(struct fpool__sink *s)
 	release_events(s);
 	if (s->queue != NULL)
 		evbuffer_free(s->queue);
-	if (s->wfd >= 0 && s->wfd != s->fd)
-		close(s->wfd);
+	fpool__nbfd_close(&s->out, s->fd);
 	if (s->owned && s->fd >= 0)
 		close(s->fd);
 	free(s->path);
