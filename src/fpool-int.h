@@ -166,7 +166,10 @@ bool fpool__sink_pressure(void);
 struct fpool__record;
 typedef int (*fpool__sink_format_cb)(const struct fpool__record *r,
 				     struct evbuffer *b);
-void fpool__sink_set_format(fpool__sink_format_cb cb);
+/* And how it says, once, that it gives up on a reader (to the log). */
+typedef void (*fpool__sink_notice_cb)(const char *msg);
+void fpool__sink_set_format(fpool__sink_format_cb cb,
+			    fpool__sink_notice_cb notice_cb);
 /* The fd behind the sink was replaced (dup2): look at it again. */
 void fpool__sink_refresh(struct fpool__sink *s);
 

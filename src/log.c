@@ -125,11 +125,17 @@ int fpool_log_reopen(void)
 	return sink.out != NULL ? fpool__sink_reopen(sink.out) : 0;
 }
 
+/* A sink gives up on its reader: say so in the log. */
+static void sink_notice(const char *msg)
+{
+	fpool_log(FPOOL_LOG_WARNING, "%s", msg);
+}
+
 void fpool__log_attach(struct event_base *base)
 {
 	struct fpool__sink *out = log_sink();
 
-	fpool__sink_set_format(fpool__record_format);
+	fpool__sink_set_format(fpool__record_format, sink_notice);
 	sink.base = base;
 	if (out != NULL && fpool__sink_attach(out, base) != 0)
 		fpool__log_errno(FPOOL_LOG_WARNING, ENOMEM,

@@ -75,12 +75,15 @@ struct fpool__sink {
 
 static unsigned congested_sinks;
 static fpool__sink_format_cb format_record; /* set by log.c */
+static fpool__sink_notice_cb notice;	    /* likewise */
 static fpool__pressure_cb pressure_cb;
 static void *pressure_arg;
 
-void fpool__sink_set_format(fpool__sink_format_cb cb)
+void fpool__sink_set_format(fpool__sink_format_cb cb,
+			    fpool__sink_notice_cb notice_cb)
 {
 	format_record = cb;
+	notice = notice_cb;
 }
 
 void fpool__sink_on_pressure(fpool__pressure_cb cb, void *arg)
@@ -337,6 +340,16 @@ static void stuck_cb(evutil_socket_t fd, short what, void *arg)
 	if (!s->given_up && now - s->progress >= SINK_STUCK) {
 		s->given_up = true;
 		update_pressure(s);
+		if (notice != NULL) {
+			char msg[sizeof(s->what) + 160];
+
+			snprintf(msg, sizeof(msg),
+				 "%s took nothing for %.3g s: records that do "
+				 "not fit in its queue are dropped, and "
+				 "counted, until it takes them again",
+				 s->what, SINK_STUCK);
+			notice(msg);
+		}
 	}
 	evtimer_add(s->timer, &tv);
 }

@@ -228,7 +228,7 @@ def test_stuck_sinks_and_control_clients_under_valgrind(vg_forkpool, chaos, tmp_
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     m = vg_forkpool("-w", "2", "--control", sock, "--stdout", fifo, "-k", chaos, "--",
-                    "--lines", "300:3000", "--say", "done")
+                    "--lines", "300:3000", "--esay", "done")
     # Reading the FIFO as a log file (describe()) would wait for a writer.
     m.worker_files = [f for f in m.worker_files if f.path != fifo]
     try:
@@ -245,7 +245,11 @@ def test_stuck_sinks_and_control_clients_under_valgrind(vg_forkpool, chaos, tmp_
         s.close()
         assert [json.loads(l)["id"] for l in data.splitlines()] == ["1", "2", "3"], data[:300]
 
-        time.sleep(2)  # the reader reads nothing for a while: the scenario
+        # The reader reads nothing until the master gave up on it, and
+        # both workers have written all their lines (1.8 MB, more than the
+        # queue holds): their stderr line "done" (to the log) comes last.
+        m.wait_log(r"worker stdout file \S+ took nothing for 1 s", timeout=VG_TIMEOUT)
+        m.wait_log(r"\] done$", count=2, timeout=VG_TIMEOUT)
         got = bytearray()
         done = threading.Event()
 
