@@ -70,6 +70,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+/* Not used here: tests/fuzz/fuzz-http.c includes this file and relies on
+ * its headers for close(). */
+#include <unistd.h>
 
 #include "common.h"
 #include "http/http-int.h"
