@@ -69,9 +69,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+/* Not used here, but tests/fuzz/fuzz-http.c includes this file and
+ * relies on its headers for memcmp(), strerror() and close(). */
 #include <string.h>
-/* Not used here: tests/fuzz/fuzz-http.c includes this file and relies on
- * its headers for close(). */
 #include <unistd.h>
 
 #include "common.h"

@@ -58,7 +58,7 @@
 #include "common.h"
 #include "jsonrpc/rpc-int.h"
 
-/* ---- Listeners and the worker ------------------------------------------ */
+/* ---- The worker ------------------------------------------------------- */
 
 /* Free everything; connections still open are closed at once. */
 static void rpc_release(struct rpc *r)

@@ -2,7 +2,6 @@
  * The jsonrpc worker's methods (ping, echo, worker, sleep), and its
  * replies written with yajl_gen: results and JSON-RPC error objects.
  */
-#include <stdlib.h>
 #include <string.h>
 
 #include "rpc-int.h"
@@ -77,7 +76,7 @@ bool rpc_gen_error(yajl_gen g, int code, const char *message, const char *data,
 	       yajl_gen_map_close(g) == yajl_gen_status_ok && gen_end(g, id);
 }
 
-/* ---- Requests -------------------------------------------------------- */
+/* ---- Methods --------------------------------------------------------- */
 
 /* The value of `key` in object `obj` (the first, if repeated), or NULL. */
 static yajl_val member(yajl_val obj, const char *key)
