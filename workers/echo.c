@@ -26,7 +26,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#include "forkpool.h"
+#include "common.h"
 
 /* Stop reading from a client while this much echo waits to be sent, so
  * a client that writes but never reads cannot grow our memory. */
@@ -103,11 +103,6 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
-static double seconds(const struct timeval *tv)
-{
-	return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
-}
-
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct echo_conn *c = arg;
@@ -138,7 +133,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 			  (what & BEV_EVENT_READING)
 				  ? "idle"
 				  : "whose client read nothing",
-			  seconds(&c->echo->idle_timeout));
+			  wk_seconds(&c->echo->idle_timeout));
 	} else if (what & BEV_EVENT_ERROR) {
 		fpool_log(FPOOL_LOG_DEBUG, "echo: connection error: %s",
 			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -190,40 +185,14 @@ static void accept_cb(struct fpool_acceptor *a, int fd,
 
 static void close_listeners(struct echo *e)
 {
-	/* FPOOL_ACCEPT_CLOSE closes this worker's copy only: the master and
-	 * the other workers keep the socket. */
-	for (size_t i = 0; i < e->nacceptors; i++)
-		fpool_acceptor_free(e->acceptors[i]);
+	wk_accept_stop(e->acceptors, &e->nacceptors);
 	free(e->acceptors);
 	e->acceptors = NULL;
-	e->nacceptors = 0;
-}
-
-/* --idle-timeout's value into *tv; one error line and -1 if bad. */
-static int parse_idle_timeout(const char *s, struct timeval *tv)
-{
-	double sec;
-	int err = fpool_duration_parse(s, &sec);
-
-	if (err != 0) {
-		fpool_log(FPOOL_LOG_ERROR, "echo: --idle-timeout '%s': %s", s,
-			  err == -ERANGE ? "out of range (more than 0, at "
-					   "most a week)"
-					 : "not a duration such as 30, 2.5s, "
-					   "500ms or 1m");
-		return -1;
-	}
-	tv->tv_sec = (time_t)sec;
-	tv->tv_usec = (suseconds_t)((sec - (double)tv->tv_sec) * 1e6);
-	if (tv->tv_sec == 0 && tv->tv_usec == 0)
-		tv->tv_usec = 1; /* libevent would take 0 for "none" */
-	return 0;
 }
 
 /* The worker arguments: --idle-timeout SEC (or --idle-timeout=SEC). */
 static int echo_setup(struct fpool_worker *w, int argc, char **argv)
 {
-	static const char opt[] = "--idle-timeout";
 	struct echo *e = calloc(1, sizeof(*e));
 
 	if (e == NULL) {
@@ -231,45 +200,21 @@ static int echo_setup(struct fpool_worker *w, int argc, char **argv)
 		return -ENOMEM;
 	}
 	e->idle_timeout.tv_sec = ECHO_IDLE_TIMEOUT;
-	for (int i = 1; i < argc; i++) {
-		const char *value;
-
-		if (strcmp(argv[i], opt) == 0) {
-			if (i + 1 == argc) {
-				fpool_log(FPOOL_LOG_ERROR,
-					  "echo: %s needs a value, such as "
-					  "30, 2.5s, 500ms or 1m",
-					  opt);
-				goto fail;
-			}
-			value = argv[++i];
-		} else if (strncmp(argv[i], opt, sizeof(opt) - 1) == 0 &&
-			   argv[i][sizeof(opt) - 1] == '=') {
-			value = argv[i] + sizeof(opt);
-		} else {
-			fpool_log(FPOOL_LOG_ERROR,
-				  "echo: unknown worker argument '%s' (echo "
-				  "takes %s SEC)",
-				  argv[i], opt);
-			goto fail;
-		}
-		if (parse_idle_timeout(value, &e->idle_timeout) != 0)
-			goto fail;
+	if (wk_idle_timeout_args("echo", argc, argv, &e->idle_timeout) != 0) {
+		free(e);
+		return -EINVAL;
 	}
 	fpool_worker_set_data(w, e);
 	return 0;
-fail:
-	free(e);
-	return -EINVAL;
 }
 
 static int echo_on_start(struct fpool_worker *w, void *arg)
 {
 	struct echo *e = fpool_worker_data(w);
 	size_t n;
-	const int *fds = fpool_worker_listeners(w, &n);
 
 	(void)arg;
+	fpool_worker_listeners(w, &n); /* acceptors[] has room for each */
 	if (e == NULL) {
 		fpool_log(FPOOL_LOG_ERROR, "echo: started without setup");
 		return -EINVAL;
@@ -280,20 +225,8 @@ static int echo_on_start(struct fpool_worker *w, void *arg)
 		fpool_log(FPOOL_LOG_ERROR, "echo: out of memory");
 		return -ENOMEM;
 	}
-	for (size_t i = 0; i < n; i++) {
-		int err = fpool_acceptor_new(&e->acceptors[e->nacceptors],
-					     fpool_worker_base(w), fds[i],
-					     FPOOL_ACCEPT_CLOSE, accept_cb, e);
-
-		if (err != 0) {
-			fpool_log(FPOOL_LOG_ERROR,
-				  "echo: cannot accept on fd %d: %s", fds[i],
-				  fpool_strerror(err));
-			return err;
-		}
-		e->nacceptors++;
-	}
-	return 0;
+	return wk_accept_all(w, "echo", e->acceptors, &e->nacceptors, accept_cb,
+			     e);
 }
 
 static int echo_on_stop(struct fpool_worker *w, void *arg)
