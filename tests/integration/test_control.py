@@ -1,7 +1,7 @@
 """The control socket (--control PATH) and its client `forkpool ctl`.
 
 One JSON object per line each way; every request carries a hex "id" that
-the reply echoes.  These tests talk to the socket directly (Control below)
+the reply echoes.  These tests talk to the socket directly (fp.control.Control)
 and through `forkpool ctl`, and check what they are told against /proc
 and the master's log: status lists exactly the live workers, scale /
 add / remove / kill and SIGTTIN / SIGTTOU move the pool as they say,
@@ -13,124 +13,23 @@ master from serving the others.
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import stat
-import tempfile
 import threading
-import time
 
 import pytest
 
-from conftest import TIMEOUT, Conn, is_alive, proc_stat, wait_for
+from fp.base import TIMEOUT, wait_for
+from fp.control import Control, call, new_id, start_pool
+from fp.proc import cpu_share, is_alive, proc_stat
 
 # ---------------------------------------------------------------------------
 # Helpers
 
 
-def sock_path():
-    """A control socket path short enough for sun_path (pytest's tmp_path
-    may not be), in a private directory removed afterwards."""
-    d = tempfile.mkdtemp(prefix="fpctl", dir="/tmp")
-    yield os.path.join(d, "control.sock")
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def new_id():
-    return os.urandom(4).hex()
-
-
-class Control(Conn):
-    """One connection to the control socket."""
-
-    def __init__(self, path, timeout=TIMEOUT):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(path)
-        except BaseException:
-            self.sock.close()
-            raise
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def read_line(self, timeout=TIMEOUT):
-        """The next reply line (bytes, no newline), or None at EOF/reset."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(
-                    f"no reply line within {timeout:g} s (have {self.buf[:200]!r})")
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                assert not self.buf, f"connection closed inside a reply: {self.buf[:200]!r}"
-                return None
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line
-
-    def reply(self, timeout=TIMEOUT):
-        """The next reply, parsed; it must be one JSON object with "ok"."""
-        line = self.read_line(timeout)
-        assert line is not None, "the master closed the connection instead of replying"
-        rep = json.loads(line.decode("utf-8"))
-        assert isinstance(rep, dict) and isinstance(rep.get("ok"), bool), f"bad reply {line!r}"
-        assert "id" in rep, f"reply without id: {line!r}"
-        if rep["ok"]:
-            assert "result" in rep, f"ok reply without result: {line!r}"
-        else:
-            assert isinstance(rep.get("error"), str) and rep["error"], f"error without text: {line!r}"
-        return rep
-
-    def request(self, cmd, **args):
-        """Send one request; return the reply, whose id must be ours."""
-        rid = new_id()
-        self.send(json.dumps(dict(id=rid, cmd=cmd, **args)).encode() + b"\n")
-        rep = self.reply()
-        assert rep["id"] == rid, f"reply to {rid} carries id {rep['id']!r}"
-        return rep
-
-    def call(self, cmd, **args):
-        """request() that must succeed; return its result."""
-        rep = self.request(cmd, **args)
-        assert rep["ok"] is True, f"{cmd} {args} failed: {rep}"
-        return rep["result"]
-
-    def is_closed(self, timeout=TIMEOUT):
-        """Wait for EOF (or a reset) on the connection; True if it came."""
-        return self.read_line(timeout) is None
-
-
-def call(path, cmd, **args):
-    with Control(path) as c:
-        return c.call(cmd, **args)
-
-
-def start(forkpool, sock, n, *args):
-    """A master with the control socket at `sock` and n ready workers."""
-    m = forkpool("-w", str(n), "--control", sock, *args)
-    pool = m.wait_pool(n)
-    wait_for(lambda: os.path.exists(sock), what=f"the control socket {sock}")
-    return m, pool
-
-
 def chaos_args(chaos, *flags):
     return ["-k", chaos, "--"] + list(flags)
-
-
-def workers_of(status, role="worker"):
-    """{slot: pid} of the entries of a status result with `role`."""
-    return {w["id"]: w["pid"] for w in status["workers"] if w.get("role") == role}
 
 
 def check_status(m, status, pool):
@@ -200,7 +99,7 @@ STOPS = ["SIGTERM", "SIGINT", "ctl-stop", "ctl-stop-now"]
 
 @pytest.mark.parametrize("how", STOPS)
 def test_socket_is_0600_and_removed_after_exit(forkpool, chaos, run_cli, sock_path, how):
-    m, pool = start(forkpool, sock_path, 2, *chaos_args(chaos))
+    m, pool = start_pool(forkpool, sock_path, 2, *chaos_args(chaos))
     st = os.lstat(sock_path)
     assert stat.S_ISSOCK(st.st_mode), f"{sock_path} is not a socket"
     assert stat.S_IMODE(st.st_mode) == 0o600, f"mode {oct(stat.S_IMODE(st.st_mode))}"
@@ -224,7 +123,7 @@ def test_socket_is_0600_and_removed_after_exit(forkpool, chaos, run_cli, sock_pa
 
 
 def test_ctl_stop_stops_the_pool_gracefully(forkpool, chaos, run_cli, sock_path):
-    m, pool = start(forkpool, sock_path, 3, *chaos_args(chaos))
+    m, pool = start_pool(forkpool, sock_path, 3, *chaos_args(chaos))
     res = run_cli("ctl", "--control", sock_path, "stop")
     assert res.returncode == 0, f"ctl stop: {res}"
     assert res.stdout.strip() == "ok", res
@@ -262,7 +161,7 @@ def test_ctl_stop_is_answered_while_no_worker_is_live(forkpool, chaos, run_cli, 
 
 
 def test_status_over_the_socket_lists_exactly_the_live_workers(forkpool, sock_path):
-    m, pool = start(forkpool, sock_path, 3)
+    m, pool = start_pool(forkpool, sock_path, 3)
     with Control(sock_path) as c:
         status = c.call("status")
         check_status(m, status, pool)
@@ -274,7 +173,7 @@ def test_status_over_the_socket_lists_exactly_the_live_workers(forkpool, sock_pa
 
 
 def test_ctl_json_status_lists_exactly_the_live_workers(forkpool, run_cli, sock_path):
-    m, pool = start(forkpool, sock_path, 3)
+    m, pool = start_pool(forkpool, sock_path, 3)
     res = run_cli("ctl", "--control", sock_path, "--json", "status")
     assert res.returncode == 0, res
     lines = res.stdout.splitlines()
@@ -283,7 +182,7 @@ def test_ctl_json_status_lists_exactly_the_live_workers(forkpool, run_cli, sock_
 
 
 def test_ctl_uses_forkpool_control_from_the_environment(forkpool, run_cli, sock_path, monkeypatch):
-    m, pool = start(forkpool, sock_path, 2)
+    m, pool = start_pool(forkpool, sock_path, 2)
     monkeypatch.setenv("FORKPOOL_CONTROL", sock_path)
     res = run_cli("ctl", "--json", "status")
     assert res.returncode == 0, res
@@ -291,7 +190,7 @@ def test_ctl_uses_forkpool_control_from_the_environment(forkpool, run_cli, sock_
 
 
 def test_ctl_status_table_has_an_aligned_row_per_worker(forkpool, run_cli, sock_path):
-    m, pool = start(forkpool, sock_path, 4)
+    m, pool = start_pool(forkpool, sock_path, 4)
     res = run_cli("ctl", "--control", sock_path, "status")
     assert res.returncode == 0, res
     lines = [l for l in res.stdout.splitlines() if l.strip()]
@@ -319,7 +218,7 @@ def test_ctl_status_table_has_an_aligned_row_per_worker(forkpool, run_cli, sock_
 
 
 def test_scale_2_to_5_to_1_and_back_to_3(forkpool, chaos, run_cli, sock_path):
-    m, pool = start(forkpool, sock_path, 2, *chaos_args(chaos))
+    m, pool = start_pool(forkpool, sock_path, 2, *chaos_args(chaos))
     first = dict(pool)
 
     # Up to 5 through the socket: the reply is the new status.
@@ -352,7 +251,7 @@ def test_scale_2_to_5_to_1_and_back_to_3(forkpool, chaos, run_cli, sock_path):
 
 
 def test_add_and_remove_one_slot(forkpool, chaos, run_cli, sock_path):
-    m, pool = start(forkpool, sock_path, 2, *chaos_args(chaos))
+    m, pool = start_pool(forkpool, sock_path, 2, *chaos_args(chaos))
     assert call(sock_path, "add", worker=2) is True
     grown = wait_status_pool(sock_path, m, 3)
     assert {0: pool[0], 1: pool[1]}.items() <= grown.items()
@@ -379,7 +278,7 @@ def test_add_and_remove_one_slot(forkpool, chaos, run_cli, sock_path):
 
 
 def test_sigttin_and_sigttou_move_the_pool_one_slot_at_a_time(forkpool, chaos, sock_path):
-    m, pool = start(forkpool, sock_path, 2, *chaos_args(chaos))
+    m, pool = start_pool(forkpool, sock_path, 2, *chaos_args(chaos))
     first = dict(pool)
     # One signal at a time: two pending SIGTTINs would merge into one.
     for n in (3, 4, 5):
@@ -422,7 +321,7 @@ KILLS = [
 @pytest.mark.parametrize("sig,via,exit_re", KILLS,
                          ids=[f"{s or 'default'}-{v}" for s, v, _ in KILLS])
 def test_kill_replaces_the_worker_in_its_slot(forkpool, chaos, run_cli, sock_path, sig, via, exit_re):
-    m, pool = start(forkpool, sock_path, 3, *chaos_args(chaos))
+    m, pool = start_pool(forkpool, sock_path, 3, *chaos_args(chaos))
     victim = pool[1]
     if via == "ctl":
         res = run_cli("ctl", "--control", sock_path, "kill", "1", *([sig] if sig else []))
@@ -446,7 +345,7 @@ def test_kill_replaces_the_worker_in_its_slot(forkpool, chaos, run_cli, sock_pat
 
 
 def test_kill_errors_name_the_problem(forkpool, run_cli, sock_path):
-    m, pool = start(forkpool, sock_path, 2)
+    m, pool = start_pool(forkpool, sock_path, 2)
     with Control(sock_path) as c:
         rep = c.request("kill", worker=7, signal="KILL")
         assert rep["ok"] is False and "no such worker" in rep["error"], rep
@@ -464,7 +363,7 @@ def test_output_returns_the_last_lines_of_a_slot(forkpool, chaos, run_cli, sock_
     flags = []
     for s in says:
         flags += ["--say", s]
-    m, pool = start(forkpool, sock_path, 2, *chaos_args(chaos, *flags))
+    m, pool = start_pool(forkpool, sock_path, 2, *chaos_args(chaos, *flags))
     old = pool[1]
     head = [f"chaos worker 1 pid {old}: on_start", f"chaos worker 1 pid {old}: main"]
 
@@ -559,7 +458,7 @@ def check_bad_reply(rep, req, rid, words):
 
 
 def test_bad_requests_get_error_replies_and_the_connection_stays_usable(forkpool, sock_path):
-    m, pool = start(forkpool, sock_path, 2)
+    m, pool = start_pool(forkpool, sock_path, 2)
     with Control(sock_path) as c:
         # One at a time, each followed by a good request on the same
         # connection.
@@ -578,7 +477,7 @@ def test_bad_requests_get_error_replies_and_the_connection_stays_usable(forkpool
 
 
 def test_request_just_under_the_size_limit_is_served(forkpool, sock_path):
-    m, pool = start(forkpool, sock_path, 2)
+    m, pool = start_pool(forkpool, sock_path, 2)
     rid = new_id()
     req = {"id": rid, "cmd": "status", "pad": ""}
     req["pad"] = "x" * (60 * 1024 - len(json.dumps(req)))
@@ -592,7 +491,7 @@ def test_request_just_under_the_size_limit_is_served(forkpool, sock_path):
 @pytest.mark.parametrize("size,newline", [(64 * 1024 + 1, False), (1 << 20, False), (1 << 20, True)],
                          ids=["64KiB+1", "1MiB", "1MiB-line"])
 def test_oversized_request_gets_an_error_then_the_connection_closes(forkpool, sock_path, size, newline):
-    m, pool = start(forkpool, sock_path, 2)
+    m, pool = start_pool(forkpool, sock_path, 2)
     data = b'{"id":"abc","cmd":"status","pad":"' + b"x" * size + b'"}' + (b"\n" if newline else b"")
     with Control(sock_path) as c, Control(sock_path) as other:
         # The master hangs up while we may still be sending: that is fine.
@@ -616,7 +515,7 @@ def test_oversized_request_gets_an_error_then_the_connection_closes(forkpool, so
 
 
 def test_twenty_concurrent_socket_clients_are_all_answered(forkpool, sock_path):
-    m, pool = start(forkpool, sock_path, 2)
+    m, pool = start_pool(forkpool, sock_path, 2)
     n, rounds = 20, 10
     conns = [Control(sock_path) for _ in range(n)]
     barrier = threading.Barrier(n)
@@ -650,7 +549,7 @@ def test_twenty_concurrent_socket_clients_are_all_answered(forkpool, sock_path):
 
 
 def test_twenty_concurrent_ctl_processes_all_succeed(forkpool, run_cli, sock_path):
-    m, pool = start(forkpool, sock_path, 2)
+    m, pool = start_pool(forkpool, sock_path, 2)
     results = [None] * 20
 
     def one(i):
@@ -668,7 +567,7 @@ def test_twenty_concurrent_ctl_processes_all_succeed(forkpool, run_cli, sock_pat
 
 
 def test_silent_and_half_line_clients_do_not_block_others(forkpool, run_cli, sock_path):
-    m, pool = start(forkpool, sock_path, 2)
+    m, pool = start_pool(forkpool, sock_path, 2)
     silent = [Control(sock_path) for _ in range(5)]
     half = Control(sock_path)
     try:
@@ -703,7 +602,7 @@ def test_silent_and_half_line_clients_do_not_block_others(forkpool, run_cli, soc
 
 
 def test_a_client_that_never_reads_is_dropped_without_blocking_others(forkpool, sock_path):
-    m, pool = start(forkpool, sock_path, 2)
+    m, pool = start_pool(forkpool, sock_path, 2)
     hog = Control(sock_path)
     # ~25 MB of replies the hog never reads, far past what the master keeps:
     # it stops reading the hog's requests while their replies wait, and
@@ -762,14 +661,14 @@ def test_ctl_against_a_stale_socket_file_exits_1(run_cli, sock_path):
 
 
 def test_ctl_after_the_master_exited_exits_1(forkpool, run_cli, sock_path):
-    m, _ = start(forkpool, sock_path, 1)
+    m, _ = start_pool(forkpool, sock_path, 1)
     assert m.stop() == 0
     res = run_cli("ctl", "--control", sock_path, "status")
     assert res.returncode == 1 and sock_path in res.stderr, res
 
 
 def test_ctl_error_reply_exits_1_with_the_message(forkpool, run_cli, sock_path):
-    m, pool = start(forkpool, sock_path, 1)
+    m, pool = start_pool(forkpool, sock_path, 1)
     res = run_cli("ctl", "--control", sock_path, "remove", "0")
     assert res.returncode == 1, res
     assert "last worker" in res.stderr, res
@@ -810,7 +709,7 @@ def test_stop_is_carried_out_when_the_client_hangs_up_unread(forkpool, sock_path
     """A stop whose client closes at once, without reading the reply, still
     stops the pool: a command is carried out whether or not its reply can
     be delivered."""
-    m, pool = start(forkpool, sock_path, 2)
+    m, pool = start_pool(forkpool, sock_path, 2)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(sock_path)
     s.sendall(b'{"id":"5709","cmd":"stop"}\n')
@@ -823,7 +722,7 @@ def test_stop_is_carried_out_when_the_client_hangs_up_unread(forkpool, sock_path
 def test_every_request_read_gets_its_whole_reply_after_a_half_close(forkpool, sock_path):
     """Pipelined requests then shutdown(SHUT_WR): every one is answered in
     full and in order, and only then is the connection closed."""
-    m, pool = start(forkpool, sock_path, 8)
+    m, pool = start_pool(forkpool, sock_path, 8)
     ids = [f"{i:04x}" for i in range(60)]
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(TIMEOUT)
@@ -848,7 +747,7 @@ def test_every_request_read_gets_its_whole_reply_after_a_half_close(forkpool, so
 
 
 def test_three_pipelined_requests_get_three_replies(forkpool, sock_path):
-    m, pool = start(forkpool, sock_path, 2)
+    m, pool = start_pool(forkpool, sock_path, 2)
     with Control(sock_path) as c:
         c.send(b'{"id":"a","cmd":"status"}\n{"id":"b","cmd":"status"}\n'
                b'{"id":"c","cmd":"output","worker":0}\n')
@@ -859,7 +758,7 @@ def test_output_of_long_lines_always_answers_and_is_bounded(forkpool, chaos, run
     """Workers printing 16 KiB lines: a slot keeps a bounded number of
     bytes (long lines cut, with a marker), `ctl output` always answers,
     and the master's memory stays small."""
-    m, pool = start(forkpool, sock_path, 4, *chaos_args(chaos, "--lines", "300:16384",
+    m, pool = start_pool(forkpool, sock_path, 4, *chaos_args(chaos, "--lines", "300:16384",
                                                        "--say", "done printing"))
     for slot in range(4):
         wait_for(lambda: call(sock_path, "output", worker=slot, lines=1)["lines"] == ["done printing"],
@@ -887,19 +786,12 @@ def master_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def cpu_seconds(pid):
-    """utime + stime of a process, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def test_control_socket_at_emfile_pauses_instead_of_spinning(forkpool, run_cli, sock_path):
     """The master out of file descriptors: accepting on the control socket
     pauses (one log line), no spin, and it serves again once fds free up."""
     import resource
 
-    m, pool = start(forkpool, sock_path, 1)
+    m, pool = start_pool(forkpool, sock_path, 1)
     limit = master_fds(m.pid) + 4
     resource.prlimit(m.pid, resource.RLIMIT_NOFILE, (limit, limit))
     held = []
@@ -909,10 +801,7 @@ def test_control_socket_at_emfile_pauses_instead_of_spinning(forkpool, run_cli, 
             s.connect(sock_path)  # queued by the kernel even when not accepted
             held.append(s)
         m.wait_log(r"accept on unix:\S+ failed; pausing accepts.*Too many open files")
-        before = cpu_seconds(m.pid)
-        t0 = time.monotonic()
-        time.sleep(3)  # the measurement window itself
-        used = (cpu_seconds(m.pid) - before) / (time.monotonic() - t0)
+        used = cpu_share(m.pid, 3)
         assert used < 0.2, f"master used {used:.0%} of a CPU at EMFILE"
         assert len(re.findall(r"pausing accepts", m.log.text())) == 1, m.describe()
         assert m.alive()
@@ -926,7 +815,7 @@ def test_control_socket_at_emfile_pauses_instead_of_spinning(forkpool, run_cli, 
 
 
 def test_the_control_socket_takes_a_bounded_number_of_clients(forkpool, sock_path):
-    m, pool = start(forkpool, sock_path, 1)
+    m, pool = start_pool(forkpool, sock_path, 1)
     held = []
     try:
         for i in range(64):
@@ -962,7 +851,7 @@ def test_ctl_refused_by_the_peer_check_says_so_and_exits_1(forkpool, forkpool_bi
         nobody = pwd.getpwnam("nobody")
     except KeyError:
         pytest.skip("no user 'nobody'")
-    m, pool = start(forkpool, sock_path, 1)
+    m, pool = start_pool(forkpool, sock_path, 1)
     os.chmod(os.path.dirname(sock_path), 0o755)
     os.chmod(sock_path, 0o666)  # let the other user reach the peer check
     for _ in range(20):
@@ -982,7 +871,7 @@ def test_ctl_refused_by_the_peer_check_says_so_and_exits_1(forkpool, forkpool_bi
 def test_ctl_output_escapes_control_characters(forkpool, chaos, run_cli, sock_path):
     """A worker's output must not drive the operator's terminal: the table
     form of `ctl output` escapes control characters; --json is untouched."""
-    m, pool = start(forkpool, sock_path, 1, *chaos_args(chaos, "--say", "before", "--raw-bytes"))
+    m, pool = start_pool(forkpool, sock_path, 1, *chaos_args(chaos, "--say", "before", "--raw-bytes"))
     wait_for(lambda: call(sock_path, "output", worker=0, lines=1)["lines"][0].endswith("end"),
              what="the raw bytes line")
     res = run_cli("ctl", "--control", sock_path, "output", "0", "2")

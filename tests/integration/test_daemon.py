@@ -7,7 +7,6 @@ a lock: a second master with the same pidfile exits 1 saying which pid
 holds it, a stale pidfile is taken over, and SIGTERM removes it.
 """
 
-import collections
 import os
 import re
 import signal
@@ -16,36 +15,14 @@ import time
 
 import pytest
 
-from conftest import (READY_RE, EchoClient, LogFile, all_procs, free_port, is_alive,
-                      port_is_free, proc_stat, wait_for)
-
-
-def read_pid(path):
-    """The pid in a pidfile, or None while it is missing or incomplete."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None
-    m = re.fullmatch(r"(\d+)\n", text)
-    return int(m.group(1)) if m else None
-
-
-def descendants(pid):
-    by_parent = collections.defaultdict(list)
-    for p in all_procs():
-        by_parent[p.ppid].append(p.pid)
-    found, stack = [], [pid]
-    while stack:
-        for child in by_parent.get(stack.pop(), ()):
-            found.append(child)
-            stack.append(child)
-    return found
+from fp.base import wait_for
+from fp.logs import READY_RE, LogFile
+from fp.net import EchoClient, free_port, port_is_free
+from fp.proc import all_procs, child_procs, is_alive, kill_tree, proc_stat, read_pid
 
 
 def live_children(pid):
-    return [c for c in descendants(pid) if proc_stat(c) and proc_stat(c).ppid == pid
-            and is_alive(c)]
+    return [p.pid for p in child_procs(pid) if is_alive(p.pid)]
 
 
 def ancestors(pid):
@@ -93,11 +70,7 @@ def daemons():
     pids = []
     yield pids
     for pid in pids:
-        for p in [pid] + descendants(pid):
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_tree(pid)
 
 
 def start_daemon(run_cli, daemons, pidfile, *args):

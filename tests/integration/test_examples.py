@@ -15,8 +15,11 @@ import signal
 
 import pytest
 
-from conftest import (LOG_LINE_RE, TIMEOUT, JsonLog, LogFile, Master, free_port, port_is_free,
-                      proc_stat, wait_for)
+from fp.base import TIMEOUT, wait_for
+from fp.logs import LOG_LINE_RE, JsonLog, LogFile
+from fp.master import Master
+from fp.net import free_port, port_is_free
+from fp.proc import proc_stat
 
 
 @pytest.fixture

@@ -14,45 +14,23 @@ import json
 import os
 import pwd
 import re
-import shutil
 import signal
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import (TIMEOUT, HttpLoad, assert_one_line_error, assert_serves_alone,
-                      control_status, echo_roundtrip, free_port, is_alive, log_time, report,
-                      wait_for)
+from fp.base import TIMEOUT, assert_one_line_error, report, wait_for
+from fp.control import by_slot, control_status, start_pool
+from fp.http import HttpLoad
+from fp.logs import log_time
+from fp.net import assert_serves_alone, echo_roundtrip, free_port
+from fp.proc import is_alive, proc_status, vm_kib
 
 # ---------------------------------------------------------------------------
 # Helpers
-
-
-def sock_path():
-    """A control socket path short enough for sun_path."""
-    d = tempfile.mkdtemp(prefix="fphard", dir="/tmp")
-    yield os.path.join(d, "control.sock")
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def start(forkpool, sock, n, *args, **kw):
-    """A master with a control socket and n ready workers: (master, pool)."""
-    m = forkpool("-w", str(n), "--control", sock, *args, **kw)
-    pool = m.wait_pool(n)
-    wait_for(lambda: os.path.exists(sock), what=f"the control socket {sock}")
-    return m, pool
-
-
-def by_slot(st):
-    """{slot: [(role, state, pid), ...]} of a status result."""
-    out = {}
-    for w in st["workers"]:
-        out.setdefault(w["id"], []).append((w.get("role"), w["state"], w["pid"]))
-    return out
 
 
 def check_pool_sample(st, target):
@@ -71,20 +49,6 @@ def check_pool_sample(st, target):
         if "replacement" in roles:
             replacing.append(slot)
     assert len(replacing) <= 1, f"slots {replacing} are replaced at the same time: {st}"
-
-
-def proc_status(pid):
-    """/proc/PID/status as {key: value text}."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            out[key] = value.strip()
-    return out
-
-
-def rss_kib(pid):
-    return int(proc_status(pid)["VmRSS"].split()[0])
 
 
 RECYCLE_RE = re.compile(r"\brecycling worker (\d+) pid (\d+): it (.*)$")
@@ -241,7 +205,7 @@ def test_a_kill_of_a_long_lived_worker_is_respawned_at_once(forkpool, sock_path)
     # A long check interval: a respawn left to the master's periodic check
     # would then come seconds after the kill, well past the bound below
     # (both kills happen within the first check interval).
-    m, pool = start(forkpool, sock_path, 1, "--min-uptime", "0.5", "--check-interval", "10")
+    m, pool = start_pool(forkpool, sock_path, 1, "--min-uptime", "0.5", "--check-interval", "10")
     pid = pool[0]
     for n in (1, 2):
         m.wait_uptime(pid, 0.5 + 0.2)
@@ -293,7 +257,7 @@ def test_a_hung_worker_is_reported_with_what_it_last_said_before_the_kill(forkpo
 
 
 def test_recycling_by_requests_one_slot_at_a_time(forkpool, chaos, sock_path, capsys):
-    m, pool = start(forkpool, sock_path, 2, "--min-uptime", "0.1", "--max-requests", "200",
+    m, pool = start_pool(forkpool, sock_path, 2, "--min-uptime", "0.1", "--max-requests", "200",
                     "--max-requests-jitter", "100", "-k", chaos, "--", "--count-requests", "50")
     samples = 0
     # Watch the pool while it recycles, until 4 recycles are complete.
@@ -330,7 +294,7 @@ def test_recycling_by_lifetime(forkpool, chaos, sock_path, capsys):
     # was due", not "one lifetime late" (2 x lifetime > lifetime * 1.1 +
     # ci + slack).
     lifetime, slack = 3.0, 2.0
-    m, pool = start(forkpool, sock_path, 2, "--check-interval", str(ci), "--max-lifetime",
+    m, pool = start_pool(forkpool, sock_path, 2, "--check-interval", str(ci), "--max-lifetime",
                     f"{lifetime:g}", "-k", chaos)
     # Two lifetimes per slot are the wait itself, not the machine's speed.
     deadline = time.monotonic() + TIMEOUT + 2 * lifetime * 1.1
@@ -365,7 +329,7 @@ def test_recycling_by_lifetime(forkpool, chaos, sock_path, capsys):
 
 
 def test_recycling_by_rss(forkpool, chaos, sock_path):
-    m, _ = start(forkpool, sock_path, 1, "--check-interval", "0.2", "--max-rss", "20",
+    m, _ = start_pool(forkpool, sock_path, 1, "--check-interval", "0.2", "--max-rss", "20",
                  "-k", chaos, "--", "--grow-mib", "40")
     # The first worker's pid from its ready line, not from the pool: it
     # grows right after ready, and the next check may recycle it before
@@ -381,12 +345,12 @@ def test_recycling_by_rss(forkpool, chaos, sock_path):
 
 
 def test_no_recycling_below_max_rss(forkpool, chaos, sock_path):
-    m, pool = start(forkpool, sock_path, 1, "--check-interval", "0.2", "--max-rss", "200",
+    m, pool = start_pool(forkpool, sock_path, 1, "--check-interval", "0.2", "--max-rss", "200",
                     "-k", chaos, "--", "--grow-mib", "40")
     pid = pool[0]
     m.wait_out(rf"chaos worker 0 pid {pid}: main$")
     # The worker really is big: the check below means something.
-    kib = wait_for(lambda: (lambda k: k if k > 40 * 1024 else None)(rss_kib(pid)),
+    kib = wait_for(lambda: (lambda k: k if k > 40 * 1024 else None)(vm_kib(pid)),
                    what=f"pid {pid} to grow past 40 MiB")
     assert kib < 200 * 1024
     # Something must *not* happen: watch a dozen checks go by.
@@ -398,7 +362,7 @@ def test_no_recycling_below_max_rss(forkpool, chaos, sock_path):
 
 
 def test_recycling_under_http_load_fails_no_request(forkpool, sock_path, capsys):
-    m, pool = start(forkpool, sock_path, 2, "-k", "http", "--max-requests", "1000",
+    m, pool = start_pool(forkpool, sock_path, 2, "-k", "http", "--max-requests", "1000",
                     "--max-requests-jitter", "200")
     # Load for at least `seconds`, and on until 3 recycles are complete
     # (4000 to 5000 requests), however long the build under test takes to
@@ -534,7 +498,7 @@ def test_a_stopped_then_continued_pool_kills_no_healthy_worker(forkpool, sock_pa
     """The whole tree frozen (a freezer cgroup, `docker pause`), or the
     master alone stopped (Ctrl-Z of a shell, a debugger), for longer than
     --worker-timeout: once it runs again, no worker is killed as hung."""
-    m, pool = start(forkpool, sock_path, 2, "--worker-timeout", "1.5",
+    m, pool = start_pool(forkpool, sock_path, 2, "--worker-timeout", "1.5",
                     "--check-interval", "0.25")
     stopped = [m.pid] + (list(pool.values()) if who == "tree" else [])
     for pid in stopped:
@@ -558,7 +522,7 @@ STRAY_SIGNALS = ["SIGUSR2", "SIGALRM", "SIGIO", "SIGPWR", "SIGVTALRM", "SIGPROF"
 
 
 def test_stray_signals_neither_end_nor_stop_the_pool(forkpool, sock_path):
-    m, pool = start(forkpool, sock_path, 2)
+    m, pool = start_pool(forkpool, sock_path, 2)
     sigs = [getattr(signal, n) for n in STRAY_SIGNALS] + \
         [signal.SIGRTMIN, signal.SIGRTMIN + 7, signal.SIGRTMAX]
     for sig in sigs:

@@ -1,137 +1,24 @@
 """The built-in http worker (workers/http.c): what it answers, keep-alive,
 and a graceful stop that drops no request.
 
-The client here is a raw socket speaking HTTP/1.1, so a test sees exactly
-what the server sent and how the connection ended: a clean close (EOF)
-and a reset are different outcomes.
+The client here is fp.http.HttpConn, a raw socket speaking HTTP/1.1, so a
+test sees exactly what the server sent and how the connection ended: a
+clean close (EOF) and a reset are different outcomes.
 """
 
-import collections
 import datetime
 import email.utils
 import os
 import re
 import resource
 import signal
-import socket
-import threading
 import time
 
-from conftest import (TIMEOUT, Conn, fd_table, free_port, listen_inodes, socket_inodes,
-                      tcp_table, wait_for)
+from fp.base import TIMEOUT, wait_for
+from fp.http import HttpConn, HttpLoad, assert_from, start_http, wait_accepted
+from fp.net import free_port
+from fp.proc import cpu_share, fd_table, listen_inodes, server_rx_queue, socket_inodes, vm_kib
 
-Response = collections.namedtuple("Response", "status headers body")
-
-
-class HttpConn(Conn):
-    """One HTTP/1.1 connection to 127.0.0.1:port; responses are read by
-    Content-Length, which the worker always sends."""
-
-    def __init__(self, port, timeout=TIMEOUT):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
-
-    def send(self, method="GET", path="/"):
-        self.sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-
-    def _fill(self, what):
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError(f"connection closed while reading {what} "
-                                  f"(got {self.buf[:200]!r})")
-        self.buf += data
-
-    def read_response(self, method="GET"):
-        while b"\r\n\r\n" not in self.buf:
-            self._fill("the headers")
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            key, _, value = line.partition(":")
-            headers[key.strip().lower()] = value.strip()
-        length = 0 if method == "HEAD" else int(headers["content-length"])
-        while len(self.buf) < length:
-            self._fill("the body")
-        body, self.buf = self.buf[:length], self.buf[length:]
-        return Response(status, headers, body.decode())
-
-    def request(self, method="GET", path="/"):
-        self.send(method, path)
-        return self.read_response(method)
-
-    def read_head(self):
-        """The next status line and headers only (an interim 1xx
-        response has nothing more)."""
-        while b"\r\n\r\n" not in self.buf:
-            self._fill("the headers")
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        return head.decode("latin-1")
-
-    def closed_by_peer(self):
-        """Non-blocking: True once the server closed (EOF or reset);
-        bytes it sent before are added to self.buf."""
-        timeout = self.sock.gettimeout()
-        self.sock.setblocking(False)
-        try:
-            data = self.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        finally:
-            self.sock.settimeout(timeout)
-        self.buf += data
-        return data == b""
-
-    def pending(self):
-        """True if the server sent something (or closed) by now."""
-        self.sock.setblocking(False)
-        try:
-            return self.sock.recv(1, socket.MSG_PEEK) is not None
-        except BlockingIOError:
-            return False
-        finally:
-            self.sock.setblocking(True)
-
-
-def start_http(forkpool, workers, *args):
-    m = forkpool("-w", str(workers), "-k", "http", *args)
-    return m, m.wait_pool(workers)
-
-
-def assert_from(resp, pool):
-    """The response carries X-Pid / X-Worker of a worker of `pool`."""
-    slot, pid = int(resp.headers["x-worker"]), int(resp.headers["x-pid"])
-    assert pool.get(slot) == pid, f"X-Worker {slot} X-Pid {pid} is not in the pool {pool}"
-    return slot, pid
-
-
-def wait_accepted(m, conns, pids):
-    """Wait until the workers `pids` hold the accepted ends of all conns.
-
-    /proc/net/tcp can be long on a busy machine (TIME_WAIT entries), so
-    each poll reads it once for all connections."""
-    ports = {c.sock.getsockname()[1] for c in conns}
-
-    def accepted():
-        inodes = {r.inode for r in tcp_table()
-                  if r.local_port == m.port and r.remote_port in ports and r.inode}
-        if len(inodes) < len(ports):
-            return False
-        held = set().union(*(socket_inodes(pid) for pid in pids))
-        return inodes <= held
-    wait_for(accepted, what="the workers to accept every connection")
-
-
-def wait_stopped_listening(m, pids):
-    """Wait until every worker closed its copy of the listener: its
-    on_stop ran."""
-    inodes = listen_inodes(m.port)
-    assert inodes, "nothing listens on the port"
-    wait_for(lambda: all(not (inodes & socket_inodes(pid)) for pid in pids),
-             what=lambda: f"the workers {pids} to close their listeners\n{m.describe()}")
 
 
 def test_root_names_each_worker(forkpool):
@@ -291,55 +178,24 @@ def test_keep_alive_clients_during_sigterm_lose_nothing(forkpool):
     while the master is told to stop: every request gets its 200, every
     client is eventually told "Connection: close" and then sees a clean
     close, and the master exits 0."""
-    nclients = 16
     m, pool = start_http(forkpool, 2)
-    lock = threading.Lock()
-    done = {}          # client index -> requests answered
-    failures = []      # (client, what happened)
-    told_close = set()
-    counts = [0] * nclients
-    stop = threading.Event()  # teardown only: the test failed elsewhere
-
-    def client(i):
-        try:
-            with HttpConn(m.port) as c:
-                while not stop.is_set():
-                    r = c.request()
-                    if r.status != 200:
-                        raise AssertionError(f"status {r.status}: {r.body!r}")
-                    assert_from(r, pool)
-                    counts[i] += 1
-                    if r.headers.get("connection", "").lower() == "close":
-                        with lock:
-                            told_close.add(i)
-                        c.wait_eof()
-                        break
-        except Exception as e:  # noqa: BLE001 - every failure is counted
-            with lock:
-                failures.append((i, f"after {counts[i]} requests: {type(e).__name__}: {e}"))
-        finally:
-            with lock:
-                done[i] = counts[i]
-
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(nclients)]
+    load = HttpLoad(m.port, keepalive=16, fresh=0, pool=pool, until_close=True)
     try:
-        for t in threads:
-            t.start()
-        wait_for(lambda: failures or min(counts) >= 20,
-                 what=lambda: f"every client to get 20 answers (counts {counts})")
-        assert not failures, failures
-        before = sum(counts)
+        load.start()
+        wait_for(lambda: load.failures or min(load.per_client.values()) >= 20,
+                 what=lambda: f"every client to get 20 answers ({load.per_client})")
+        assert not load.failures, load.failures
+        before = load.total()
         m.signal(signal.SIGTERM)
-        for t in threads:
-            t.join(TIMEOUT)
-        assert not any(t.is_alive() for t in threads), (
-            f"clients still running (counts {counts})\n{m.describe()}")
+        # Each client ends once told to close (or at its first failure).
+        load.join(TIMEOUT, what=m.describe)
     finally:
-        stop.set()
-    assert not failures, f"{len(failures)} clients failed: {failures}\n{m.describe()}"
-    assert told_close == set(range(nclients)), (
-        f"clients never told 'Connection: close': {sorted(set(range(nclients)) - told_close)}")
-    assert sum(counts) > before
+        load.stop()  # teardown only: the test failed elsewhere
+    assert not load.failures, (f"{len(load.failures)} clients failed: {load.failures}\n"
+                               f"{m.describe()}")
+    never = [c for c, n in load.closes.items() if n == 0]
+    assert not never, f"clients never told 'Connection: close': {never}"
+    assert load.total() > before
     assert m.wait_exit() == 0
     for slot, pid in pool.items():
         m.wait_log(rf"worker {slot} pid {pid} exited with status 0\b", need_alive=False)
@@ -678,7 +534,7 @@ def test_sigterm_with_pipelined_input_waiting_closes_after_the_last_answer(forkp
                        b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
         wait_accepted(m, [c], [pid])
         # Read, so the sleep is in flight with the rest waiting behind it.
-        wait_for(lambda: server_rx_queue(m.port, c) == 0,
+        wait_for(lambda: server_rx_queue(m.port, c.sock) == 0,
                  what="the worker to read the requests")
         m.signal(signal.SIGTERM)
         answers = [c.read_response() for _ in range(3)]
@@ -693,21 +549,13 @@ def test_sigterm_with_pipelined_input_waiting_closes_after_the_last_answer(forkp
 # Peers that misbehave
 
 
-def vm_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 def test_a_pipelined_flood_from_a_client_that_never_reads_stays_bounded(forkpool):
     m, pool = start_http(forkpool, 1, "--", "--idle-timeout", "3s")
     pid = pool[0]
     with HttpConn(m.port) as warm:
         for _ in range(50):
             assert warm.request().status == 200
-    rss0 = vm_rss_kib(pid)
+    rss0 = vm_kib(pid)
     fds0 = len(fd_table(pid))
     req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     burst = req * (65536 // len(req))
@@ -731,7 +579,7 @@ def test_a_pipelined_flood_from_a_client_that_never_reads_stays_bounded(forkpool
                 last_progress = time.monotonic()
             time.sleep(0.01)
         assert sent > 1024 * 1024, f"only {sent} bytes sent"
-        rss = vm_rss_kib(pid)
+        rss = vm_kib(pid)
         # Per connection at most 256 KiB of answers and one 64 KiB read.
         assert rss - rss0 < 16 * 1024, f"RSS grew from {rss0} to {rss} kB after {sent} bytes"
         # The worker still serves others meanwhile.
@@ -744,15 +592,8 @@ def test_a_pipelined_flood_from_a_client_that_never_reads_stays_bounded(forkpool
     finally:
         for c in floods:
             c.close()
-    assert vm_rss_kib(pid) - rss0 < 16 * 1024
+    assert vm_kib(pid) - rss0 < 16 * 1024
     assert m.stop() == 0
-
-
-def cpu_seconds(pid):
-    """utime + stime of `pid` in seconds, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_out_of_file_descriptors_pauses_accepting_without_spinning(forkpool):
@@ -773,9 +614,7 @@ def test_out_of_file_descriptors_pauses_accepting_without_spinning(forkpool):
         late.send()
         m.wait_log(rf"worker 0 pid {pid}: accept on 127\.0\.0\.1:{m.port} failed; "
                    r"pausing accepts.*Too many open files")
-        cpu0, t0 = cpu_seconds(pid), time.monotonic()
-        time.sleep(2)  # measuring CPU over a window
-        busy = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+        busy = cpu_share(pid, 2)
         assert busy < 0.2, f"the worker used {busy:.0%} of a core while out of descriptors"
         assert len(m.find(r"pausing accepts")) == 1, m.describe()
         assert not late.pending(), "answered while out of descriptors"
@@ -792,19 +631,6 @@ def test_out_of_file_descriptors_pauses_accepting_without_spinning(forkpool):
 
 # ---------------------------------------------------------------------------
 # What the worker says it is busy with
-
-
-def server_rx_queue(port, conn):
-    """Bytes waiting in the accepted socket of `conn` (/proc/net/tcp's
-    rx_queue), or None before it is accepted."""
-    cport = conn.sock.getsockname()[1]
-    with open("/proc/net/tcp") as f:
-        for line in f.read().splitlines()[1:]:
-            parts = line.split()
-            if (int(parts[1].rsplit(":", 1)[1], 16) == port
-                    and int(parts[2].rsplit(":", 1)[1], 16) == cport):
-                return int(parts[4].split(":")[1], 16)
-    return None
 
 
 HUNG_HTTP_RE = (r"\bworker 0 pid {pid} hung: no heartbeat for [\d.]+ s \(--worker-timeout 1 s\); "
@@ -827,7 +653,7 @@ def test_activity_names_the_request_in_flight_and_is_cleared_after(forkpool):
         wait_accepted(m, [c], [pid])
         # The worker read the request (and so started its sleep, in the
         # same callback) once nothing waits in its socket.
-        wait_for(lambda: server_rx_queue(m.port, c) == 0,
+        wait_for(lambda: server_rx_queue(m.port, c.sock) == 0,
                  what="the worker to read the request")
         os.kill(pid, signal.SIGSTOP)
         hung = m.wait_log(HUNG_HTTP_RE.format(pid=pid))

@@ -8,7 +8,10 @@ import time
 
 import pytest
 
-from conftest import assert_serves_alone, echo_roundtrip, is_alive, log_time, wait_for
+from fp.base import wait_for
+from fp.logs import log_time
+from fp.net import assert_serves_alone, echo_roundtrip
+from fp.proc import is_alive
 
 # Kills in a loop must measure respawn, not the restart policy: a worker
 # killed before --min-uptime counts as a failed start and is backed off.

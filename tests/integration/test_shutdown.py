@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from conftest import (TIMEOUT, EchoClient, echo_roundtrip, is_alive, not_served,
-                      port_is_free, wait_for)
+from fp.base import TIMEOUT, wait_for
+from fp.net import EchoClient, echo_roundtrip, not_served, port_is_free
+from fp.proc import is_alive
 
 BLOCKING = {"event": [], "blocking": ["--blocking"]}
 
