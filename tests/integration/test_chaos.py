@@ -47,7 +47,7 @@ RSS_SLACK_KIB = 512
 # Victims are workers the test has known for VICTIM_AGE s, and the master
 # runs with --min-uptime MIN_UPTIME < VICTIM_AGE: so a kill is an ordinary
 # crash, respawned at once, never a failed start put in backoff (the
-# restart policy has its own tests in test_hardening.py).  Otherwise, with
+# restart policy has its own tests in test_supervision.py).  Otherwise, with
 # a kill every 0.2 s, newborns get killed again and again, their slots back
 # off for up to 10 s, and the remaining workers get killed even more often.
 MIN_UPTIME = 0.2

@@ -4,7 +4,8 @@
 the daemon master is detached (re-parented, a session of its own, no
 terminal, cwd /, stdio on /dev/null), its pid is in the pidfile, held with
 a lock: a second master with the same pidfile exits 1 saying which pid
-holds it, a stale pidfile is taken over, and SIGTERM removes it.
+holds it, a stale pidfile is taken over, SIGTERM removes it, and a
+pidfile that is a symbolic link is refused.
 """
 
 import os
@@ -215,3 +216,16 @@ def test_pidfile_without_daemon(forkpool, tmp_path):
 
     assert m.stop() == 0
     assert not os.path.exists(pidfile)
+
+
+def test_a_pidfile_that_is_a_symlink_is_refused(run_cli, tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    link = tmp_path / "forkpool.pid"
+    os.symlink(target, link)
+    res = run_cli("-b", "127.0.0.1:0", "--pidfile", link)
+    assert res.returncode == 1, res
+    lines = [l for l in res.stderr.splitlines() if l.strip() and "listening on" not in l]
+    assert len(lines) == 1 and "symbolic link" in lines[0] and str(link) in lines[0], res.stderr
+    assert target.read_text() == "keep me\n"
+    assert os.path.islink(link)

@@ -20,6 +20,7 @@ import pytest
 from fp.base import FORKPOOL_BIN, REPO
 from fp.master import Master
 
+
 def run(args, **kw):
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)

@@ -97,4 +97,3 @@ def test_unix_socket_bind(forkpool, sock_path):
     assert echo_roundtrip(sock_path)
     assert m.stop() == 0
     assert not os.path.exists(sock_path), "the unix socket file was left behind"
-

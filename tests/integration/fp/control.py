@@ -8,6 +8,7 @@ import time
 
 from fp.base import TIMEOUT, wait_for
 from fp.net import Conn
+from fp.proc import proc_stat
 
 
 def new_id():
@@ -152,3 +153,51 @@ def by_slot(st):
     for w in st["workers"]:
         out.setdefault(w["id"], []).append((w.get("role"), w["state"], w["pid"]))
     return out
+
+
+def check_status(m, status, pool):
+    """The status result describes exactly `pool` ({slot: pid}), which
+    are exactly the master's live children in /proc."""
+    assert status["pid"] == m.pid
+    assert status["target"] == len(pool)
+    assert status["live"] == len(pool)
+    assert status["reloading"] is False
+    assert isinstance(status["uptime"], (int, float)) and status["uptime"] >= 0
+    assert isinstance(status["restarts"], int) and status["restarts"] >= 0
+    ws = status["workers"]
+    assert sorted(w["id"] for w in ws) == sorted(pool), f"slots in status: {ws}"
+    assert {w["id"]: w["pid"] for w in ws} == pool, f"status {ws} != pool {pool}"
+    assert m.children() == set(pool.values()), (
+        f"children in /proc {sorted(m.children())} != status pids {sorted(pool.values())}")
+    for w in ws:
+        st = proc_stat(w["pid"])
+        assert st is not None and st.ppid == m.pid and st.state != "Z", (
+            f"pid {w['pid']} is not a live child of the master: {st}")
+        assert w["state"] == "ready", w
+        assert w["role"] == "worker", w
+        assert isinstance(w["uptime"], (int, float)) and w["uptime"] >= 0, w
+        assert isinstance(w["heartbeat_age"], (int, float)) and w["heartbeat_age"] >= 0, w
+        assert isinstance(w["restarts"], int) and w["restarts"] >= 0, w
+        assert isinstance(w["requests"], int) and w["requests"] >= 0, w
+        assert isinstance(w["rss_kib"], int) and w["rss_kib"] > 0, w
+        assert w["last_exit"] is None or isinstance(w["last_exit"], str), w
+
+
+def wait_status_pool(path, m, n):
+    """Wait until both /proc and status show exactly n ready workers, the
+    same ones; return {slot: pid}."""
+    def settled():
+        pool = m.pool_state(n)
+        if pool is None:
+            return None
+        status = call(path, "status")
+        if {w["id"]: w["pid"] for w in status["workers"]} != pool or status["target"] != n:
+            return None
+        if any(w["state"] != "ready" for w in status["workers"]):
+            return None
+        return status, pool
+    status, pool = wait_for(settled, what=lambda: (
+        f"status and /proc to agree on {n} ready workers "
+        f"(children {sorted(m.children())})\n{m.describe()}"))
+    check_status(m, status, pool)
+    return pool
