@@ -10,8 +10,9 @@ import subprocess
 import pytest
 
 from fp.base import assert_one_line_error, names_flag, wait_for
+from fp.http import HttpConn
 from fp.logs import LOG_LINE_RE
-from fp.net import EchoClient, echo_roundtrip, free_port
+from fp.net import echo_roundtrip, free_port
 
 # (arguments, the long flag name the one-line error must contain)
 BAD_VALUES = [
@@ -151,11 +152,16 @@ def test_log_level_error_hides_info(forkpool):
             assert lm.group("level") == "error", f"--log-level error printed {line!r}"
 
 
-def test_default_worker_is_echo_and_serves_after_dash_dash(forkpool):
-    # Arguments after `--` belong to the worker; the echo worker takes none
-    # but an empty list must work.
-    m = forkpool("-w", "1", "--")
-    m.wait_pool(1)
-    with EchoClient(("127.0.0.1", m.port)) as c:
-        c.echo(b"x" * 10)
+def test_default_worker_is_http_and_serves_after_dash_dash(forkpool):
+    # No -k: the fixture adds none (worker=None), so the binary's own
+    # default runs, the http worker.  Arguments after `--` belong to the
+    # worker; an empty list must work.
+    m = forkpool("-w", "1", "--", worker=None)
+    assert "-k" not in m.args and not any(a.startswith("--worker") for a in m.args), m.args
+    pid = m.wait_pool(1)[0]
+    with HttpConn(m.port) as c:
+        r = c.request()
+    assert r.status == 200, r
+    assert r.body == f"hello from worker 0 pid {pid}\n", r
+    assert (r.headers["x-worker"], r.headers["x-pid"]) == ("0", str(pid)), r
     assert m.stop(signal.SIGTERM) == 0
