@@ -65,12 +65,15 @@ def cmdline_mentions(text):
 
 
 @pytest.fixture
-def daemons():
+def daemons(tmp_path):
     """A list the test appends daemon master pids to; each is SIGKILLed
-    with all its descendants in teardown (they left our session)."""
+    with all its descendants in teardown (they left our session), and so
+    is every process whose command line names the test's tmp_path: a
+    daemon whose pid never made it to the list (its --pidfile or
+    --log-file is there)."""
     pids = []
     yield pids
-    for pid in pids:
+    for pid in pids + cmdline_mentions(str(tmp_path)):
         kill_tree(pid)
 
 

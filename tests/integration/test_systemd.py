@@ -365,6 +365,7 @@ def test_mainpid_is_the_daemon(forkpool_bin, notify_socket, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        daemon = daemon or read_pid(pidfile)
         if daemon is not None:
             kill_tree(daemon)
 
