@@ -3,7 +3,7 @@ stops cleanly on SIGTERM (exit status 0, no process left behind).
 
 The examples are built next to the forkpool program, in the build
 directory's examples/, found from $FORKPOOL_BIN (BUILD/src/forkpool ->
-BUILD/examples/NAME).  Each runs as a Master (conftest.py): its stderr and
+BUILD/examples/NAME).  Each runs as a Master (fp.master): its stderr and
 stdout go to files, and teardown SIGKILLs whatever is left of it.
 """
 

@@ -151,7 +151,7 @@ class HttpLoad:
     client must eventually be told to go and nothing may fail.
 
     A response counts as served only if it is a 200 with a numeric X-Pid
-    and, when `body_prefix` is given, a body starting with it, and, when
+    and, when `body_prefix` (text) is given, a body starting with it, and, when
     `pool` ({slot: pid}) is given, X-Worker and X-Pid of a worker of it.
     Anything else is a failure.
 
@@ -162,11 +162,12 @@ class HttpLoad:
       it can last until something happened;
     - start(), then stop() (or nothing, with until_close) and join().
 
-    Afterwards (and, under `lock`, meanwhile): requests (every Request,
-    appended as it starts), failures [(client, what)], counts per kind
-    ("keepalive", "fresh"), served_by {pid: requests}, per_client {client:
-    requests served}, closes {keep-alive client: Connection: close seen},
-    wall0 (time.time() at the start).
+    Afterwards, and meanwhile under `lock`: failures [(client, what)],
+    counts per kind ("keepalive", "fresh"), served_by {pid: requests},
+    per_client {client: requests served}, closes {keep-alive client:
+    Connection: close seen}, wall0 (time.time() at the start); and
+    requests, every Request, appended as it starts (a list, so it may be
+    scanned meanwhile without the lock).
     """
 
     def __init__(self, port, keepalive=16, fresh=8, body_prefix=None, pool=None,
