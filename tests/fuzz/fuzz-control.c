@@ -1,7 +1,7 @@
 /*
  * libFuzzer target: what a client writes to the control socket, through
  * fpool__control_handle on a pool that is never run (no process is
- * forked, as in tests/unit/test-control.c).
+ * forked, as in tests/unit/test-control.c: tests/common/dummy-pool.h).
  *
  * The input is cut at newlines into up to MAX_REQUESTS request lines, all
  * answered by one fresh pool, so that sequences ("scale", then "remove",
@@ -19,21 +19,12 @@
 #include <yajl/yajl_tree.h>
 
 #include "fpool-int.h"
+#include "dummy-pool.h"
 
 #define MAX_REQUESTS 8
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static int dummy_main(struct fpool_worker *w, void *arg)
-{
-	(void)w;
-	(void)arg;
-	return 0;
-}
-
-static const struct fpool_worker_def dummy = { .name = "dummy",
-					       .main = dummy_main };
 
 static void check(bool ok, const char *what, const char *reply)
 {
@@ -79,15 +70,11 @@ static void check_reply(struct evbuffer *out)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *p = (const char *)data, *end = p + size;
-	struct fpool_config cfg;
 	struct fpool_pool *pool;
 	struct evbuffer *out;
 	bool stop, graceful;
 
-	fpool_config_init(&cfg);
-	cfg.workers = 3;
-	cfg.worker = &dummy;
-	if (fpool_pool_new(&pool, &cfg) != 0)
+	if (dummy_pool_new(&pool, 3) != 0)
 		abort();
 	out = evbuffer_new();
 	if (out == NULL)

@@ -26,19 +26,16 @@ workers alike) that the test has known for a little while; see
 VICTIM_AGE.
 """
 
-import http.client
 import os
 import random
 import select
-import shutil
 import signal
-import tempfile
-import threading
 import time
 
-
-from conftest import (FORKPOOL_BIN, TIMEOUT, build_sanitizers, control, control_status, fd_table,
-                      is_alive, proc_stat, report, wait_for)
+from fp.base import FORKPOOL_BIN, TIMEOUT, build_sanitizers, report, wait_for
+from fp.control import control, control_status
+from fp.http import HttpLoad
+from fp.proc import fd_table, is_alive, proc_stat, vm_kib
 
 KILLS = 100
 KILL_EVERY = 0.2            # s, so the chaos lasts about 20 s
@@ -50,25 +47,11 @@ RSS_SLACK_KIB = 512
 # Victims are workers the test has known for VICTIM_AGE s, and the master
 # runs with --min-uptime MIN_UPTIME < VICTIM_AGE: so a kill is an ordinary
 # crash, respawned at once, never a failed start put in backoff (the
-# restart policy has its own tests in test_hardening.py).  Otherwise, with
+# restart policy has its own tests in test_supervision.py).  Otherwise, with
 # a kill every 0.2 s, newborns get killed again and again, their slots back
 # off for up to 10 s, and the remaining workers get killed even more often.
 MIN_UPTIME = 0.2
 VICTIM_AGE = 0.3
-
-
-def sock_path():
-    d = tempfile.mkdtemp(prefix="fpchaos", dir="/tmp")
-    yield os.path.join(d, "control.sock")
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def vm_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 def fd_kinds(pid):
@@ -98,85 +81,6 @@ def quiet_pool(m, sock, n):
     if m.children() != {w["pid"] for w in ws} or m.zombies():
         return None
     return st
-
-
-class Request:
-    __slots__ = ("client", "conn", "first", "start", "end", "pid", "error")
-
-    def __init__(self, client, conn, first, start):
-        self.client, self.conn, self.first, self.start = client, conn, first, start
-        self.end = self.pid = self.error = None
-
-
-class Load:
-    """HTTP clients hammering the pool until stop(): keep-alive clients
-    (one connection used back to back, a new one when told to close or
-    after a failure) and new-connection clients (one request each)."""
-
-    def __init__(self, port):
-        self.port = port
-        self.requests = []       # every Request, appended under the GIL
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self.keepalive, args=(i,), daemon=True)
-                        for i in range(KEEPALIVE_CLIENTS)]
-        self.threads += [threading.Thread(target=self.fresh, args=(i,), daemon=True)
-                         for i in range(FRESH_CLIENTS)]
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-
-    def stop(self):
-        self.stopping.set()
-        for t in self.threads:
-            t.join(TIMEOUT * 2)
-        assert not any(t.is_alive() for t in self.threads), "some clients never finished"
-
-    def one(self, conn, name, conn_no, first):
-        r = Request(name, conn_no, first, time.monotonic())
-        self.requests.append(r)
-        try:
-            conn.request("GET", "/")
-            resp = conn.getresponse()
-            body = resp.read()
-        except Exception as e:
-            r.end = time.monotonic()
-            r.error = repr(e)
-            return None
-        r.end = time.monotonic()
-        pid = resp.getheader("X-Pid")
-        if resp.status != 200 or pid is None or not pid.isdigit():
-            r.error = f"status {resp.status} X-Pid {pid!r} body {body[:80]!r}"
-            return None
-        r.pid = int(pid)
-        return resp
-
-    def keepalive(self, i):
-        name = f"keep-alive {i}"
-        conn_no = 0
-        while not self.stopping.is_set():
-            conn_no += 1
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
-            first = True
-            try:
-                while not self.stopping.is_set():
-                    resp = self.one(conn, name, conn_no, first)
-                    first = False
-                    if resp is None or resp.will_close:
-                        break  # failed, or told "Connection: close": reconnect
-            finally:
-                conn.close()
-
-    def fresh(self, i):
-        name = f"new-connection {i}"
-        conn_no = 0
-        while not self.stopping.is_set():
-            conn_no += 1
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
-            try:
-                self.one(conn, name, conn_no, True)
-            finally:
-                conn.close()
 
 
 def explain_failures(requests, kills):
@@ -221,14 +125,14 @@ def test_chaos_kills_reloads_and_scaling_under_load(forkpool, sock_path, capsys)
     m.wait_pool(4)
     wait_for(lambda: os.path.exists(sock_path), what="the control socket")
     rng = random.Random(os.environ.get("FORKPOOL_CHAOS_SEED") or None)
-    load = Load(m.port)
+    load = HttpLoad(m.port, keepalive=KEEPALIVE_CLIENTS, fresh=FRESH_CLIENTS)
     victim_fds = []  # a pidfd per kill, to wait for its exit afterwards
     load.start()
     try:
         # Before: with the load running, at a moment the pool is at rest.
         wait_for(lambda: any(r.pid for r in load.requests), what="a first served request")
         wait_for(lambda: quiet_pool(m, sock_path, 4), what=lambda: f"a quiet pool\n{m.describe()}")
-        fds_before, rss_before = len(fd_table(m.pid)), vm_rss_kib(m.pid)
+        fds_before, rss_before = len(fd_table(m.pid)), vm_kib(m.pid)
         kinds_before = fd_kinds(m.pid)
 
         kills, actions = [], []
@@ -280,6 +184,7 @@ def test_chaos_kills_reloads_and_scaling_under_load(forkpool, sock_path, capsys)
         chaos_seconds = time.monotonic() - t0
     finally:
         load.stop()
+        load.join()
         # A SIGKILLed process is not gone at once: its exit (an
         # AddressSanitizer build unmaps terabytes of shadow) can take
         # longer than the load takes to stop, and until then it is neither
@@ -301,7 +206,7 @@ def test_chaos_kills_reloads_and_scaling_under_load(forkpool, sock_path, capsys)
     wait_for(lambda: len(fd_table(m.pid)) == fds_before, timeout=5, what=lambda: (
         f"the master's fds back at {fds_before} ({kinds_before}); now "
         f"{len(fd_table(m.pid))} ({fd_kinds(m.pid)})"))
-    fds_after, rss_after = len(fd_table(m.pid)), vm_rss_kib(m.pid)
+    fds_after, rss_after = len(fd_table(m.pid)), vm_kib(m.pid)
     quiet_after = time.monotonic() - t_load_stopped
 
     requests = [r for r in load.requests if r.end is not None]

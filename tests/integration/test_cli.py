@@ -9,7 +9,10 @@ import subprocess
 
 import pytest
 
-from conftest import EchoClient, LOG_LINE_RE, echo_roundtrip, free_port, wait_for
+from fp.base import assert_one_line_error, names_flag, wait_for
+from fp.http import HttpConn
+from fp.logs import LOG_LINE_RE
+from fp.net import echo_roundtrip, free_port
 
 # (arguments, the long flag name the one-line error must contain)
 BAD_VALUES = [
@@ -39,26 +42,13 @@ BAD_VALUES = [
 ]
 
 
-def names_flag(line, flag):
-    """`flag` appears as a whole option name (--worker is not --workers)."""
-    return re.search(re.escape(flag) + r"(?![\w-])", line) is not None
-
-
-def assert_usage_error(res, flag):
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
-    assert res.returncode == 2, (
-        f"exit status {res.returncode}, expected 2; stderr:\n{res.stderr}")
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{res.stderr}"
-    assert names_flag(lines[0], flag), f"the error does not name {flag}: {lines[0]!r}"
-
-
 @pytest.mark.parametrize("args,flag", BAD_VALUES,
                          ids=[" ".join(a) or "empty" for a, _ in BAD_VALUES])
 def test_bad_value_exits_2_naming_the_flag(run_cli, args, flag):
     # A valid --bind comes first, so a value wrongly accepted cannot go for
     # the default port 8080; a bad --bind must fail even after a good one.
     res = run_cli("-b", f"127.0.0.1:{free_port()}", *args)
-    assert_usage_error(res, flag)
+    assert_one_line_error(res, flag)
 
 
 @pytest.mark.parametrize("opt", ["--no-such-flag", "-Z"])
@@ -83,14 +73,14 @@ def test_module_without_symbol_exits_2(run_cli, tmp_path):
     so = tmp_path / "nosym.so"
     subprocess.run([cc, "-shared", "-fPIC", "-o", str(so), str(src)], check=True)
     res = run_cli("-b", f"127.0.0.1:{free_port()}", "-k", so)
-    assert_usage_error(res, "--worker")
+    assert_one_line_error(res, "--worker")
 
 
 def test_module_not_a_shared_object_exits_2(run_cli, tmp_path):
     so = tmp_path / "garbage.so"
     so.write_text("this is not an ELF file\n")
     res = run_cli("-b", f"127.0.0.1:{free_port()}", "-k", so)
-    assert_usage_error(res, "--worker")
+    assert_one_line_error(res, "--worker")
 
 
 @pytest.mark.parametrize("opt", ["-h", "--help"])
@@ -162,11 +152,16 @@ def test_log_level_error_hides_info(forkpool):
             assert lm.group("level") == "error", f"--log-level error printed {line!r}"
 
 
-def test_default_worker_is_echo_and_serves_after_dash_dash(forkpool):
-    # Arguments after `--` belong to the worker; the echo worker takes none
-    # but an empty list must work.
-    m = forkpool("-w", "1", "--")
-    m.wait_pool(1)
-    with EchoClient(("127.0.0.1", m.port)) as c:
-        c.echo(b"x" * 10)
+def test_default_worker_is_http_and_serves_after_dash_dash(forkpool):
+    # No -k: the fixture adds none (worker=None), so the binary's own
+    # default runs, the http worker.  Arguments after `--` belong to the
+    # worker; an empty list must work.
+    m = forkpool("-w", "1", "--", worker=None)
+    assert "-k" not in m.args and not any(a.startswith("--worker") for a in m.args), m.args
+    pid = m.wait_pool(1)[0]
+    with HttpConn(m.port) as c:
+        r = c.request()
+    assert r.status == 200, r
+    assert r.body == f"hello from worker 0 pid {pid}\n", r
+    assert (r.headers["x-worker"], r.headers["x-pid"]) == ("0", str(pid)), r
     assert m.stop(signal.SIGTERM) == 0

@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from conftest import EchoClient, Master, free_port, port_is_free
+from fp.master import Master
+from fp.net import EchoClient, free_port, port_is_free
 
 
 @pytest.fixture

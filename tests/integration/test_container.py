@@ -10,17 +10,17 @@ process of the namespace is left.
 """
 
 import os
-import pathlib
 import shutil
 import signal
 import subprocess
 
 import pytest
 
-from conftest import (READY_RE, TIMEOUT, Master, all_procs, build_module, free_port, proc_stat,
-                      wait_for)
-
-REPO = pathlib.Path(__file__).resolve().parent.parent.parent
+from fp.base import TIMEOUT, build_module, wait_for
+from fp.logs import READY_RE
+from fp.master import Master
+from fp.net import free_port
+from fp.proc import all_procs, proc_stat
 
 UNSHARE = ["--pid", "--fork", "--mount-proc", "--kill-child"]
 

@@ -4,10 +4,10 @@
 the daemon master is detached (re-parented, a session of its own, no
 terminal, cwd /, stdio on /dev/null), its pid is in the pidfile, held with
 a lock: a second master with the same pidfile exits 1 saying which pid
-holds it, a stale pidfile is taken over, and SIGTERM removes it.
+holds it, a stale pidfile is taken over, SIGTERM removes it, and a
+pidfile that is a symbolic link is refused.
 """
 
-import collections
 import os
 import re
 import signal
@@ -16,36 +16,14 @@ import time
 
 import pytest
 
-from conftest import (READY_RE, EchoClient, LogFile, all_procs, free_port, is_alive,
-                      port_is_free, proc_stat, wait_for)
-
-
-def read_pid(path):
-    """The pid in a pidfile, or None while it is missing or incomplete."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None
-    m = re.fullmatch(r"(\d+)\n", text)
-    return int(m.group(1)) if m else None
-
-
-def descendants(pid):
-    by_parent = collections.defaultdict(list)
-    for p in all_procs():
-        by_parent[p.ppid].append(p.pid)
-    found, stack = [], [pid]
-    while stack:
-        for child in by_parent.get(stack.pop(), ()):
-            found.append(child)
-            stack.append(child)
-    return found
+from fp.base import wait_for
+from fp.logs import READY_RE, LogFile
+from fp.net import EchoClient, free_port, port_is_free
+from fp.proc import all_procs, child_procs, is_alive, kill_tree, proc_stat, read_pid
 
 
 def live_children(pid):
-    return [c for c in descendants(pid) if proc_stat(c) and proc_stat(c).ppid == pid
-            and is_alive(c)]
+    return [p.pid for p in child_procs(pid) if is_alive(p.pid)]
 
 
 def ancestors(pid):
@@ -87,17 +65,16 @@ def cmdline_mentions(text):
 
 
 @pytest.fixture
-def daemons():
+def daemons(tmp_path):
     """A list the test appends daemon master pids to; each is SIGKILLed
-    with all its descendants in teardown (they left our session)."""
+    with all its descendants in teardown (they left our session), and so
+    is every process whose command line names the test's tmp_path: a
+    daemon whose pid never made it to the list (its --pidfile or
+    --log-file is there)."""
     pids = []
     yield pids
-    for pid in pids:
-        for p in [pid] + descendants(pid):
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    for pid in pids + cmdline_mentions(str(tmp_path)):
+        kill_tree(pid)
 
 
 def start_daemon(run_cli, daemons, pidfile, *args):
@@ -242,3 +219,16 @@ def test_pidfile_without_daemon(forkpool, tmp_path):
 
     assert m.stop() == 0
     assert not os.path.exists(pidfile)
+
+
+def test_a_pidfile_that_is_a_symlink_is_refused(run_cli, tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    link = tmp_path / "forkpool.pid"
+    os.symlink(target, link)
+    res = run_cli("-b", "127.0.0.1:0", "--pidfile", link)
+    assert res.returncode == 1, res
+    lines = [l for l in res.stderr.splitlines() if l.strip() and "listening on" not in l]
+    assert len(lines) == 1 and "symbolic link" in lines[0] and str(link) in lines[0], res.stderr
+    assert target.read_text() == "keep me\n"
+    assert os.path.islink(link)

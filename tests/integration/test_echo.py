@@ -1,8 +1,6 @@
 """The built-in echo worker (workers/echo.c): accepting through forkpool's
 acceptor when out of file descriptors, and its --idle-timeout."""
 
-import os
-import re
 import resource
 import signal
 import socket
@@ -10,27 +8,15 @@ import time
 
 import pytest
 
-from conftest import (TIMEOUT, EchoClient, fd_table, report, server_side_inode, wait_for)
+from fp.base import TIMEOUT, report, wait_for
+from fp.master import accept_runs
+from fp.net import EchoClient
+from fp.proc import cpu_share, fd_table, server_side_inode
 
 # What counts as "not spinning": a worker that retries a failing accept()
 # every 100 ms uses well under 1 % of a core; one that spins uses all of it.
 MAX_CPU_SHARE = 0.2
 CPU_WINDOW = 2.0  # s over which the worker's CPU use is measured
-
-
-def cpu_seconds(pid):
-    """utime + stime of `pid`, in seconds (fields 14 and 15 of its stat)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    fields = data[data.rindex(b")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_share(pid, seconds=CPU_WINDOW):
-    """The share of one core `pid` used over the next `seconds`."""
-    c0, t0 = cpu_seconds(pid), time.monotonic()
-    time.sleep(seconds)  # the measuring window itself, not a wait
-    return (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
 
 
 def leave_fds(pid, spare):
@@ -42,15 +28,6 @@ def leave_fds(pid, spare):
     limit = max(fds) + 1 + spare
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
     return limit - len(fds)
-
-
-def accept_runs(m, pid):
-    """The acceptor's lines about runs of failures of worker `pid`, in
-    order: "pause" when a run began, "resume" when it ended."""
-    rx = re.compile(rf"worker 0 pid {pid}: (?:.*(pausing) accepts|"
-                    rf"(accepting) on \S+ again after)")
-    return ["pause" if mt.group(1) else "resume"
-            for mt in map(rx.search, m.log.lines()) if mt]
 
 
 def test_out_of_fds_pauses_accepting_instead_of_spinning(forkpool, capsys):
@@ -66,7 +43,7 @@ def test_out_of_fds_pauses_accepting_instead_of_spinning(forkpool, capsys):
         extra = EchoClient(addr)
         held.append(extra)
         m.wait_log(rf"worker 0 pid {pid}: .*accept.* failed")
-        used = cpu_share(pid)
+        used = cpu_share(pid, CPU_WINDOW)
         report(capsys, f"echo worker out of fds: {used * 100:.1f} % of a core over "
                f"{CPU_WINDOW:g} s")
         assert used < MAX_CPU_SHARE, (

@@ -3,7 +3,7 @@ stops cleanly on SIGTERM (exit status 0, no process left behind).
 
 The examples are built next to the forkpool program, in the build
 directory's examples/, found from $FORKPOOL_BIN (BUILD/cli/forkpool ->
-BUILD/examples/NAME).  Each runs as a Master (conftest.py): its stderr and
+BUILD/examples/NAME).  Each runs as a Master (fp.master): its stderr and
 stdout go to files, and teardown SIGKILLs whatever is left of it.
 """
 
@@ -15,8 +15,11 @@ import signal
 
 import pytest
 
-from conftest import (LOG_LINE_RE, TIMEOUT, JsonLog, LogFile, Master, free_port, port_is_free,
-                      proc_stat, wait_for)
+from fp.base import TIMEOUT, wait_for
+from fp.logs import LOG_LINE_RE, JsonLog, LogFile
+from fp.master import Master
+from fp.net import free_port, port_is_free
+from fp.proc import proc_stat
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ import resource
 import signal
 import subprocess
 
-from conftest import (all_procs, echo_roundtrip, fd_inodes, fd_table, free_port,
-                      listen_inodes, wait_for)
+from fp.base import wait_for
+from fp.net import echo_roundtrip, free_port
+from fp.proc import all_procs, fd_inodes, fd_table, listen_inodes
 
 # What a worker's fds >= 3 may be: sockets (channel, listeners, its loop's
 # signal socketpair), pipes (its loop's notification pipe) and the

@@ -17,9 +17,8 @@ import subprocess
 
 import pytest
 
-from conftest import FORKPOOL_BIN, Master
-
-REPO = pathlib.Path(__file__).resolve().parent.parent.parent
+from fp.base import FORKPOOL_BIN, REPO
+from fp.master import Master
 
 
 def run(args, **kw):

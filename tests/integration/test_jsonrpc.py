@@ -2,8 +2,6 @@
 object per line each way, over a raw TCP socket."""
 
 import json
-import os
-import re
 import resource
 import signal
 import socket
@@ -12,8 +10,10 @@ import time
 
 import pytest
 
-from conftest import (TIMEOUT, Conn, build_sanitizers, fd_table, owner_of_socket, report,
-                      server_side_inode, wait_for)
+from fp.base import TIMEOUT, build_sanitizers, report, wait_for
+from fp.master import accept_runs
+from fp.net import Conn
+from fp.proc import cpu_share, fd_table, owner_of_socket, server_side_inode, vm_kib
 
 MAX_LINE = 1024 * 1024
 
@@ -296,23 +296,6 @@ def test_sleep_in_flight_during_sigterm_completes(rpc):
 # Accepting when out of file descriptors
 
 
-def cpu_seconds(pid):
-    """utime + stime of `pid`, in seconds (fields 14 and 15 of its stat)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    fields = data[data.rindex(b")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def accept_runs(m, pid):
-    """The acceptor's lines about runs of failures of worker `pid`, in
-    order: "pause" when a run began, "resume" when it ended."""
-    rx = re.compile(rf"worker 0 pid {pid}: (?:.*(pausing) accepts|"
-                    rf"(accepting) on \S+ again after)")
-    return ["pause" if mt.group(1) else "resume"
-            for mt in map(rx.search, m.log.lines()) if mt]
-
-
 def test_out_of_fds_pauses_accepting_and_says_so_once(forkpool, capsys):
     m = forkpool("-w", "1", "-k", "jsonrpc")
     pid = m.wait_pool(1)[0]
@@ -329,9 +312,7 @@ def test_out_of_fds_pauses_accepting_and_says_so_once(forkpool, capsys):
         held.append(extra)
         extra.send("ping", id="queued")
         m.wait_log(rf"worker 0 pid {pid}: .*accept.* failed")
-        c0, t0 = cpu_seconds(pid), time.monotonic()
-        time.sleep(2.0)  # the window the CPU use is measured over
-        used = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+        used = cpu_share(pid, 2.0)
         report(capsys, f"jsonrpc worker out of fds: {used * 100:.1f} % of a core over 2 s")
         assert used < 0.2, f"{used * 100:.0f} % of a core while out of fds\n{m.describe()}"
         # The run of failures is logged once, not at every retry.
@@ -356,15 +337,6 @@ def test_out_of_fds_pauses_accepting_and_says_so_once(forkpool, capsys):
 # Memory under abuse
 
 MIB = 1024 * 1024
-
-
-def vm_kib(pid, key):
-    """A field of /proc/PID/status in KiB (VmRSS, VmHWM...)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {key} for pid {pid}")
 
 
 def echo_line(id, size=MAX_LINE):

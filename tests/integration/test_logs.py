@@ -19,8 +19,10 @@ import time
 
 import pytest
 
-from conftest import (LOG_LINE_RE, READY_RE, TIMEOUT, JsonLog, assert_one_line_error,
-                      free_port, names_flag, report, wait_for)
+from fp.base import TIMEOUT, assert_one_line_error, names_flag, report, wait_for
+from fp.logs import LOG_LINE_RE, READY_RE, JsonLog
+from fp.net import free_port
+from fp.proc import cpu_share
 
 RECORD_RE = re.compile(r"^record (\d+) of worker (\d+)$")
 
@@ -234,19 +236,6 @@ def ctl_status(forkpool_bin, sock, timeout=TIMEOUT):
     took = time.monotonic() - t0
     assert res.returncode == 0, f"ctl status: {res}"
     return took, json.loads(res.stdout)
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_share(pid, seconds):
-    """Share of one CPU the process used over `seconds` (measured)."""
-    before, t0 = cpu_seconds(pid), time.monotonic()
-    time.sleep(seconds)  # the measurement window itself
-    return (cpu_seconds(pid) - before) / (time.monotonic() - t0)
 
 
 def pipe_fill(fd):

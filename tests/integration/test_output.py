@@ -9,8 +9,10 @@ import re
 
 import pytest
 
-from conftest import (LOG_LINE_RE, OUTPUT_LINE_RE, JsonLog, free_port, is_alive, names_flag,
-                      read_json_log, shorten, wait_for)
+from fp.base import names_flag, shorten, wait_for
+from fp.logs import LOG_LINE_RE, OUTPUT_LINE_RE, JsonLog, read_json_log
+from fp.net import free_port
+from fp.proc import is_alive
 
 # The line chaos --raw-bytes writes (minus its newline): every control byte
 # but the newline, a NUL, invalid UTF-8, then "end".  Its log record is the

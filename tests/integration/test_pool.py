@@ -2,12 +2,12 @@
 inherited, the log format."""
 
 import os
-import shutil
-import tempfile
 import threading
 
-from conftest import (LOG_LINE_RE, EchoClient, assert_serves_alone, echo_roundtrip, listen_inodes,
-                      owner_of_socket, server_side_inode, socket_inodes, wait_for)
+from fp.base import wait_for
+from fp.logs import LOG_LINE_RE
+from fp.net import EchoClient, assert_serves_alone, echo_roundtrip
+from fp.proc import listen_inodes, owner_of_socket, server_side_inode, socket_inodes
 
 
 def test_three_workers_are_exactly_three_children(forkpool):
@@ -89,16 +89,11 @@ def test_log_lines_have_the_documented_format(forkpool):
     m.wait_log(r"shutdown complete")
 
 
-def test_unix_socket_bind(forkpool):
-    # A short directory: sun_path holds 108 bytes, pytest's tmp_path may not.
-    d = tempfile.mkdtemp(prefix="fp-")
-    try:
-        path = os.path.join(d, "echo.sock")
-        m = forkpool("-w", "2", "-b", f"unix:{path}", bind=False)
-        m.wait_pool(2)
-        assert echo_roundtrip(path)
-        assert m.stop() == 0
-        assert not os.path.exists(path), "the unix socket file was left behind"
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
+def test_unix_socket_bind(forkpool, sock_path):
+    # sock_path: short enough for sun_path (108 bytes), which pytest's
+    # tmp_path may not be.
+    m = forkpool("-w", "2", "-b", f"unix:{sock_path}", bind=False)
+    m.wait_pool(2)
+    assert echo_roundtrip(sock_path)
+    assert m.stop() == 0
+    assert not os.path.exists(sock_path), "the unix socket file was left behind"

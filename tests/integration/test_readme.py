@@ -11,9 +11,9 @@ import subprocess
 
 import pytest
 
-from conftest import Master, build_sanitizers
+from fp.base import REPO, build_sanitizers
+from fp.master import Master
 
-REPO = pathlib.Path(__file__).resolve().parent.parent.parent
 CFLAGS = ["-std=gnu11", "-Wall", "-Wextra", "-Werror"]
 
 

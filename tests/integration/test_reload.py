@@ -8,41 +8,20 @@ fails.
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 
 import pytest
 
-from conftest import (FORKPOOL_BIN, TIMEOUT, EchoClient, HttpLoad, control_replies,
-                      control_status, is_alive, wait_for)
+from fp.base import FORKPOOL_BIN, TIMEOUT, wait_for
+from fp.control import by_slot, control_replies, control_status, start_pool
+from fp.http import HttpLoad
+from fp.net import EchoClient
+from fp.proc import is_alive
 
 # ---------------------------------------------------------------------------
 # Helpers (the control socket, as in test_control.py)
-
-
-def sock_path():
-    """A control socket path short enough for sun_path."""
-    d = tempfile.mkdtemp(prefix="fprld", dir="/tmp")
-    yield os.path.join(d, "control.sock")
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def by_slot(st):
-    """{slot: [(role, state, pid), ...]} of a status result."""
-    out = {}
-    for w in st["workers"]:
-        out.setdefault(w["id"], []).append((w.get("role"), w["state"], w["pid"]))
-    return out
-
-
-def start(forkpool, sock, n, *args, **kw):
-    m = forkpool("-w", str(n), "--control", sock, *args, **kw)
-    pool = m.wait_pool(n)
-    wait_for(lambda: os.path.exists(sock), what=f"the control socket {sock}")
-    return m, pool
 
 
 def log_index(m, regex):
@@ -100,7 +79,7 @@ HOW = ["SIGHUP", "ctl", "socket"]
 
 @pytest.mark.parametrize("how", HOW)
 def test_reload_replaces_every_worker_in_its_slot(forkpool, chaos, run_cli, sock_path, how):
-    m, pool = start(forkpool, sock_path, 3, "-k", chaos)
+    m, pool = start_pool(forkpool, sock_path, 3, "-k", chaos)
     if how == "SIGHUP":
         m.signal(signal.SIGHUP)
     elif how == "ctl":
@@ -137,7 +116,7 @@ def test_reload_replaces_every_worker_in_its_slot(forkpool, chaos, run_cli, sock
 def test_reload_waits_for_a_draining_worker_before_replacing_its_slot_again(forkpool, sock_path):
     # One worker, and a client connected to it: the old worker drains as
     # long as the client stays, so its slot has an extra process that long.
-    m, pool = start(forkpool, sock_path, 1, "--graceful-timeout", "120")
+    m, pool = start_pool(forkpool, sock_path, 1, "--graceful-timeout", "120")
     old = pool[0]
     client = EchoClient(("127.0.0.1", m.port))
     try:
@@ -180,7 +159,7 @@ def test_reload_waits_for_a_draining_worker_before_replacing_its_slot_again(fork
 
 
 def test_a_reload_during_a_reload_starts_the_sweep_over(forkpool, chaos, sock_path):
-    m, pool = start(forkpool, sock_path, 3, "-k", chaos)
+    m, pool = start_pool(forkpool, sock_path, 3, "-k", chaos)
     # Both requests in one write: the master reads them in one go, so the
     # second surely arrives while the first sweep is under way.
     reps = control_replies(sock_path, {"cmd": "reload"}, {"cmd": "reload"})
@@ -207,7 +186,7 @@ def test_a_replacement_that_never_becomes_ready_aborts_the_reload(forkpool, chao
     a FIFO nobody reads, and a new worker blocks in open() before "ready",
     while the running ones are untouched: the replacement hangs, is killed
     after --worker-timeout, and the reload is aborted."""
-    m, pool = start(forkpool, sock_path, 2, "--check-interval", "100ms", "--worker-timeout", "1s",
+    m, pool = start_pool(forkpool, sock_path, 2, "--check-interval", "100ms", "--worker-timeout", "1s",
                     "-k", chaos, name="fifo")
     hooks = m.hooks.path
     # "ready" comes before main, and main's first act is to append its
@@ -268,8 +247,8 @@ LOAD_CAP = HUPS_AT[-1] + 3 * TIMEOUT
 @pytest.mark.parametrize("workers", [2, 4])
 def test_reload_twice_under_http_load_fails_no_request(forkpool, sock_path, workers):
     assert http_available(), "forkpool --help lists no built-in http worker"
-    m, pool = start(forkpool, sock_path, workers, "-k", "http")
-    load = HttpLoad(m.port, body_prefix=b"hello from worker ")
+    m, pool = start_pool(forkpool, sock_path, workers, "-k", "http")
+    load = HttpLoad(m.port, body_prefix="hello from worker ")
 
     def until_reloaded():
         # A slow machine may take seconds per replacement, and the second

@@ -4,11 +4,13 @@ signal storm on newborn workers does not reach the master."""
 
 import os
 import signal
-import time
 
 import pytest
 
-from conftest import assert_serves_alone, echo_roundtrip, is_alive, log_time, wait_for
+from fp.base import build_module, report, wait_for
+from fp.logs import log_time
+from fp.net import assert_serves_alone, echo_roundtrip
+from fp.proc import is_alive, proc_status
 
 # Kills in a loop must measure respawn, not the restart policy: a worker
 # killed before --min-uptime counts as a failed start and is backed off.
@@ -131,21 +133,113 @@ def test_hung_worker_is_killed_and_replaced(forkpool, chaos, style):
     assert waited >= 0.95, f"killed {waited:.3f} s after ready, --worker-timeout is 1 s"
 
 
-def test_signal_storm_on_newborn_workers(forkpool):
-    # A signal that hits a child between fork() and the reset of its
-    # signal handling can run the master's handler in the child, and with
-    # libevent write into the signal socketpair the child still shares
-    # with the master: the master would then "receive" it.  So: 200 times,
-    # SIGTERM a worker as soon as its pid exists.
-    #
-    # Each round first SIGTERMs a mature worker (an ordinary exit, which
-    # resets the slot's failed-start count), then the newborn that
-    # replaces it; so the restart policy never delays the storm.
-    m = forkpool("-w", "2", "--min-uptime", MIN_UPTIME, "--graceful-timeout", "5")
+# A worker whose start waits for the test: on_start returns only once the
+# file DIR/go.PID exists (DIR is the worker argument), so until the test
+# creates it the worker cannot have said "ready".  main is the worker's
+# own event loop, which a SIGTERM stops (exit 0).
+GATE_MODULE = r"""
+#include <limits.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <forkpool.h>
+
+static const char *dir;
+
+static int gate_setup(struct fpool_worker *w, int argc, char **argv)
+{
+	(void)w;
+	if (argc != 2)
+		return -1;
+	dir = argv[1];
+	return 0;
+}
+
+/* At most 60000 naps of 1 ms (fewer if signals cut them short). */
+static int gate_on_start(struct fpool_worker *w, void *arg)
+{
+	const struct timespec nap = { 0, 1000 * 1000 };
+	char path[PATH_MAX];
+
+	(void)arg;
+	snprintf(path, sizeof(path), "%s/go.%d", dir, (int)fpool_worker_pid(w));
+	for (int i = 0; i < 60000; i++) {
+		if (access(path, F_OK) == 0)
+			return 0;
+		nanosleep(&nap, NULL);
+	}
+	return -1;
+}
+
+static int gate_main(struct fpool_worker *w, void *arg)
+{
+	(void)arg;
+	return fpool_worker_loop(w);
+}
+
+static const struct fpool_worker_def gate = {
+	.name = "gate",
+	.setup = gate_setup,
+	.on_start = gate_on_start,
+	.main = gate_main,
+};
+
+FPOOL_WORKER_MODULE(gate);
+"""
+
+
+def sigterm_pending_while_blocked(pid):
+    """True if /proc says SIGTERM is pending in `pid` and blocked there:
+    it arrived before the process unblocked signals."""
+    try:
+        st = proc_status(pid)
+    except FileNotFoundError:
+        return False
+    bit = 1 << (signal.SIGTERM - 1)
+    pending = int(st["ShdPnd"], 16) | int(st["SigPnd"], 16)
+    return bool(pending & bit and int(st["SigBlk"], 16) & bit)
+
+
+STORM_ROUNDS = 200
+
+
+def test_signal_storm_on_newborn_workers(forkpool, tmp_path, capsys):
+    """A signal that hits a child between fork() and the reset of its
+    signal handling could run the master's handler in the child, and with
+    libevent write into the signal socketpair the child still shares with
+    the master: the master would then "receive" it and shut down.  The
+    master blocks every signal around fork() and the child unblocks them
+    only once its own handlers are in place (DESIGN.md, "Fork safety").
+
+    So: 200 times, SIGTERM a worker as soon as its pid exists, always
+    before it said ready (its start waits for the test: GATE_MODULE), and
+    often while it still blocks every signal.  Each such newborn must
+    stop through its own handler (ready, then exit 0: never killed by the
+    signal's default action), be replaced in its slot, and the master
+    must never take the signal for its own.
+
+    Each round first SIGTERMs a mature worker (an ordinary exit, which
+    resets the slot's failed-start count), then the newborn that replaces
+    it; so the restart policy never delays the storm.
+    """
+    gate = build_module(tmp_path, "gate", GATE_MODULE)
+    gates = tmp_path / "gates"
+    gates.mkdir()
+
+    def release(pid):
+        (gates / f"go.{pid}").touch()
+
+    m = forkpool("-w", "2", "-k", gate, "--min-uptime", MIN_UPTIME, "--graceful-timeout", "5",
+                 "--", gates)
+    seen = set()
+    for _ in range(2):
+        pid = m.wait_new_child(seen)
+        seen.add(pid)
+        release(pid)
     pool = m.wait_pool(2)
-    seen = set(pool.values())
-    newborns = []
-    for i in range(200):
+    in_window = 0
+    for i in range(STORM_ROUNDS):
         slot = i % 2
         pool = m.wait_pool(2)
         seen |= set(pool.values())
@@ -153,28 +247,36 @@ def test_signal_storm_on_newborn_workers(forkpool):
         m.wait_uptime(old, MATURE)
         os.kill(old, signal.SIGTERM)
         newborn = m.wait_new_child(seen)
-        try:
-            os.kill(newborn, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         seen.add(newborn)
-        # Let it finish exiting, so the next round cannot pick it as the
-        # "mature" worker of its slot while it is on its way out.
-        wait_for(lambda: not is_alive(newborn), what=f"pid {newborn} to exit")
-        newborns.append((newborn, time.time()))
+        os.kill(newborn, signal.SIGTERM)  # it cannot be gone: its start waits for us
+        in_window += sigterm_pending_while_blocked(newborn)
+        assert not m.find(rf"\bpid {newborn} ready\b"), "the gate let a worker start"
+        release(newborn)
+        # It says ready, then its own handler stops it.
+        m.wait_log(rf"\bworker {slot} pid {newborn} ready\b")
+        end = m.wait_log(rf"\bworker {slot} pid {newborn} (exited with status \d+|killed by \S+)")
+        assert end.group(1) == "exited with status 0", (
+            f"a worker signalled before ready did not stop cleanly: {end.string}\n"
+            f"{m.describe()}")
+        # Its replacement starts when we say so.
+        repl = m.wait_new_child(seen)
+        seen.add(repl)
+        release(repl)
 
+    report(capsys, f"signal storm: {STORM_ROUNDS} newborns SIGTERMed before ready, "
+                   f"{in_window} of them while they still blocked every signal")
     assert m.alive(), f"the master died in the storm\n{m.describe()}"
-    ready_at = {int(x.group(2)): log_time(x.string) for x in m.find(r"worker (\d+) pid (\d+) ready")}
-    early = sum(1 for p, t in newborns if t < ready_at.get(p, float("inf")))
-    print(f"{early} of {len(newborns)} newborns were signalled before they said ready")
+    assert not m.find(r"\bgot SIG(TERM|INT|QUIT)\b|shutting down|shutdown complete"), (
+        f"the master took a newborn's signal for its own\n{m.describe()}")
+    # The window between fork and the child's own handlers was hit.
+    assert in_window > 0, "no newborn was signalled before it unblocked signals"
     pool = m.wait_pool(2)
     m.wait_no_zombies()
-    assert not m.find(r"shutdown complete"), "the master began to shut down"
-    # Still respawning, i.e. not shutting down, and still serving.
+    # Still respawning, i.e. not shutting down.
     old = pool[0]
     os.kill(old, signal.SIGKILL)
+    release(m.wait_new_child(seen))
     m.wait_respawn(0, old)
     m.wait_pool(2)
-    assert echo_roundtrip(("127.0.0.1", m.port))
     assert m.stop() == 0
     m.assert_tree_gone()

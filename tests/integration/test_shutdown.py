@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from conftest import (TIMEOUT, EchoClient, echo_roundtrip, is_alive, not_served,
-                      port_is_free, wait_for)
+from fp.base import TIMEOUT, wait_for
+from fp.net import EchoClient, echo_roundtrip, not_served, port_is_free
+from fp.proc import is_alive
 
 BLOCKING = {"event": [], "blocking": ["--blocking"]}
 
@@ -214,23 +215,24 @@ def test_master_sigkill_drains_then_cuts_a_client(forkpool):
     assert port_is_free(m.port)
 
 
-# Sizes after the signal, for a pool started with 2 workers.
+# Sizes after the signal, for a pool started with 2 workers, and what the
+# master logs once it has handled it (a HUP: once the reload is over).
 HARMLESS = [
-    (signal.SIGHUP, 2),
-    (signal.SIGUSR1, 2),
-    (signal.SIGTTIN, 3),
-    (signal.SIGTTOU, 1),
+    (signal.SIGHUP, 2, r"\breload complete$"),
+    (signal.SIGUSR1, 2, r"\bSIGUSR1: log files reopened$"),
+    (signal.SIGTTIN, 3, r"\bSIGTTIN: added worker 2 \(3 now\)$"),
+    (signal.SIGTTOU, 1, r"\bSIGTTOU: removing worker 1 \(1 left\)$"),
 ]
 
 
-@pytest.mark.parametrize("sig,size", HARMLESS, ids=[s.name for s, _ in HARMLESS])
-def test_other_signals_do_not_kill_the_master(forkpool, sig, size):
+@pytest.mark.parametrize("sig,size,handled", HARMLESS, ids=[s.name for s, _, _ in HARMLESS])
+def test_other_signals_do_not_kill_the_master(forkpool, sig, size, handled):
     m = forkpool("-w", "2")
     m.wait_pool(2)
     m.signal(sig)
+    m.wait_log(handled)
     pool = m.wait_pool(size)
-    # Proof that the master handled the signal and runs on: a worker killed
-    # afterwards is replaced (its SIGCHLD is handled after our signal).
+    # And the master runs on: a worker killed afterwards is replaced.
     slot, old = sorted(pool.items())[0]
     os.kill(old, signal.SIGKILL)
     m.wait_respawn(slot, old)
@@ -244,16 +246,26 @@ def test_other_signals_do_not_kill_the_master(forkpool, sig, size):
 def test_ttin_ttou_grow_and_shrink_never_below_one(forkpool):
     m = forkpool("-w", "1")
     m.wait_pool(1)
+    # One signal at a time, each handled (logged) before the next: two
+    # pending signals of one kind would merge into one.
     m.signal(signal.SIGTTIN)
+    m.wait_log(r"\bSIGTTIN: added worker 1 \(2 now\)$")
     m.wait_pool(2)
     m.signal(signal.SIGTTIN)
+    m.wait_log(r"\bSIGTTIN: added worker 2 \(3 now\)$")
     pool = m.wait_pool(3)
     assert sorted(pool) == [0, 1, 2]
     m.signal(signal.SIGTTOU)
+    m.wait_log(r"\bSIGTTOU: removing worker 2 \(2 left\)$")
     m.wait_pool(2)
     m.signal(signal.SIGTTOU)
+    m.wait_log(r"\bSIGTTOU: removing worker 1 \(1 left\)$")
     pool = m.wait_pool(1)
-    m.signal(signal.SIGTTOU)  # the last worker stays
+    # The last worker stays: the master says so, and keeps it.
+    m.signal(signal.SIGTTOU)
+    m.wait_log(r"\bSIGTTOU: not removing worker 0: it is the last one$")
+    assert m.wait_pool(1) == pool
+    assert not m.find(r"\bSIGTTOU: removing worker 0\b"), m.describe()
     slot, old = next(iter(pool.items()))
     os.kill(old, signal.SIGKILL)
     m.wait_respawn(slot, old)

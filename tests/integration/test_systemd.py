@@ -15,7 +15,6 @@ forkpool in its own process.
 import collections
 import http.client
 import os
-import pathlib
 import shutil
 import signal
 import socket
@@ -27,10 +26,11 @@ import uuid
 
 import pytest
 
-from conftest import (TIMEOUT, EchoClient, Master, all_procs, build_module, fd_inodes, free_port,
-                      listen_inodes, log_time, proc_stat, wait_for)
-
-REPO = pathlib.Path(__file__).resolve().parent.parent.parent
+from fp.base import TIMEOUT, build_module, wait_for
+from fp.logs import log_time
+from fp.master import Master
+from fp.net import EchoClient, free_port
+from fp.proc import fd_inodes, kill_tree, listen_inodes, proc_stat, read_pid
 
 # Variables of the outer world a test must not inherit by accident.
 SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
@@ -338,28 +338,6 @@ def test_unreachable_notify_socket_is_only_a_warning(sd, tmp_path):
     m.assert_tree_gone()
 
 
-def read_pid(path):
-    try:
-        text = pathlib.Path(path).read_text()
-    except FileNotFoundError:
-        return None
-    return int(text) if text.strip().isdigit() and text.endswith("\n") else None
-
-
-def kill_tree(pid):
-    pids = {pid}
-    grew = True
-    while grew:
-        more = {p.pid for p in all_procs() if p.ppid in pids} - pids
-        grew = bool(more)
-        pids |= more
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def test_mainpid_is_the_daemon(forkpool_bin, notify_socket, tmp_path):
     ns = notify_socket()
     pidfile = tmp_path / "forkpool.pid"
@@ -387,6 +365,7 @@ def test_mainpid_is_the_daemon(forkpool_bin, notify_socket, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        daemon = daemon or read_pid(pidfile)
         if daemon is not None:
             kill_tree(daemon)
 

@@ -22,7 +22,8 @@ import time
 
 import pytest
 
-from conftest import Master, echo_roundtrip, free_port
+from fp.master import Master
+from fp.net import echo_roundtrip, free_port
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("FORKPOOL_VALGRIND") != "1",

@@ -10,11 +10,15 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fpool-int.h"
@@ -439,11 +443,63 @@ static unsigned fill(int fd)
 	return sent;
 }
 
+/* True once `pid` sleeps in poll(2) or ppoll(2): /proc/PID/stat says
+ * it sleeps, and /proc/PID/syscall which call it sleeps in.  Where that
+ * file cannot be read (a stricter ptrace policy than "a parent may look
+ * at its child"), sleeping at all has to do: the child has nowhere else
+ * to sleep. */
+static bool sleeps_in_poll(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	long nr;
+	size_t n;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* The state follows the command name, which ends at the last ')'. */
+	p = strrchr(buf, ')');
+	assert_non_null(p);
+	if (p[1] != ' ' || p[2] != 'S')
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
+	f = fopen(path, "r");
+	if (f == NULL)
+		return true;
+	n = fscanf(f, "%ld", &nr);
+	fclose(f);
+	if (n != 1)
+		return true;
+#ifdef SYS_poll
+	if (nr == SYS_poll)
+		return true;
+#endif
+#ifdef SYS_ppoll
+	if (nr == SYS_ppoll)
+		return true;
+#endif
+	return false;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 static void test_full_channel(void **state)
 {
+	const struct timespec ms = { 0, 1000 * 1000 };
 	struct fpool__msg ready = { .type = FPOOL_MSG_READY };
 	struct fpool__msg m;
-	unsigned sent, got;
+	unsigned sent, got, ok = 0;
+	double deadline;
 	int sv[2], status;
 	pid_t pid;
 
@@ -459,23 +515,35 @@ static void test_full_channel(void **state)
 	sent = fill(sv[0]);
 	assert_true(sent > 0);
 
-	/* A blocking send waits for room even on an O_NONBLOCK socket.
-	 * The child makes room a little later by reading the heartbeats;
-	 * all of them, since POLLOUT on a unix socket only comes back once
-	 * most of the send buffer is free. */
+	/* A blocking send waits for room even on an O_NONBLOCK socket.  A
+	 * child sends on the full channel; once it sleeps in poll(2) there,
+	 * the test makes room by reading the heartbeats: all of them, since
+	 * POLLOUT on a unix socket only comes back once most of the send
+	 * buffer is free.  (Room made before the child waits would prove
+	 * nothing, hence the wait for its sleep.) */
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		unsigned ok = 0;
-
-		usleep(100 * 1000);
-		for (got = 0; got < sent; got++)
-			if (recv_msg(sv[1], &m) == 0 &&
-			    m.type == FPOOL_MSG_HEARTBEAT)
-				ok++;
-		_exit(ok == sent ? 0 : 1);
+		alarm(10); /* the parent's alarm is not inherited */
+		_exit(fpool__msg_send(sv[0], &ready, true) == 0 ? 0 : 1);
 	}
-	assert_int_equal(fpool__msg_send(sv[0], &ready, true), 0);
+	deadline = now() + 5; /* within the alarm above */
+	while (!sleeps_in_poll(pid)) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			fail_msg("the blocking send on a full channel returned "
+				 "without waiting (status %d)",
+				 status);
+		if (now() > deadline) {
+			kill(pid, SIGKILL);
+			fail_msg("the child never waited in poll(2) for room");
+		}
+		/* The deadline is the bound; this only paces the polling. */
+		nanosleep(&ms, NULL);
+	}
+	for (got = 0; got < sent; got++)
+		if (recv_msg(sv[1], &m) == 0 && m.type == FPOOL_MSG_HEARTBEAT)
+			ok++;
+	assert_int_equal(ok, sent);
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 

@@ -15,26 +15,13 @@
 #include <yajl/yajl_tree.h>
 
 #include "fpool-int.h"
-
-static int dummy_main(struct fpool_worker *w, void *arg)
-{
-	(void)w;
-	(void)arg;
-	return 0;
-}
-
-static const struct fpool_worker_def dummy = { .name = "dummy",
-					       .main = dummy_main };
+#include "dummy-pool.h"
 
 static int setup(void **state)
 {
-	struct fpool_config cfg;
 	struct fpool_pool *pool;
 
-	fpool_config_init(&cfg);
-	cfg.workers = 3;
-	cfg.worker = &dummy;
-	assert_int_equal(fpool_pool_new(&pool, &cfg), 0);
+	assert_int_equal(dummy_pool_new(&pool, 3), 0);
 	*state = pool;
 	return 0;
 }

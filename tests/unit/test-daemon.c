@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -177,15 +178,20 @@ static void test_pidfile_errors(void **state)
 	assert_int_equal(fd, -1);
 }
 
+/* What a daemon's fd 2 is: /dev/null, the pipe the test gave the
+ * original process as its stderr, or something else. */
+enum err_fd { ERR_DEVNULL, ERR_TEST_PIPE, ERR_OTHER };
+
 /* What a daemon tells the test about itself over `info`. */
 struct daemon_info {
 	pid_t pid, ppid, sid, pgrp;
-	int cwd_root;	  /* getcwd() is "/" */
-	int stdin_null;	  /* fd 0 is /dev/null */
-	int stdout_null;  /* fd 1 is /dev/null */
-	int stderr_null;  /* fd 2 is /dev/null, before ready */
-	int stderr_after; /* fd 2 is /dev/null, after ready(0) */
+	int cwd_root;		   /* getcwd() is "/" */
+	int stdin_null;		   /* fd 0 is /dev/null */
+	int stdout_null;	   /* fd 1 is /dev/null */
+	enum err_fd stderr_before; /* fd 2 before ready */
+	enum err_fd stderr_after;  /* fd 2 after ready (if reported) */
 	int ready_cloexec;
+	int ready_closed; /* the ready fd is closed (-1) after reporting */
 };
 
 static int is_devnull(int fd)
@@ -196,18 +202,73 @@ static int is_devnull(int fd)
 	       S_ISCHR(a.st_mode) && a.st_rdev == b.st_rdev;
 }
 
+static enum err_fd what_is_fd2(const struct stat *test_pipe)
+{
+	struct stat st;
+
+	if (is_devnull(2))
+		return ERR_DEVNULL;
+	if (fstat(2, &st) == 0 && st.st_dev == test_pipe->st_dev &&
+	    st.st_ino == test_pipe->st_ino)
+		return ERR_TEST_PIPE;
+	return ERR_OTHER;
+}
+
+/* Read fd until EOF into buf (NUL-terminated, cut to len - 1 bytes), for
+ * at most 10 s. */
+static void read_to_eof(int fd, char *buf, size_t len)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	size_t got = 0;
+	char sink[256];
+	ssize_t n;
+
+	for (;;) {
+		int r = poll(&pfd, 1, 10 * 1000);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r == 0)
+			fail_msg("the daemon's stderr pipe never reached EOF");
+		assert_true(r > 0);
+		if (got < len - 1)
+			n = read(fd, buf + got, len - 1 - got);
+		else
+			n = read(fd, sink, sizeof(sink));
+		if (n < 0 && errno == EINTR)
+			continue;
+		assert_true(n >= 0);
+		if (n == 0)
+			break;
+		if (got < len - 1)
+			got += (size_t)n;
+	}
+	buf[got] = '\0';
+}
+
+#define BEFORE_READY "daemon: stderr before ready\n"
+#define AFTER_READY  "daemon: stderr after ready\n"
+
 /*
  * Fork an "original process" that daemonizes; its daemon reports `status`
  * (or, if status < 0, exits without reporting).  Returns the original's
- * exit status and fills *info from the daemon.
+ * exit status and fills *info from the daemon, and err with what reached
+ * the stderr the original process was given: a pipe of the test's own, so
+ * that what the daemon does with its stderr shows whatever stderr the test
+ * runner gave us (under meson it may well be /dev/null already).  The
+ * daemon writes BEFORE_READY to fd 2 before it reports, AFTER_READY after.
  */
-static int run_daemonize(int status, struct daemon_info *info)
+static int run_daemonize(int status, struct daemon_info *info, char *err,
+			 size_t errlen)
 {
-	int pipefd[2], wstatus;
+	int pipefd[2], errpipe[2], wstatus;
+	struct stat test_pipe;
 	pid_t orig;
 	ssize_t n;
 
 	assert_int_equal(pipe(pipefd), 0);
+	assert_int_equal(pipe2(errpipe, O_CLOEXEC), 0);
+	assert_int_equal(fstat(errpipe[1], &test_pipe), 0);
 	orig = fork();
 	assert_true(orig >= 0);
 	if (orig == 0) {
@@ -216,6 +277,8 @@ static int run_daemonize(int status, struct daemon_info *info)
 		char cwd[PATH_MAX];
 
 		close(pipefd[0]);
+		if (dup2(errpipe[1], STDERR_FILENO) < 0)
+			_exit(97);
 		if (fpool__daemonize(&ready) != 0)
 			_exit(99);
 		/* The daemon. */
@@ -227,22 +290,32 @@ static int run_daemonize(int status, struct daemon_info *info)
 			      strcmp(cwd, "/") == 0;
 		di.stdin_null = is_devnull(0);
 		di.stdout_null = is_devnull(1);
-		di.stderr_null = is_devnull(2);
+		di.stderr_before = what_is_fd2(&test_pipe);
 		di.ready_cloexec = (fcntl(ready, F_GETFD) & FD_CLOEXEC) != 0;
+		if (write(STDERR_FILENO, BEFORE_READY, strlen(BEFORE_READY)) <
+		    0)
+			_exit(96);
 		if (status >= 0)
 			fpool__daemon_ready(&ready, status);
-		di.stderr_after = is_devnull(2) && ready == -1;
+		di.stderr_after = what_is_fd2(&test_pipe);
+		if (write(STDERR_FILENO, AFTER_READY, strlen(AFTER_READY)) < 0)
+			_exit(96);
+		di.ready_closed = ready == -1;
 		if (write(pipefd[1], &di, sizeof(di)) != sizeof(di))
 			_exit(98);
 		_exit(0);
 	}
 	close(pipefd[1]);
+	close(errpipe[1]);
 	assert_int_equal(waitpid(orig, &wstatus, 0), orig);
 	do
 		n = read(pipefd[0], info, sizeof(*info));
 	while (n < 0 && errno == EINTR);
 	assert_int_equal(n, sizeof(*info));
 	close(pipefd[0]);
+	/* EOF once the daemon has exited (or let go of the pipe). */
+	read_to_eof(errpipe[0], err, errlen);
+	close(errpipe[0]);
 	assert_true(WIFEXITED(wstatus));
 	return WEXITSTATUS(wstatus);
 }
@@ -250,9 +323,10 @@ static int run_daemonize(int status, struct daemon_info *info)
 static void test_daemonize_started(void **state)
 {
 	struct daemon_info di;
+	char err[512];
 
 	(void)state;
-	assert_int_equal(run_daemonize(0, &di), 0);
+	assert_int_equal(run_daemonize(0, &di, err, sizeof(err)), 0);
 	assert_true(di.pid > 0);
 	/* A new session whose leader (the intermediate) is gone: the daemon
 	 * is not a session leader and can get no controlling terminal. */
@@ -262,27 +336,36 @@ static void test_daemonize_started(void **state)
 	assert_true(di.cwd_root);
 	assert_true(di.stdin_null);
 	assert_true(di.stdout_null);
-	/* stderr stays until the start is reported, then /dev/null. */
-	assert_false(di.stderr_null && !is_devnull(2));
-	assert_true(di.stderr_after);
+	/* stderr stays until the start is reported (what the daemon writes
+	 * there reaches the starting process's stderr), then /dev/null. */
+	assert_int_equal(di.stderr_before, ERR_TEST_PIPE);
+	assert_int_equal(di.stderr_after, ERR_DEVNULL);
+	assert_string_equal(err, BEFORE_READY);
+	assert_true(di.ready_closed);
 }
 
 static void test_daemonize_failed(void **state)
 {
 	struct daemon_info di;
+	char err[512];
 
 	(void)state;
-	assert_int_equal(run_daemonize(1, &di), 1);
-	assert_int_equal(run_daemonize(7, &di), 7);
+	assert_int_equal(run_daemonize(1, &di, err, sizeof(err)), 1);
+	/* After a failed start stderr stays, for the daemon's last words. */
+	assert_int_equal(di.stderr_before, ERR_TEST_PIPE);
+	assert_int_equal(di.stderr_after, ERR_TEST_PIPE);
+	assert_string_equal(err, BEFORE_READY AFTER_READY);
+	assert_int_equal(run_daemonize(7, &di, err, sizeof(err)), 7);
 }
 
 /* A daemon that dies without a word makes the original exit 1. */
 static void test_daemonize_silent(void **state)
 {
 	struct daemon_info di;
+	char err[512];
 
 	(void)state;
-	assert_int_equal(run_daemonize(-1, &di), 1);
+	assert_int_equal(run_daemonize(-1, &di, err, sizeof(err)), 1);
 }
 
 static void test_ready_noop(void **state)
