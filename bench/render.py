@@ -353,8 +353,7 @@ def details_scale(res):
     rows, skipped = [], []
     for size in sizes:
         if "skipped" in size:
-            skipped.append("%d workers: %s" % (size["workers"],
-                                               size["skipped"]))
+            skipped.append(size["skipped"])  # the master's "N workers need"
             rows.append([size["workers"]] + ["skipped"] + ["—"] * 7)
             continue
         w = size.get("worker_uss_kb")
@@ -379,12 +378,9 @@ def details_scale(res):
              "master USS kB", "master idle CPU", "worker USS kB (median)",
              "graceful stop ms"], rows))
     if skipped:
-        hard = res.get("machine", {}).get("nofile_hard")
-        text += ("\n\nSkipped: %s%s." % (
-            "; ".join(skipped), "" if hard is None else
-            " (the hard RLIMIT_NOFILE here is %d, and the master refuses "
-            "a pool that cannot fit it: pool_fd_limit() in src/pool.c)"
-            % hard))
+        text += ("\n\nSkipped (the master refuses a pool that does not fit "
+                 "its RLIMIT_NOFILE, which it raises to the hard limit; the "
+                 "bench does not raise that): %s." % "; ".join(skipped))
     return text
 
 

@@ -79,6 +79,7 @@ set logscale x 2
 set xlabel "workers"
 set ylabel "ms (log scale)"
 set yrange [*:*]
+set xrange [48:5500]
 set xtics (64, 128, 256, 512, 1024, 2048, 4096)
 set grid xtics ytics
 plot '{d}/scale.dat' using 1:2 title 'all ready (its log)' lw 2 pt 7 \\
@@ -106,9 +107,11 @@ def _head(res):
         "",
         "## Machine and versions",
         "",
-        "- %s CPUs: %s; %s GiB; Linux %s; load average %.1f at the start "
-        "and %.1f at the end (other work on the machine shares its "
+        "- %s CPUs: %s; %s GiB; Linux %s;%s load average %.1f at the "
+        "start and %.1f at the end (other work on the machine shares its "
         "CPUs)." % (m["nproc"], m["cpu"], m["mem_gib"], m["kernel"],
+                    " open files hard limit %d;" % m["nofile_hard"]
+                    if m.get("nofile_hard") else "",
                     m["loadavg_start"], m.get("loadavg_end", 0)),
         "- forkpool %s (git %s; libevent %s, gcc %s, meson "
         "debugoptimized), "
