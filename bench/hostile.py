@@ -1,11 +1,11 @@
 """The master under attack (issue 11's figures): what a hostile or unlucky
 environment costs it.  The suite's `hostile` scenario.
 
-  stuck-log   stderr a pipe nobody reads, filled by the workers, then a
-              storm of SIGHUPs (300; --quick 30): `forkpool ctl status`
-              latency over 100 calls (--quick 20): p50, p99, max; then the
-              pipe is read again and the master's own count of the records
-              it dropped is read back
+  stuck-log   stderr a pipe nobody reads, filled by 4 workers printing
+              2 MB each, then a storm of SIGHUPs (300; --quick 30):
+              `forkpool ctl status` latency over 100 calls (--quick 20):
+              p50, p99, max; then the pipe is read again and the master's
+              own count of the records it dropped is read back
   emfile      the master's RLIMIT_NOFILE at its fd count + 4 and 10 idle
               control connections: the master's CPU over 10 s (--quick 2)
   orphan      a worker's child that writes "y" to the worker's stdout for
@@ -14,6 +14,7 @@ environment costs it.  The suite's `hostile` scenario.
   output      64 workers printing 300 lines of 16 KiB each: the master's
               largest RSS (sampled every 20 ms) and `ctl output` size
 """
+import fcntl
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import termios
 import threading
 import time
 
@@ -55,18 +57,35 @@ def stop(p, timeout=30):
     p.wait(timeout)
 
 
+def pipe_fill(fd):
+    """Bytes waiting in the pipe (FIONREAD)."""
+    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4),
+                          "little")
+
+
 def stuck_log(cfg, d):
+    """The workers print more than the pipe (64 KiB) and the master's
+    queue for it (1 MiB, src/sink.c) hold together.  While the pipe takes
+    nothing the master stops reading the workers, and after 1 s of that it
+    gives the pipe up: it reads again and drops what does not fit.  The
+    master looks every second (SINK_STUCK) for a second without progress,
+    so giving up takes 1 to 2 s after the last byte went into the pipe:
+    the SIGHUPs and calls start 2.5 s after the pipe is full.  (Started
+    1 s after the control socket appeared, with 400 kB per worker as the
+    first version did, the master had not given up in about 1 run in 3,
+    nothing was dropped, and no count was ever logged.)"""
     sock = os.path.join(d, "stuck.sock")
     r, w = os.pipe()
     try:
         p = start(["-w", "4", "--control", sock, "-k", CHAOS, "--",
-                   "--lines", "2000:200"], stdout=w, stderr=w)
+                   "--lines", "10000:200"], stdout=w, stderr=w)
     finally:
         os.close(w)
     got = bytearray()
     try:
         wait_for(lambda: os.path.exists(sock), what="the control socket")
-        time.sleep(1)  # the workers fill the pipe
+        wait_for(lambda: pipe_fill(r) >= 60000, what="a full stderr pipe")
+        time.sleep(2.5)  # the master gives the pipe up
         for _ in range(cfg.hostile_sighups):
             os.kill(p.pid, signal.SIGHUP)
         took = []
@@ -84,13 +103,18 @@ def stuck_log(cfg, d):
                 got.extend(chunk)
         reader = threading.Thread(target=drain, daemon=True)
         reader.start()
-        wait_for(lambda: DROPPED.search(got),
-                 what="the dropped-records report")
+        try:
+            wait_for(lambda: DROPPED.search(got), timeout=60,
+                     what="the dropped-records report")
+        except RuntimeError as e:
+            raise RuntimeError("%s; %d bytes read from the pipe, none "
+                               "dropped?" % (e, len(got)))
         stop(p)
         reader.join(10)
     finally:
         os.close(r)
     return {"sighups": cfg.hostile_sighups, "calls": len(took),
+            "lines": "4 workers x 10000 x 200 B",
             "ctl_status_ms_p50": statistics.median(took),
             "ctl_status_ms_p99": pct(took, 99),
             "ctl_status_ms_max": max(took),

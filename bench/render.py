@@ -428,8 +428,9 @@ def details_hostile(res):
     rows = []
     s = h.get("stuck_log")
     if s:
-        rows.append(["stuck log: stderr a pipe nobody reads, %d SIGHUPs, "
-                     "%d `ctl status` calls" % (s["sighups"], s["calls"]),
+        rows.append(["stuck log: stderr a pipe nobody reads, 4 workers "
+                     "printing 2 MB each, %d SIGHUPs, %d `ctl status` calls"
+                     % (s["sighups"], s["calls"]),
                      "ctl status ms p50 / p99 / max: %s / %s / %s; records "
                      "the master reported dropped: %d" % (
                          fmt(s["ctl_status_ms_p50"]),
