@@ -13,7 +13,7 @@ from sc_lifecycle import reload_time_ms
 from servers import ForkpoolEcho
 
 # The master's refusal of a pool that does not fit its RLIMIT_NOFILE
-# (pool_fd_limit() in src/pool.c): the size is skipped, with this line.
+# (src/limits.c): the size is skipped, with the master's line.
 NOFILE = "open files in the master, but its limit is"
 
 
