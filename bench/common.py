@@ -116,10 +116,21 @@ def tmpdir():
     return d
 
 
+def start_tool(cmd):
+    """A load tool started in its own session, stdout and stderr piped;
+    finish_tool() collects it."""
+    return spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                 text=True)
+
+
 def run_tool(cmd, timeout):
     """Run a load tool to its end; its output (stdout)."""
-    p = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-              text=True)
+    return finish_tool(start_tool(cmd), cmd, timeout)
+
+
+def finish_tool(p, cmd, timeout):
+    """Wait for start_tool()'s `p`: its stdout, or RuntimeError if it runs
+    over `timeout` s (then it is killed) or fails."""
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -6,12 +6,11 @@ import json
 import os
 import re
 import socket
-import subprocess
 import threading
 import time
 
-from common import (TOOL, Contention, have, kill_session, run_tool, say,
-                    spawn)
+from common import (TOOL, Contention, finish_tool, have, run_tool, say,
+                    start_tool)
 
 
 def to_ms(text):
@@ -53,19 +52,10 @@ def run_with(cmd, seconds, during):
     """run_tool(), calling during() halfway through the run."""
     if during is None:
         return run_tool(cmd, timeout=seconds + 30)
-    p = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-              text=True)
+    p = start_tool(cmd)
     time.sleep(seconds / 2)
     during()
-    try:
-        out, err = p.communicate(timeout=seconds + 30)
-    except subprocess.TimeoutExpired:
-        kill_session(p.pid)
-        raise RuntimeError("%s timed out" % os.path.basename(cmd[0]))
-    if p.returncode != 0:
-        raise RuntimeError("%s exited %d: %s" % (
-            os.path.basename(cmd[0]), p.returncode, err.strip()[-500:]))
-    return out
+    return finish_tool(p, cmd, seconds + 30)
 
 
 def wrk(port, conns, seconds, threads=2, during=None):
