@@ -540,6 +540,10 @@ void fpool__slot_dispatch(struct fpool__slot *s, enum fpool__slot_event ev,
 			  struct fpool__proc *p,
 			  const struct fpool__slot_facts *f,
 			  struct fpool__decision *d);
+/* Whether the table has an entry for `ev` in `state` (for the tests that
+ * reach every entry). */
+bool fpool__slot_handles(enum fpool__slot_state state,
+			 enum fpool__slot_event ev);
 /* "idle", "backoff", "starting", "ready", "replacing", "draining",
  * "stopping". */
 const char *fpool__slot_state_name(enum fpool__slot_state state);

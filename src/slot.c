@@ -304,6 +304,11 @@ static void on_overrun(struct fpool__slot *s, struct fpool__proc *p,
  * event does not apply there, e.g. a replacement asked of a slot that is
  * not simply ready).  SPAWNED and SPAWN_FAILED follow a SPAWN decision,
  * READY, EXIT and OVERRUN come from a process, in any state that has one.
+ * A SPAWN decision leaves the slot idle, ready or stopping (on_start
+ * needs no current or next process and clears the backoff; on_replace
+ * acts in "ready"), so only those states take SPAWNED and SPAWN_FAILED;
+ * tests/unit/test-slot.c checks that what is forked always lands in the
+ * slot and that every entry here is reached.
  */
 static const slot_handler table[SLOT_NSTATES][SEV_NEVENTS] = {
 	[SLOT_IDLE] = {
@@ -312,9 +317,7 @@ static const slot_handler table[SLOT_NSTATES][SEV_NEVENTS] = {
 		[SEV_SPAWN_FAILED] = on_spawn_failed, [SEV_STOP] = on_stop,
 	},
 	[SLOT_BACKOFF] = {
-		[SEV_DUE] = on_due, [SEV_ADD] = on_add,
-		[SEV_SPAWNED] = on_spawned,
-		[SEV_SPAWN_FAILED] = on_spawn_failed, [SEV_STOP] = on_stop,
+		[SEV_DUE] = on_due, [SEV_ADD] = on_add, [SEV_STOP] = on_stop,
 	},
 	[SLOT_STARTING] = {
 		[SEV_ADD] = on_add, [SEV_READY] = on_ready,
@@ -331,8 +334,7 @@ static const slot_handler table[SLOT_NSTATES][SEV_NEVENTS] = {
 		[SEV_DUE] = on_due,
 	},
 	[SLOT_REPLACING] = {
-		[SEV_ADD] = on_add, [SEV_SPAWNED] = on_spawned,
-		[SEV_SPAWN_FAILED] = on_spawn_failed, [SEV_READY] = on_ready,
+		[SEV_ADD] = on_add, [SEV_READY] = on_ready,
 		[SEV_EXIT] = on_exit, [SEV_STOP] = on_stop,
 		[SEV_KILL] = on_kill, [SEV_OVERRUN] = on_overrun,
 		[SEV_DUE] = on_due,
@@ -365,6 +367,13 @@ void fpool__slot_dispatch(struct fpool__slot *s, enum fpool__slot_event ev,
 	if (h != NULL)
 		h(s, p, f, d);
 	settle(s);
+}
+
+bool fpool__slot_handles(enum fpool__slot_state state,
+			 enum fpool__slot_event ev)
+{
+	return (unsigned)state < SLOT_NSTATES && (unsigned)ev < SEV_NEVENTS &&
+	       table[state][ev] != NULL;
 }
 
 unsigned fpool__slot_live(const struct fpool__slot *s)

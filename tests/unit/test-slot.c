@@ -39,9 +39,16 @@ static struct bench *bench_new(void)
 	return b;
 }
 
+/* How often each (state, event) entry was dispatched, over all the tests
+ * (cmocka runs them in order in this process): the last test checks that
+ * every entry of the table was reached. */
+static unsigned reached[SLOT_NSTATES][SEV_NEVENTS];
+
 static unsigned ev(struct bench *b, enum fpool__slot_event e,
 		   struct fpool__proc *p)
 {
+	if ((unsigned)b->s.state < SLOT_NSTATES)
+		reached[b->s.state][e]++;
 	fpool__slot_dispatch(&b->s, e, p, &b->f, &b->d);
 	return b->d.act;
 }
@@ -436,12 +443,26 @@ static void test_random_events_keep_invariants(void **state)
 
 	(void)state;
 	srandom(12345);
-	for (int round = 0; round < 20000; round++) {
+	for (int round = 0; round < 200000; round++) {
 		struct fpool__slot *s = &b->s;
-		struct fpool__proc *v[3] = { s->cur, s->next, s->old };
-		struct fpool__proc *p = v[random() % 3];
+		struct fpool__proc *v[3], *p = NULL;
+		unsigned n = 0;
 		enum fpool__slot_event e =
 			(enum fpool__slot_event)(random() % SEV_NEVENTS);
+
+		/* A process event is about one of the slot's processes. */
+		if (s->cur != NULL)
+			v[n++] = s->cur;
+		if (s->next != NULL)
+			v[n++] = s->next;
+		if (s->old != NULL)
+			v[n++] = s->old;
+		if (n > 0)
+			p = v[random() % n];
+		/* Stops are rarer than the rest, or the walk would spend its
+		 * time in "stopping" and seldom see a replacement through. */
+		if ((e == SEV_STOP || e == SEV_KILL) && random() % 4 != 0)
+			continue;
 
 		b->f.now += (double)(random() % 2000) / 1000;
 		b->f.graceful = random() % 4 != 0;
@@ -476,6 +497,9 @@ static void test_random_events_keep_invariants(void **state)
 				memset(&b->procs[i], 0, sizeof(b->procs[i]));
 				b->procs[i].started = b->f.now;
 				ev(b, SEV_SPAWNED, &b->procs[i]);
+				/* The slot holds what was forked for it. */
+				assert_true(s->cur == &b->procs[i] ||
+					    s->next == &b->procs[i]);
 			}
 		}
 		check_invariants(s);
@@ -489,6 +513,30 @@ static void test_state_names(void **state)
 	assert_string_equal(fpool__slot_state_name(SLOT_IDLE), "idle");
 	assert_string_equal(fpool__slot_state_name(SLOT_DRAINING), "draining");
 	assert_string_equal(fpool__slot_state_name(SLOT_NSTATES), "?");
+}
+
+/* Every entry of the table was reached by the tests above (run last). */
+static void test_every_table_entry_is_reached(void **state)
+{
+	unsigned entries = 0, missed = 0;
+
+	(void)state;
+	for (int st = 0; st < SLOT_NSTATES; st++)
+		for (int e = 0; e < SEV_NEVENTS; e++) {
+			if (!fpool__slot_handles(st, e))
+				continue;
+			entries++;
+			if (reached[st][e] == 0) {
+				print_message("never reached: state %s, "
+					      "event %d\n",
+					      fpool__slot_state_name(st), e);
+				missed++;
+			}
+		}
+	print_message("%u table entries, all reached: %s\n", entries,
+		      missed == 0 ? "yes" : "no");
+	assert_true(entries > 0);
+	assert_int_equal(missed, 0);
 }
 
 int main(void)
@@ -511,6 +559,7 @@ int main(void)
 		cmocka_unit_test(test_removed_slot_stays_idle),
 		cmocka_unit_test(test_random_events_keep_invariants),
 		cmocka_unit_test(test_state_names),
+		cmocka_unit_test(test_every_table_entry_is_reached),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
