@@ -54,6 +54,19 @@ FPOOL_EXPORT const char *fpool_strerror(int err);
  * decodes the escape of a lone surrogate ("\udc00") into one of them, so
  * a worker that writes back strings it parsed checks them with this. */
 FPOOL_EXPORT int fpool_utf8_valid(const char *s, size_t len);
+/* Check JSON text before yajl_tree_parse() sees it, for what yajl would
+ * take but not hold as sent: a NUL byte (the parser reads a C string),
+ * ill-formed UTF-8, nesting deeper than max_depth (yajl_tree_free()
+ * recurses once per level), a "\u0000" escape (yajl's strings end at the
+ * first NUL) and the escape of a lone UTF-16 surrogate (yajl decodes it
+ * into another character, or into bytes that are not UTF-8).  Comments,
+ * which yajl_tree_parse() always allows, are skipped, or refused with
+ * FPOOL_JSON_NO_COMMENTS.  NULL if the text may be parsed (syntax errors
+ * are the parser's to find), else why not: a constant string.  Strings
+ * of a tree parsed after this check are well-formed UTF-8. */
+#define FPOOL_JSON_NO_COMMENTS 0x1u
+FPOOL_EXPORT const char *fpool_json_check(const char *s, size_t len,
+					  unsigned max_depth, unsigned flags);
 
 enum fpool_log_level {
 	FPOOL_LOG_DEBUG,

@@ -135,62 +135,6 @@ int fpool__msg_encode(const struct fpool__msg *m, char *buf, size_t cap,
 	return r;
 }
 
-/*
- * Look at the raw bytes before yajl does, for what yajl_tree_parse()
- * would accept but we must not:
- * - a NUL byte: the parser is handed a C string and would stop there;
- * - a "\u0000" escape: yajl_tree hands strings back NUL-terminated, so
- *   {"type":"ready\u0000junk"} would compare equal to "ready";
- * - ill-formed UTF-8 that yajl's looser check passes (what yajl makes of
- *   a "\u" escape of a lone UTF-16 surrogate is checked after parsing:
- *   see valid_string());
- * - nesting deeper than CHAN_DEPTH (see above);
- * - comments, which yajl_tree_parse() always allows: our encoder never
- *   writes them, and refusing them keeps this scan's idea of where
- *   strings are exactly in step with yajl's lexer.
- */
-static int prescan(const char *p, size_t len)
-{
-	unsigned depth = 0;
-	bool in_str = false;
-	size_t i;
-
-	if (memchr(p, '\0', len) || !fpool__utf8_valid(p, len))
-		return -EINVAL;
-	for (i = 0; i < len; i++) {
-		if (in_str) {
-			if (p[i] == '"') {
-				in_str = false;
-			} else if (p[i] == '\\') {
-				if (len - i >= 6 && p[i + 1] == 'u' &&
-				    memcmp(p + i + 2, "0000", 4) == 0)
-					return -EINVAL;
-				/* The escaped byte cannot end the string. */
-				i++;
-			}
-			continue;
-		}
-		switch (p[i]) {
-		case '"':
-			in_str = true;
-			break;
-		case '/':
-			return -EINVAL;
-		case '[':
-		case '{':
-			if (++depth > CHAN_DEPTH)
-				return -EINVAL;
-			break;
-		case ']':
-		case '}':
-			if (depth > 0)
-				depth--;
-			break;
-		}
-	}
-	return 0;
-}
-
 /* The value of `key` in object `obj`, or NULL.  yajl_tree_get() is not
  * used: in yajl 2.1.0 it compares the index of the match against the
  * length of the value found rather than of the object, so it can miss a
@@ -234,16 +178,6 @@ void fpool__msg_clear(struct fpool__msg *m)
 	m->nfields = 0;
 }
 
-/* A decoded string is well-formed UTF-8.  The raw bytes were checked
- * (prescan), but yajl turns the escape of a lone low surrogate, say
- * "\udddd", into the three bytes ED B7 9D, which no UTF-8 decoder (ours
- * neither) accepts: such a message could not be written to a JSON log, nor
- * decoded again once encoded. */
-static bool valid_string(const char *s)
-{
-	return fpool__utf8_valid(s, strlen(s));
-}
-
 static int decode_log(yajl_val root, struct fpool__msg *m)
 {
 	yajl_val level = fpool__json_get(root, "level");
@@ -252,8 +186,9 @@ static int decode_log(yajl_val root, struct fpool__msg *m)
 	yajl_val fields = fpool__json_get(root, "fields");
 	size_t i, n = 0;
 
+	/* Strings are well-formed UTF-8: fpool_json_check() saw to it. */
 	if (!YAJL_IS_STRING(level) || !YAJL_IS_NUMBER(time) ||
-	    !YAJL_IS_STRING(msg) || !valid_string(msg->u.string))
+	    !YAJL_IS_STRING(msg))
 		return -EINVAL;
 	if (fpool_log_level_parse(level->u.string, &m->level) != 0 ||
 	    !(time->u.number.flags & YAJL_NUMBER_DOUBLE_VALID))
@@ -268,9 +203,7 @@ static int decode_log(yajl_val root, struct fpool__msg *m)
 			return -EINVAL;
 		n = fields->u.object.len;
 		for (i = 0; i < n; i++)
-			if (!YAJL_IS_STRING(fields->u.object.values[i]) ||
-			    !valid_string(fields->u.object.keys[i]) ||
-			    !valid_string(fields->u.object.values[i]->u.string))
+			if (!YAJL_IS_STRING(fields->u.object.values[i]))
 				return -EINVAL;
 	}
 	m->nfields = 0;
@@ -328,9 +261,10 @@ int fpool__msg_decode(const char *buf, size_t len, struct fpool__msg *m)
 
 	if (buf == NULL || len == 0 || len > FPOOL_CHAN_MAX)
 		return -EINVAL;
-	r = prescan(buf, len);
-	if (r < 0)
-		return r;
+	/* Refused before yajl sees it: what fpool_json_check() names, and
+	 * comments, which our encoder never writes. */
+	if (fpool_json_check(buf, len, CHAN_DEPTH, FPOOL_JSON_NO_COMMENTS))
+		return -EINVAL;
 	/* The packet is not NUL-terminated; yajl_tree_parse() needs it to
 	 * be.  64 KiB is too much for a worker's stack, hence the heap. */
 	copy = malloc(len + 1);

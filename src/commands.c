@@ -16,6 +16,9 @@
 
 #include "fpool-int.h"
 
+/* Nesting a request may have: requests are flat objects. */
+#define CONTROL_DEPTH 32
+
 /* ---- replies ------------------------------------------------------------ */
 
 static bool gnum(yajl_gen g, double v)
@@ -299,8 +302,13 @@ void fpool__control_handle(struct fpool_pool *pool, const char *line,
 		err = "request too large";
 		goto reply;
 	}
-	if (memchr(line, '\0', len) != NULL || !fpool__utf8_valid(line, len)) {
-		err = "malformed request: not UTF-8 text";
+	/* yajl_tree_free() recurses once per level: a line of 64 Ki "["
+	 * would run the master's stack down. */
+	if ((err = fpool_json_check(line, len, CONTROL_DEPTH, 0)) != NULL) {
+		static char why[96];
+
+		snprintf(why, sizeof(why), "malformed request: %s", err);
+		err = why;
 		goto reply;
 	}
 	copy = malloc(len + 1);

@@ -11,8 +11,8 @@
  *                         N ms, without blocking the loop
  * A reply echoes the request's id (a string, or a number with its exact
  * text).  Errors are JSON-RPC error objects: -32700 parse error, -32600
- * invalid request (a string that is not Unicode text too: the escape of
- * a lone surrogate, see prescan, or ill-formed UTF-8, see tree_is_utf8),
+ * invalid request (deep nesting, "\u0000", the escape of a lone surrogate
+ * and ill-formed UTF-8 too: fpool_json_check()),
  * -32601 method not found, -32602 invalid params; the connection stays
  * usable.  A notification (no id) gets no reply.  A line over
  * RPC_MAX_LINE gets -32600 "request too large", then the connection is

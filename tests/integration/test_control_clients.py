@@ -34,9 +34,10 @@ BAD = [
     (b'', None, ["malformed JSON"]),                                    # empty line
     (b'status please', None, ["malformed JSON"]),
     (b'{"id":"a2","cmd":"status"} {"id":"a3"}', None, ["malformed JSON"]),  # trailing garbage
-    (b'{"a":' * 4000, None, ["malformed JSON"]),                        # deep and cut
+    (b'{"a":' * 4000, None, ["nested too deeply"]),                     # deep and cut
+    (b'[' * 30000 + b']' * 30000, None, ["nested too deeply"]),         # deep, complete
     (bytes(range(0x80, 0x100)) + b"\x00\x01\x02\xff", None, ["UTF-8"]),  # binary garbage
-    (b'{"id":"a4","cmd":"status\x00"}', None, ["UTF-8"]),               # a raw NUL
+    (b'{"id":"a4","cmd":"status\x00"}', None, ["NUL"]),                 # a raw NUL
     (b'[1, 2, 3]', None, ["object"]),
     (b'"status"', None, ["object"]),
     (b'{"cmd":"status"}', None, ['"id"']),                              # missing id

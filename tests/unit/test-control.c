@@ -134,6 +134,12 @@ static void test_bad_requests(void **state)
 	expect_error(*state, "{\"id\":\"a6\",\"cmd\":\"reload\"}", "a6",
 		     "not running");
 	expect_error(*state, "\xff\xfe", NULL, "UTF-8");
+	/* Deep nesting, which yajl_tree_free() would recurse through. */
+	memset(big, '[', FPOOL_CONTROL_MAX - 1);
+	big[FPOOL_CONTROL_MAX - 1] = '\0';
+	expect_error(*state, big, NULL, "nested too deeply");
+	expect_error(*state, "{\"id\":\"a7\",\"cmd\":\"st\\udc00\"}", NULL,
+		     "lone surrogate");
 	memset(big, ' ', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
 	expect_error(*state, big, NULL, "too large");

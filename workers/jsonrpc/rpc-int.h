@@ -7,7 +7,7 @@
  *              grace, the linger, closing
  *   flow.c     the memory bounds, and the queue that keeps replies in
  *              request order
- *   request.c  a line: the prescan, the parse, the checks of a request
+ *   request.c  a line: fpool_json_check(), the parse, the checks of a request
  *   methods.c  the methods, and writing replies with yajl_gen
  *
  * The functions shared between files start with rpc_: both workers link
