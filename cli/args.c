@@ -255,6 +255,9 @@ static int set_option(struct cli_parser *p, int id, const char *who,
 	case OPT_REUSE_PORT:
 		cfg->reuse_port = on;
 		break;
+	case OPT_CHECK:
+		o->check = true;
+		break;
 	case OPT_CONFIG:
 		break; /* read before every flag */
 	case 'h':

@@ -65,6 +65,7 @@ struct fpool_cli {
 	const char *log_file;	 /* NULL: stderr */
 	const char *config_file; /* --config, or NULL */
 	bool help, version;
+	bool check;	   /* --check: check the settings and the worker */
 	bool default_bind; /* no --bind given: binds holds the default */
 	int worker_argc;   /* arguments after `--` (or "worker-args") */
 	char **worker_argv;
@@ -81,6 +82,18 @@ int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
 void fpool__cli_free(struct fpool_cli *o);
 /* Print --help. */
 void fpool__cli_usage(FILE *out);
+
+/* ---- upgrade.c: the program's side of a binary upgrade ----------------- */
+
+/* The program's path as started (argv[0] made absolute, or found on
+ * PATH, symbolic links kept: an upgrade runs the file the path names
+ * then), malloc'd; NULL when it cannot be told (*why says why). */
+char *fpool__cli_exe_path(const char *argv0, const char **why);
+/* The listeners a binary upgrade handed over serve the --bind addresses
+ * they match, whose entries are cleared (with no --bind, every one is
+ * used as given).  0, or 1 with a message. */
+int fpool__cli_adopt_listeners(struct fpool_pool *pool, struct fpool_cli *o,
+			       struct fpool__state *st);
 
 /* Find a worker: a built-in name, or a path to a worker module (.so)
  * whose FPOOL_WORKER_SYMBOL holds its definition.  0, or -errno with one
@@ -117,6 +130,7 @@ enum {
 	OPT_GROUP,
 	OPT_PIDFILE,
 	OPT_REUSE_PORT,
+	OPT_CHECK,
 };
 
 /* What a key of the config file may hold (0: not allowed in a file). */

@@ -42,6 +42,10 @@ static void ctl_usage(FILE *out)
 		"  kill ID [SIGNAL]    signal worker ID (default TERM); it is "
 		"replaced\n"
 		"  reload              rolling reload of every worker\n"
+		"  upgrade             re-execute the binary on disk (same "
+		"pid), then a\n"
+		"                      rolling reload; answers once it took "
+		"over\n"
 		"  stop [--now]        stop the pool (--now: interrupt)\n"
 		"  output ID [LINES]   the last lines worker ID printed\n"
 		"The socket is --control PATH, or $FORKPOOL_CONTROL.\n");
@@ -86,7 +90,8 @@ static int build_request(yajl_gen g, const char *id, int argc, char **argv)
 	fpool__json_str(g, id);
 	fpool__json_str(g, "cmd");
 	fpool__json_str(g, cmd);
-	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0) {
+	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0 ||
+	    strcmp(cmd, "upgrade") == 0) {
 		want = 1;
 	} else if (strcmp(cmd, "scale") == 0) {
 		want = 2;
@@ -377,6 +382,18 @@ static void print_result(const char *cmd, yajl_val r, bool json)
 				put_escaped(lines->u.array.values[i]->u.string,
 					    strlen(lines->u.array.values[i]
 							   ->u.string));
+	} else if (strcmp(cmd, "upgrade") == 0) {
+		char a[64], b[64], c[64];
+
+		printf("upgraded: master pid %s runs forkpool %s; ",
+		       cell(r, "pid", a, sizeof(a), ""),
+		       cell(r, "version", b, sizeof(b), ""));
+		if (YAJL_IS_TRUE(fpool__json_get(r, "fallback")))
+			puts("it could not read the previous state: fresh "
+			     "workers replace the old ones");
+		else
+			printf("replacing its %s workers\n",
+			       cell(r, "workers", c, sizeof(c), ""));
 	} else {
 		puts("ok");
 	}
@@ -393,7 +410,7 @@ int fpool__ctl_main(int argc, char **argv)
 	};
 	const char *path = getenv("FORKPOOL_CONTROL");
 	double timeout = 10;
-	bool json = false;
+	bool json = false, timeout_given = false;
 	unsigned char rnd[4] = { 0 };
 	char id[16], *reply = NULL, err[256];
 	const unsigned char *req;
@@ -421,6 +438,7 @@ int fpool__ctl_main(int argc, char **argv)
 				return ctl_error("--timeout: '%s' is not a "
 						 "duration",
 						 optarg);
+			timeout_given = true;
 			break;
 		case 'h':
 			ctl_usage(stdout);
@@ -432,6 +450,10 @@ int fpool__ctl_main(int argc, char **argv)
 	}
 	if (optind >= argc)
 		return ctl_error("no command given (see --help)");
+	/* An upgrade answers after the new binary's check (up to 30 s) and
+	 * the hand-over. */
+	if (!timeout_given && strcmp(argv[optind], "upgrade") == 0)
+		timeout = FPOOL_UPGRADE_CHECK_TIMEOUT + 30;
 	if (path == NULL || path[0] == '\0')
 		return ctl_error("--control: no control socket given (or set "
 				 "FORKPOOL_CONTROL)");

@@ -67,14 +67,25 @@ int main(int argc, char **argv)
 {
 	struct fpool_cli o;
 	struct fpool_pool *pool = NULL;
+	struct fpool__state *st = NULL;
 	void *handle = NULL;
-	char err[1024];
+	char err[1024], *exe = NULL, *cwd = NULL;
+	char *args[argc + 1];
+	const char *why;
 	int r, status = 1;
 
 	if (argc > 1 && strcmp(argv[1], "ctl") == 0)
 		return fpool__ctl_main(argc - 1, argv + 1);
+	/* A binary upgrade runs the program again as it was started: the
+	 * arguments before getopt reorders them, the path and directory of
+	 * now (--daemon moves to "/" later). */
+	memcpy(args, argv, sizeof(args));
+	exe = fpool__cli_exe_path(argv[0], &why);
+	cwd = getcwd(NULL, 0);
 	if (fpool__cli_parse(argc, argv, &o, err, sizeof(err)) != 0) {
 		fprintf(stderr, "forkpool: %s\n", err);
+		free(exe);
+		free(cwd);
 		return 2;
 	}
 	if (o.help || o.version) {
@@ -83,13 +94,21 @@ int main(int argc, char **argv)
 		else
 			printf("forkpool %s\n", FPOOL_VERSION);
 		fpool__cli_free(&o);
+		free(exe);
+		free(cwd);
 		return 0;
 	}
 	if (fpool__module_find(o.worker, &o.cfg.worker, &handle, err,
 			       sizeof(err)) != 0) {
 		fprintf(stderr, "forkpool: %s\n", err);
-		fpool__cli_free(&o);
-		return 2;
+		status = 2;
+		goto out;
+	}
+	if (o.check) {
+		/* The settings and the worker are good: what a binary upgrade
+		 * asks before it hands over (nothing is bound or started). */
+		status = 0;
+		goto out;
 	}
 	fpool_log_set_level(o.log_level);
 	if ((r = fpool_log_open(o.log_file, o.log_format)) != 0) {
@@ -113,12 +132,24 @@ int main(int argc, char **argv)
 			close(fd);
 	}
 
+	/* After a binary upgrade: what the previous image hands over. */
+	if (fpool__state_load(&st) != 0)
+		goto out;
 	if ((r = fpool_pool_new(&pool, &o.cfg)) != 0) {
 		fprintf(stderr, "forkpool: cannot create the pool: %s\n",
 			fpool_strerror(r));
 		goto out;
 	}
-	if ((r = use_activated(pool, &o)) != 0)
+	if (exe == NULL)
+		fpool_log(FPOOL_LOG_WARNING,
+			  "cannot tell this program's path (%s): no binary "
+			  "upgrade",
+			  why);
+	else if ((r = fpool__upgrade_set_exec(pool, exe, argc, args, cwd)) !=
+		 0)
+		goto out;
+	if ((r = st != NULL ? fpool__cli_adopt_listeners(pool, &o, st)
+			    : use_activated(pool, &o)) != 0)
 		goto out;
 	for (size_t i = 0; i < o.nbinds; i++) {
 		if (o.binds[i] == NULL)
@@ -130,6 +161,10 @@ int main(int argc, char **argv)
 						 : fpool_strerror(r));
 			goto out;
 		}
+	}
+	if (st != NULL) {
+		fpool__pool_adopt(pool, st); /* the pool's now */
+		st = NULL;
 	}
 	r = fpool_pool_run(pool);
 	if (r == -ECHILD)
@@ -159,8 +194,13 @@ int main(int argc, char **argv)
 	else
 		status = 0;
 out:
+	/* Not adopted: its fds close, and the processes handed over stop
+	 * when their channels close (or the master exits). */
+	fpool__state_free(st);
 	fpool_pool_free(pool);
 	fpool__log_close();
+	free(exe);
+	free(cwd);
 	if (handle != NULL)
 		dlclose(handle);
 	fpool__cli_free(&o);

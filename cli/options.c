@@ -89,6 +89,9 @@ const struct cli_option cli_options[] = {
 	  "worker stderr lines (default: the log)" },
 	{ "control", required_argument, OPT_CONTROL, IN_FILE_STRING, "PATH",
 	  "control socket for `forkpool ctl` (default: none)" },
+	{ "check", no_argument, OPT_CHECK, 0, NULL,
+	  "check the settings, the config file and the worker, then exit "
+	  "(0: good, 2: not); what a binary upgrade runs first" },
 	{ "help", no_argument, 'h', 0, NULL, "show this help and exit" },
 	{ "version", no_argument, 'V', 0, NULL, "show the version and exit" },
 };
@@ -163,7 +166,8 @@ void fpool__cli_usage(FILE *out)
 	      "ready first\n"
 	      "  TTIN, TTOU  one worker more, one fewer\n"
 	      "  USR1        reopen --log-file, --stdout, --stderr\n"
-	      "  USR2        logged and ignored (reserved)\n"
+	      "  USR2        binary upgrade: re-execute the binary on disk, "
+	      "same pid\n"
 	      "Other signals are ignored, except KILL and STOP.\n\n"
 	      "Exit status: 0 after a clean shutdown, 1 on a runtime error "
 	      "(e.g. address\nin use), 2 on a usage error.\n",

@@ -1,6 +1,6 @@
 /*
  * What the workers are doing (fpool_worker_set_activity()): one shared
- * anonymous mapping with an entry for every possible slot id, where a
+ * mapping of a memfd with an entry for every possible slot id, where a
  * page per slot cost 1 MiB of the master's RSS with 256 workers.  Pages
  * become resident only when a slot's entry is first touched, so 256
  * workers cost 8 pages.  Each worker unmaps all but the page holding its
@@ -13,23 +13,79 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fpool-int.h"
 
-struct fpool__shared *fpool__activity_map(size_t *len)
+/* Bytes of the mapping: an entry for every possible slot id, in pages. */
+static size_t activity_size(void)
 {
 	size_t page = fpool__page_size();
 	size_t n = FPOOL_MAX_WORKERS * sizeof(struct fpool__shared);
+
+	return (n + page - 1) / page * page;
+}
+
+struct fpool__shared *fpool__activity_map(size_t *len, int *fd)
+{
+	size_t n = activity_size();
 	void *p;
 
-	n = (n + page - 1) / page * page;
-	p = mmap(NULL, n, PROT_READ | PROT_WRITE,
-		 MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	*len = 0;
+	/* A memfd rather than an anonymous mapping: a binary upgrade hands
+	 * its fd to the new image, which maps the very pages the workers
+	 * still write (upgrade.c).  Without memfd_create (ENOSYS before
+	 * Linux 3.17) the mapping is anonymous, and an upgraded master
+	 * cannot see what the workers it inherited are doing. */
+	*fd = memfd_create("forkpool-activity", MFD_CLOEXEC);
+	if (*fd >= 0 && ftruncate(*fd, (off_t)n) < 0) {
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "ftruncate of the workers' activity memfd");
+		close(*fd);
+		*fd = -1;
+	}
+	if (*fd >= 0)
+		p = mmap(NULL, n, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_NORESERVE, *fd, 0);
+	else
+		p = mmap(NULL, n, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED) {
 		fpool__log_errno(FPOOL_LOG_WARNING, errno,
 				 "mmap of the workers' activity area; hung "
 				 "workers' activity will not be logged");
-		*len = 0;
+		if (*fd >= 0)
+			close(*fd);
+		*fd = -1;
+		return NULL;
+	}
+	*len = n;
+	return p;
+}
+
+struct fpool__shared *fpool__activity_adopt(int fd, size_t *len)
+{
+	size_t n = activity_size();
+	struct stat st;
+	void *p;
+
+	*len = 0;
+	/* The size is this build's: another one (FPOOL_MAX_WORKERS
+	 * changed) is not used, rather than read past an entry. */
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (size_t)st.st_size != n) {
+		fpool_log(FPOOL_LOG_WARNING,
+			  "upgrade: the activity memfd (fd %d) is not this "
+			  "version's; a fresh one is used",
+			  fd);
+		return NULL;
+	}
+	p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+		 fd, 0);
+	if (p == MAP_FAILED) {
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "upgrade: mmap of the activity memfd");
 		return NULL;
 	}
 	*len = n;

@@ -1,7 +1,7 @@
 /*
  * The control socket's commands: one request line in, one reply line out
  * (DESIGN.md, "Control socket").  status, scale, add, remove, kill,
- * reload, stop and output, each carried out through the pool's own
+ * reload, upgrade, stop and output, each carried out through the pool's own
  * functions (requests.c, supervise.c); control.c moves the lines.
  */
 #include <errno.h>
@@ -79,6 +79,10 @@ static bool gen_status(yajl_gen g, struct fpool_pool *pool)
 	     fpool__json_int(g, fpool__pool_restarts(pool)) &&
 	     fpool__json_str(g, "reloading") &&
 	     yajl_gen_bool(g, pool->reloading) == yajl_gen_status_ok &&
+	     fpool__json_str(g, "upgrade") &&
+	     (fpool__upgrade_phase(pool) != NULL
+		      ? fpool__json_str(g, fpool__upgrade_phase(pool))
+		      : fpool__json_null(g)) &&
 	     fpool__json_str(g, "workers") &&
 	     yajl_gen_array_open(g) == yajl_gen_status_ok &&
 	     fpool__pool_each(pool, gen_info, g);
@@ -261,7 +265,7 @@ static const char *execute(struct fpool_pool *pool, yajl_val req,
 	}
 	snprintf(why, sizeof(why),
 		 "unknown command \"%.40s\" (status, scale, add, remove, kill, "
-		 "reload, stop, output)",
+		 "reload, upgrade, stop, output)",
 		 cmd);
 	return why;
 }
@@ -344,7 +348,16 @@ void fpool__control_handle(struct fpool_pool *pool, const char *line,
 		err = "\"cmd\" must be a string";
 		goto reply;
 	}
-	err = execute(pool, req, cmdv->u.string, result, stop, graceful);
+	if (strcmp(cmdv->u.string, "upgrade") == 0) {
+		/* Answered when the new image has taken over, or why not
+		 * (upgrade.c, through fpool__control_answer): no reply now,
+		 * and control.c holds the client until then. */
+		if ((err = fpool__upgrade_start(pool, id)) == NULL)
+			goto out;
+	} else {
+		err = execute(pool, req, cmdv->u.string, result, stop,
+			      graceful);
+	}
 reply:
 	if (g == NULL || result == NULL) {
 		evbuffer_add_printf(out, "{\"id\":null,\"ok\":false,"

@@ -29,6 +29,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <yajl/yajl_gen.h>
 
 #include "fpool-int.h"
 
@@ -57,12 +58,17 @@ struct fpool__control {
 	char *path;
 	struct fpool__client *clients;
 	unsigned nclients;
+	/* The client whose `upgrade` is under way: answered when it is
+	 * done (fpool__control_answer), and not read until then. */
+	struct fpool__client *waiter;
 };
 
 /* ---- clients ------------------------------------------------------------ */
 
 static void client_free(struct fpool__client *c)
 {
+	if (c->ctl->waiter == c)
+		c->ctl->waiter = NULL;
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -107,12 +113,26 @@ static bool client_process(struct fpool__client *c)
 		evbuffer_drain(in, evbuffer_get_length(in));
 		return true;
 	}
+	if (c == c->ctl->waiter) {
+		bufferevent_disable(c->bev, EV_READ);
+		return true;
+	}
 	while (c->state != CLIENT_HANG_UP &&
 	       evbuffer_get_length(out) < CONTROL_OUT_HIGH &&
 	       (line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
+		size_t before = evbuffer_get_length(out);
+
 		fpool__control_handle(c->ctl->pool, line, len, out, &stop,
 				      &graceful);
 		free(line);
+		if (evbuffer_get_length(out) == before) {
+			/* Only an `upgrade` under way leaves its reply for
+			 * later: this client waits for it, and sends
+			 * nothing more until then. */
+			c->ctl->waiter = c;
+			bufferevent_disable(c->bev, EV_READ);
+			return true;
+		}
 		if (stop) {
 			/* Carried out now, whatever becomes of the reply;
 			 * but give the reply its chance first. */
@@ -201,6 +221,32 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 	client_free(c);
 }
 
+/* A client on fd, as accept_cb makes one.  The client, or NULL. */
+static struct fpool__client *client_new(struct fpool__control *ctl, int fd)
+{
+	struct timeval idle = { CONTROL_IDLE, 0 }, stall = { CONTROL_STALL, 0 };
+	struct fpool__client *c = calloc(1, sizeof(*c));
+
+	if (c == NULL ||
+	    (c->bev = bufferevent_socket_new(ctl->pool->base, fd,
+					     BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+		free(c);
+		return NULL;
+	}
+	c->ctl = ctl;
+	ctl->nclients++;
+	c->next = ctl->clients;
+	if (ctl->clients != NULL)
+		ctl->clients->prev = c;
+	ctl->clients = c;
+	/* Read at most a little past the limit before judging a line. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0, FPOOL_CONTROL_MAX + 2);
+	bufferevent_setcb(c->bev, client_read_cb, client_write_cb,
+			  client_event_cb, c);
+	bufferevent_set_timeouts(c->bev, &idle, &stall);
+	return c;
+}
+
 static void accept_cb(struct fpool_acceptor *a, int fd,
 		      const struct sockaddr *sa, socklen_t salen, void *arg)
 {
@@ -208,7 +254,6 @@ static void accept_cb(struct fpool_acceptor *a, int fd,
 	struct fpool__client *c;
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
-	struct timeval idle = { CONTROL_IDLE, 0 }, stall = { CONTROL_STALL, 0 };
 
 	(void)a;
 	(void)sa;
@@ -245,26 +290,12 @@ static void accept_cb(struct fpool_acceptor *a, int fd,
 		close(fd);
 		return;
 	}
-	c = calloc(1, sizeof(*c));
-	if (c == NULL ||
-	    (c->bev = bufferevent_socket_new(ctl->pool->base, fd,
-					     BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+	c = client_new(ctl, fd);
+	if (c == NULL) {
 		fpool_log(FPOOL_LOG_ERROR, "control: out of memory");
-		free(c);
 		close(fd);
 		return;
 	}
-	c->ctl = ctl;
-	ctl->nclients++;
-	c->next = ctl->clients;
-	if (ctl->clients != NULL)
-		ctl->clients->prev = c;
-	ctl->clients = c;
-	/* Read at most a little past the limit before judging a line. */
-	bufferevent_setwatermark(c->bev, EV_READ, 0, FPOOL_CONTROL_MAX + 2);
-	bufferevent_setcb(c->bev, client_read_cb, client_write_cb,
-			  client_event_cb, c);
-	bufferevent_set_timeouts(c->bev, &idle, &stall);
 	bufferevent_enable(c->bev, EV_READ);
 }
 
@@ -328,4 +359,99 @@ void fpool__control_close(struct fpool_pool *pool, bool owner)
 	free(ctl->path);
 	free(ctl);
 	pool->control = NULL;
+}
+
+/* ---- binary upgrade -------------------------------------------------- */
+
+int fpool__control_fd(const struct fpool_pool *pool)
+{
+	return pool->control != NULL
+		       ? fpool_acceptor_fd(pool->control->acceptor)
+		       : -1;
+}
+
+int fpool__control_waiter_fd(const struct fpool_pool *pool)
+{
+	const struct fpool__control *ctl = pool->control;
+
+	return ctl != NULL && ctl->waiter != NULL
+		       ? bufferevent_getfd(ctl->waiter->bev)
+		       : -1;
+}
+
+void fpool__control_flush_clients(struct fpool_pool *pool)
+{
+	if (pool->control == NULL)
+		return;
+	for (struct fpool__client *c = pool->control->clients; c != NULL;
+	     c = c->next)
+		client_write_now(c);
+}
+
+int fpool__control_adopt(struct fpool_pool *pool, const char *path, int fd,
+			 int waiter_fd)
+{
+	struct fpool__control *ctl = calloc(1, sizeof(*ctl));
+
+	if (ctl == NULL)
+		return -ENOMEM;
+	ctl->pool = pool;
+	ctl->path = strdup(path);
+	if (ctl->path == NULL ||
+	    fpool_acceptor_new(&ctl->acceptor, pool->base, fd,
+			       FPOOL_ACCEPT_CLOSE, accept_cb, ctl) != 0) {
+		free(ctl->path);
+		free(ctl);
+		return -ENOMEM;
+	}
+	pool->control = ctl;
+	if (waiter_fd >= 0) {
+		ctl->waiter = client_new(ctl, waiter_fd);
+		if (ctl->waiter == NULL) {
+			fpool_log(FPOOL_LOG_WARNING,
+				  "control: out of memory; the client that "
+				  "asked for the upgrade gets no answer");
+			close(waiter_fd);
+		}
+	}
+	fpool_log(FPOOL_LOG_INFO, "control socket at %s (handed over)", path);
+	return 0;
+}
+
+void fpool__control_answer(struct fpool_pool *pool, const char *id,
+			   const char *error, const char *result)
+{
+	struct fpool__client *c;
+	yajl_gen g;
+	const unsigned char *buf;
+	size_t n;
+
+	if (pool->control == NULL || (c = pool->control->waiter) == NULL)
+		return;
+	pool->control->waiter = NULL;
+	g = yajl_gen_alloc(NULL);
+	if (g == NULL) {
+		evbuffer_add_printf(bufferevent_get_output(c->bev),
+				    "{\"id\":null,\"ok\":false,"
+				    "\"error\":\"out of memory\"}\n");
+	} else {
+		yajl_gen_map_open(g);
+		fpool__json_str(g, "id");
+		fpool__json_str(g, id);
+		fpool__json_str(g, "ok");
+		yajl_gen_bool(g, error == NULL);
+		fpool__json_str(g, error != NULL ? "error" : "result");
+		if (error != NULL)
+			fpool__json_str(g, error);
+		else /* already JSON: written verbatim (commands.c) */
+			yajl_gen_number(g, result, strlen(result));
+		yajl_gen_map_close(g);
+		yajl_gen_get_buf(g, &buf, &n);
+		evbuffer_add(bufferevent_get_output(c->bev), buf, n);
+		evbuffer_add(bufferevent_get_output(c->bev), "\n", 1);
+		yajl_gen_free(g);
+	}
+	bufferevent_enable(c->bev, EV_WRITE);
+	/* Its further requests, and its EOF, are read from now on. */
+	client_process(c);
 }

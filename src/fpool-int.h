@@ -441,6 +441,7 @@ struct fpool__proc {
 	double recycle_after; /* no new recycle try before this */
 	bool held; /* held_msg: a log record a sink is not ready for */
 	struct fpool__msg held_msg;
+	bool inherited; /* forked by the image before a binary upgrade */
 };
 
 /* A slot's state (slot.c, settle()): what its processes are doing. */
@@ -547,6 +548,9 @@ bool fpool__slot_handles(enum fpool__slot_state state,
 /* "idle", "backoff", "starting", "ready", "replacing", "draining",
  * "stopping". */
 const char *fpool__slot_state_name(enum fpool__slot_state state);
+/* A slot rebuilt from a binary upgrade's state (upgrade.c): derive its
+ * state from the processes it holds, as a dispatch would. */
+void fpool__slot_adopted(struct fpool__slot *s);
 /* Live processes in the slot (0..3); the one with this pid, or NULL. */
 unsigned fpool__slot_live(const struct fpool__slot *s);
 struct fpool__proc *fpool__slot_find(struct fpool__slot *s, pid_t pid);
@@ -562,6 +566,14 @@ void fpool__slot_free(struct fpool__slot *s);
 struct fpool__proc *fpool__proc_spawn(struct fpool__slot *s);
 /* Free a process record, touching no process. */
 void fpool__proc_free(struct fpool__proc *p);
+/* A process handed over by the image before a binary upgrade, its pid,
+ * fds and counters filled in by upgrade.c: its events on the pool's loop
+ * (channel, pidfd, output pipes; what cannot be watched is logged), and
+ * a stop deadline `deadline` s from now if it is stopping. */
+void fpool__proc_adopt(struct fpool__proc *p, double deadline);
+/* A new process record for slot s with no process and no fd (-1), for
+ * fpool__proc_adopt().  NULL when out of memory. */
+struct fpool__proc *fpool__proc_blank(struct fpool__slot *s);
 /* Send a signal (through the pidfd when there is one).  0 or -errno. */
 int fpool__proc_signal(struct fpool__proc *p, int sig);
 /* Arm p's stop deadline (graceful_timeout) and note when it began. */
@@ -595,6 +607,22 @@ struct fpool__control;
 int fpool__control_open(struct fpool_pool *pool, const char *path);
 /* Close it and its clients; the master (`owner`) removes the file. */
 void fpool__control_close(struct fpool_pool *pool, bool owner);
+/* A binary upgrade (upgrade.c).  The listening socket, and the client
+ * waiting for the answer to its `upgrade`, or -1: what the state hands
+ * over.  Every other client gets what its replies hold, now. */
+int fpool__control_fd(const struct fpool_pool *pool);
+int fpool__control_waiter_fd(const struct fpool_pool *pool);
+void fpool__control_flush_clients(struct fpool_pool *pool);
+/* The new image: serve the control socket listening on fd (handed
+ * over) at path, and take the waiting client's fd (or -1) as a client.
+ * 0 or -errno (then neither fd is closed). */
+int fpool__control_adopt(struct fpool_pool *pool, const char *path, int fd,
+			 int waiter_fd);
+/* Answer the client waiting for its `upgrade` (none: a no-op), with
+ * `error` or else the JSON `result`, under request id `id`; then read
+ * its requests again. */
+void fpool__control_answer(struct fpool_pool *pool, const char *id,
+			   const char *error, const char *result);
 /* Answer one request line: the reply line goes to out.  *stop is set when
  * it asks the pool to stop (the caller stops it after sending). */
 struct evbuffer;
@@ -708,6 +736,8 @@ struct fpool_pool {
 	unsigned nslots;	    /* length of slots */
 	struct fpool__shared *shm;  /* an entry per possible slot id, or NULL */
 	size_t shm_len;		    /* bytes mapped at shm */
+	int shm_fd;		    /* the memfd behind shm, or -1 */
+	struct fpool__upgrade *upgrade; /* binary upgrade (upgrade.c) */
 	unsigned target;	    /* how many slots are wanted */
 	struct fpool__listener *listeners;
 	size_t nlisteners;
@@ -746,6 +776,11 @@ struct fpool_pool {
 	bool graceful;		   /* how the current stop was asked */
 	int result;		   /* what fpool_pool_run returns */
 };
+
+/* Add a bound socket to the listeners (owned_path: a unix socket file
+ * removed at exit).  0 or -ENOMEM. */
+int fpool__pool_add_listener(struct fpool_pool *pool, int fd,
+			     const struct fpool__addr *a, bool owned_path);
 
 /* Open files the master needs per worker process: its channel, pidfd
  * and two output pipes. */
@@ -844,6 +879,71 @@ int fpool__signals_install(struct fpool_pool *pool);
 /* Free the signal events and put back the program's dispositions. */
 void fpool__signals_remove(struct fpool_pool *pool);
 
+/* ---- upgrade.c: the binary upgrade in place (SIGUSR2, `upgrade`) ------ */
+
+/* The variable naming the state's memfd in the new image. */
+#define FPOOL_UPGRADE_ENV "FORKPOOL_UPGRADE_FD"
+/* The state's format (its "forkpool-state"); a state of another version
+ * is read as the fallback: its core only (DESIGN.md). */
+#define FPOOL_STATE_VERSION 1
+/* Seconds the new binary's `--check` may take. */
+#define FPOOL_UPGRADE_CHECK_TIMEOUT 30.0
+
+struct fpool__upgrade;
+/* What the master re-executes: the binary's absolute path resolved at
+ * start, the original argv, the directory it started in (NULL: the
+ * current one).  Without it an upgrade is refused.  0 or -ENOMEM. */
+int fpool__upgrade_set_exec(struct fpool_pool *pool, const char *path,
+			    int argc, char *const *argv, const char *cwd);
+/* Start an upgrade, from SIGUSR2 (ctl_id NULL) or a control request with
+ * that id.  NULL: under way, the control client is answered when it is
+ * done (fpool__control_answer); else why not (logged). */
+const char *fpool__upgrade_start(struct fpool_pool *pool, const char *ctl_id);
+/* "checking" (the new binary's --check runs), "replacing" (the new
+ * image replaces the workers it inherited), or NULL. */
+const char *fpool__upgrade_phase(const struct fpool_pool *pool);
+bool fpool__upgrade_busy(const struct fpool_pool *pool);
+/* A reload asked while the check runs waits for the upgrade: true if
+ * so (the reload runs once the upgrade failed; a new image reloads
+ * anyway). */
+bool fpool__upgrade_defer_reload(struct fpool_pool *pool);
+/* A child that is no worker was reaped: true if it was the check (or a
+ * process of the previous image, after a fallback). */
+bool fpool__upgrade_reaped(struct fpool_pool *pool, pid_t pid, int status);
+/* The rolling reload ended (complete, or aborted). */
+void fpool__upgrade_reload_done(struct fpool_pool *pool, bool complete);
+/* Every wanted slot has a ready worker (after a fallback: stop the
+ * previous image's processes). */
+void fpool__upgrade_pool_ready(struct fpool_pool *pool);
+void fpool__upgrade_free(struct fpool__upgrade *u);
+
+/* The new image: the state handed over. */
+struct fpool__state;
+/* If FPOOL_UPGRADE_ENV names a state, read it (the variable is unset;
+ * every fd it hands over is made close-on-exec): 0 and *out.  0 and
+ * *out NULL when there is none (a stray variable is logged and
+ * ignored); -EINVAL (logged) if it cannot be read at all. */
+int fpool__state_load(struct fpool__state **out);
+/* Close what nobody took and free it.  NULL is a no-op. */
+void fpool__state_free(struct fpool__state *st);
+/* The listeners handed over, and the fd of listener i, or -1 once taken. */
+size_t fpool__state_nlisteners(const struct fpool__state *st);
+int fpool__state_listener(const struct fpool__state *st, size_t i);
+/* Listener i serves a --bind: the pool takes it as the previous image
+ * had it.  0 or -errno. */
+int fpool__state_take_listener(struct fpool_pool *pool,
+			       struct fpool__state *st, size_t i);
+/* The pool adopts the rest when it runs (it owns st from now on): the
+ * listeners not taken are closed. */
+void fpool__pool_adopt(struct fpool_pool *pool, struct fpool__state *st);
+/* For fpool_pool_run(): whether it adopts; in its place of daemonizing
+ * and taking the pidfile, of opening the control socket, and of starting
+ * the workers.  The first two: 0 or -errno (logged). */
+bool fpool__upgrade_adopting(const struct fpool_pool *pool);
+int fpool__upgrade_adopt_detach(struct fpool_pool *pool);
+int fpool__upgrade_adopt_control(struct fpool_pool *pool);
+void fpool__upgrade_adopt_workers(struct fpool_pool *pool);
+
 /* ---- account.c: users and groups --------------------------------------- */
 
 /* A name, or a number, for a user or a group: 0 and *id, or -errno with
@@ -857,8 +957,13 @@ int fpool__account_resolve(const char *user, const char *group,
 
 /* ---- activity.c: what each worker is doing ----------------------------- */
 
-/* The shared mapping with an entry per possible slot id, or NULL. */
-struct fpool__shared *fpool__activity_map(size_t *len);
+/* The shared mapping with an entry per possible slot id, or NULL; *fd
+ * gets the memfd behind it (CLOEXEC), or -1 where there is none (the
+ * mapping is then anonymous and cannot be handed to a new image). */
+struct fpool__shared *fpool__activity_map(size_t *len, int *fd);
+/* Map a memfd made by fpool__activity_map() (in the image before a
+ * binary upgrade), or NULL (logged) if it is not one. */
+struct fpool__shared *fpool__activity_adopt(int fd, size_t *len);
 /* An entry's text, sanitised, into buf ("" if none). */
 void fpool__activity_read(const struct fpool__shared *e, char *buf, size_t len);
 

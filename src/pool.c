@@ -73,13 +73,14 @@ int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
 	pool->reload_slot = -1;
 	pool->master_pid = getpid();
 	pool->pidfile_fd = -1;
+	pool->shm_fd = -1;
 	fpool__supervise_init(pool);
 	/* Recycling jitter and the like: a different draw per master. */
 	srandom((unsigned)getpid() ^ (unsigned)time(NULL));
 	pool->base = event_base_new();
 	if (pool->base == NULL)
 		goto err;
-	pool->shm = fpool__activity_map(&pool->shm_len);
+	pool->shm = fpool__activity_map(&pool->shm_len, &pool->shm_fd);
 	if ((err = fpool__account_resolve(cfg->user, cfg->group,
 					  &pool->account)) != 0)
 		goto err;
@@ -102,8 +103,7 @@ err:
 	return err;
 }
 
-/* Add a bound socket to the listeners. */
-static int pool_add_listener(struct fpool_pool *pool, int fd,
+int fpool__pool_add_listener(struct fpool_pool *pool, int fd,
 			     const struct fpool__addr *a, bool owned_path)
 {
 	struct fpool__listener *v, *l;
@@ -142,7 +142,7 @@ int fpool_pool_listen_fd(struct fpool_pool *pool, int fd)
 	    fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		return -errno;
 	/* Not ours to remove: whoever made it (systemd) owns the file. */
-	if ((err = pool_add_listener(pool, fd, &a, false)) != 0)
+	if ((err = fpool__pool_add_listener(pool, fd, &a, false)) != 0)
 		return err;
 	fpool_log(FPOOL_LOG_INFO, "listening on %s (passed in)", a.text);
 	return 0;
@@ -166,7 +166,7 @@ int fpool_pool_listen(struct fpool_pool *pool, const char *addr)
 		err = fpool__addr_listen(&a, SOMAXCONN, &fd);
 	if (err != 0)
 		return err;
-	if ((err = pool_add_listener(pool, fd, &a, true)) != 0) {
+	if ((err = fpool__pool_add_listener(pool, fd, &a, true)) != 0) {
 		close(fd);
 		return err;
 	}
@@ -343,7 +343,11 @@ int fpool_pool_run(struct fpool_pool *pool)
 
 	if (pool->state != POOL_NEW)
 		return -EALREADY;
-	if ((err = pool_detach(pool, &ready_fd)) != 0)
+	/* After a binary upgrade the process is already the daemon, and
+	 * holds the pidfile (upgrade.c). */
+	if ((err = fpool__upgrade_adopting(pool)
+			   ? fpool__upgrade_adopt_detach(pool)
+			   : pool_detach(pool, &ready_fd)) != 0)
 		goto out;
 	fpool__log_libevent();
 	if ((err = fpool__pool_fd_limit(pool, fpool_pool_size(pool))) != 0)
@@ -365,8 +369,12 @@ int fpool_pool_run(struct fpool_pool *pool)
 		goto out;
 	}
 	pool->started = fpool__now();
-	if (pool->cfg.control_path != NULL &&
-	    (err = fpool__control_open(pool, pool->cfg.control_path)) != 0) {
+	if (fpool__upgrade_adopting(pool)) {
+		if ((err = fpool__upgrade_adopt_control(pool)) != 0)
+			goto out;
+	} else if (pool->cfg.control_path != NULL &&
+		   (err = fpool__control_open(pool, pool->cfg.control_path)) !=
+			   0) {
 		fpool__log_errno(FPOOL_LOG_ERROR, -err,
 				 "cannot open the control socket %s",
 				 pool->cfg.control_path);
@@ -376,10 +384,17 @@ int fpool_pool_run(struct fpool_pool *pool)
 		goto out;
 	pool_spawn_base(pool);
 	pool->state = POOL_RUNNING;
-	fpool_log(FPOOL_LOG_INFO, "master pid %d starting %u workers (%s)",
-		  (int)pool->master_pid, fpool_pool_size(pool),
-		  pool->cfg.worker->name ? pool->cfg.worker->name : "worker");
-	fpool__pool_start_slots(pool);
+	if (fpool__upgrade_adopting(pool)) {
+		/* Its workers, then a rolling reload (upgrade.c). */
+		fpool__upgrade_adopt_workers(pool);
+	} else {
+		fpool_log(FPOOL_LOG_INFO,
+			  "master pid %d starting %u workers (%s)",
+			  (int)pool->master_pid, fpool_pool_size(pool),
+			  pool->cfg.worker->name ? pool->cfg.worker->name
+						 : "worker");
+		fpool__pool_start_slots(pool);
+	}
 	/* The command that started a daemon returns now, with success. */
 	fpool__daemon_ready(&ready_fd, 0);
 	if (pool->cfg.daemonize)
@@ -454,6 +469,9 @@ static void pool_release(struct fpool_pool *pool, bool owner)
 	if (pool->shm != NULL && munmap(pool->shm, pool->shm_len) < 0)
 		fpool__log_errno(FPOOL_LOG_WARNING, errno,
 				 "munmap of the workers' activity area");
+	if (pool->shm_fd >= 0)
+		close(pool->shm_fd);
+	fpool__upgrade_free(pool->upgrade);
 	if (pool->base != NULL)
 		event_base_free(pool->base);
 	free(pool);

@@ -101,6 +101,12 @@ const char *fpool__proc_recycle_reason(struct fpool__proc *p, double now,
 
 	if (p->state != PROC_READY || now < p->recycle_after)
 		return NULL;
+	/* One the upgrade's reload could not replace (it was not ready
+	 * then): it runs the code of the binary before. */
+	if (p->inherited && !fpool__upgrade_busy(p->slot->pool)) {
+		snprintf(buf, len, "runs the binary from before the upgrade");
+		return buf;
+	}
 	if (p->max_requests > 0 && p->requests >= p->max_requests) {
 		snprintf(buf, len, "served %llu requests (its limit %llu)",
 			 (unsigned long long)p->requests,
@@ -299,6 +305,52 @@ static int pidfd_open(pid_t pid)
 	return fd;
 }
 
+/* Watch p's channel, pidfd and output pipes from the pool's loop; what
+ * cannot be watched is logged (the check timer and SIGCHLD make up for
+ * it).  -ENOMEM if an event could not be made at all. */
+static int proc_watch(struct fpool__proc *p)
+{
+	struct fpool__slot *s = p->slot;
+	struct fpool_pool *pool = s->pool;
+	int err = 0;
+
+	if (p->chan >= 0) {
+		p->chan_ev = event_new(pool->base, p->chan,
+				       EV_READ | EV_PERSIST, proc_chan_cb, p);
+		if (p->chan_ev == NULL || event_add(p->chan_ev, NULL) != 0) {
+			fpool_log(FPOOL_LOG_ERROR,
+				  "worker %u pid %d: cannot watch its "
+				  "channel; it will be seen as hung",
+				  s->id, (int)p->pid);
+			err = -ENOMEM;
+		}
+	}
+	if (p->pidfd >= 0) {
+		p->pidfd_ev = event_new(pool->base, p->pidfd, EV_READ,
+					proc_pidfd_cb, p);
+		if (p->pidfd_ev == NULL || event_add(p->pidfd_ev, NULL) != 0) {
+			fpool_log(FPOOL_LOG_WARNING,
+				  "worker %u pid %d: cannot watch its pidfd; "
+				  "relying on SIGCHLD",
+				  s->id, (int)p->pid);
+			err = -ENOMEM;
+		}
+	}
+	for (int i = 0; i < 2; i++) {
+		if (p->pipes[i].fd < 0)
+			continue;
+		if (fpool__pipe_watch(&p->pipes[i], pool->base,
+				      !pool->reading_paused) != 0) {
+			fpool_log(FPOOL_LOG_ERROR,
+				  "worker %u pid %d: cannot watch its %s; it "
+				  "will block once the pipe is full",
+				  s->id, (int)p->pid, p->pipes[i].stream);
+			err = -ENOMEM;
+		}
+	}
+	return err;
+}
+
 /* Make a process record with its channel and output pipes; *child gets
  * the worker's ends (channel, stdout, stderr).  NULL on failure, logged. */
 static struct fpool__proc *proc_new(struct fpool__slot *s, int child[3])
@@ -418,30 +470,42 @@ struct fpool__proc *fpool__proc_spawn(struct fpool__slot *s)
 			       pool->cfg.max_lifetime *
 				       (1 + 0.1 * random() / (double)RAND_MAX);
 	p->pidfd = pidfd_open(pid);
-	p->chan_ev = event_new(pool->base, p->chan, EV_READ | EV_PERSIST,
-			       proc_chan_cb, p);
-	if (p->chan_ev == NULL || event_add(p->chan_ev, NULL) != 0)
-		fpool_log(FPOOL_LOG_ERROR,
-			  "worker %u pid %d: cannot watch its channel; it will "
-			  "be seen as hung",
-			  s->id, (int)pid);
-	if (p->pidfd >= 0) {
-		p->pidfd_ev = event_new(pool->base, p->pidfd, EV_READ,
-					proc_pidfd_cb, p);
-		if (p->pidfd_ev == NULL || event_add(p->pidfd_ev, NULL) != 0)
-			fpool_log(FPOOL_LOG_WARNING,
-				  "worker %u pid %d: cannot watch its pidfd; "
-				  "relying on SIGCHLD",
-				  s->id, (int)pid);
-	}
-	for (int i = 0; i < 2; i++)
-		if (fpool__pipe_watch(&p->pipes[i], pool->base,
-				      !pool->reading_paused) != 0)
-			fpool_log(FPOOL_LOG_ERROR,
-				  "worker %u pid %d: cannot watch its %s; it "
-				  "will block once the pipe is full",
-				  s->id, (int)pid, p->pipes[i].stream);
+	proc_watch(p);
 	return p;
+}
+
+struct fpool__proc *fpool__proc_blank(struct fpool__slot *s)
+{
+	static const char *const names[2] = { "stdout", "stderr" };
+	struct fpool__proc *p = calloc(1, sizeof(*p));
+
+	if (p == NULL)
+		return NULL;
+	p->slot = s;
+	p->pidfd = p->chan = -1;
+	for (int i = 0; i < 2; i++) {
+		p->pipes[i].proc = p;
+		p->pipes[i].stream = names[i];
+		p->pipes[i].fd = -1;
+	}
+	p->timer = evtimer_new(s->pool->base, proc_timer_cb, p);
+	if (p->timer == NULL) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void fpool__proc_adopt(struct fpool__proc *p, double deadline)
+{
+	/* What cannot be watched is logged, and made up for (hung, SIGCHLD)
+	 * as for a new worker. */
+	(void)proc_watch(p);
+	/* What it missed while the images changed is credited, as after a
+	 * late check (supervise.c): its heartbeats waited in the channel. */
+	p->last_seen = fpool__now();
+	if (p->state == PROC_STOPPING && !p->killed)
+		arm(p->timer, deadline > 0 ? deadline : 0, p->slot->id);
 }
 
 int fpool__proc_signal(struct fpool__proc *p, int sig)

@@ -20,14 +20,14 @@ static void on_ttin(struct fpool_pool *pool, int signo);
 static void on_ttou(struct fpool_pool *pool, int signo);
 static void on_hup(struct fpool_pool *pool, int signo);
 static void on_usr1(struct fpool_pool *pool, int signo);
-static void on_unused(struct fpool_pool *pool, int signo);
+static void on_usr2(struct fpool_pool *pool, int signo);
 
 /*
  * The master's signal table (nginx's habit): what each signal does, the
  * one list of it.  A signal with a function is a libevent signal event on
  * the master's loop; one without is ignored (SIG_IGN), because its
  * default action would end or stop the master, and with it the pool:
- * a stray ALRM or USR2, a timer signal, SIGXFSZ once a log reaches
+ * a stray ALRM, a timer signal, SIGXFSZ once a log reaches
  * RLIMIT_FSIZE (the write then fails with EFBIG, which the log reports),
  * Ctrl-Z (TSTP).  The real-time signals are ignored too (pool_signals).
  * Every worker resets all of them to their defaults (fpool__signals_default).
@@ -44,7 +44,7 @@ static const struct {
 	{ SIGTTOU, on_ttou },	     /* one worker fewer */
 	{ SIGHUP, on_hup },	     /* rolling reload */
 	{ SIGUSR1, on_usr1 },	     /* reopen log files (logrotate) */
-	{ SIGUSR2, on_unused },	     /* logged: the binary upgrade is to come */
+	{ SIGUSR2, on_usr2 },	     /* binary upgrade in place (upgrade.c) */
 	{ SIGPIPE, NULL }, /* a write to a peer that left fails with EPIPE */
 	{ SIGTSTP, NULL }, /* Ctrl-Z must not stop the pool's supervisor */
 	{ SIGALRM, NULL },	     { SIGIO, NULL },	  { SIGPWR, NULL },
@@ -140,13 +140,11 @@ static void on_usr1(struct fpool_pool *pool, int signo)
 		  err || out ? " (not all: see above)" : "");
 }
 
-static void on_unused(struct fpool_pool *pool, int signo)
+static void on_usr2(struct fpool_pool *pool, int signo)
 {
-	(void)pool;
-	fpool_log(FPOOL_LOG_WARNING,
-		  "got %s, which this version does not use; "
-		  "ignored",
-		  fpool__signame(signo));
+	fpool_log(FPOOL_LOG_INFO, "got %s", fpool__signame(signo));
+	/* A refusal is logged there. */
+	(void)fpool__upgrade_start(pool, NULL);
 }
 
 static void pool_signal_cb(evutil_socket_t signo, short what, void *arg)

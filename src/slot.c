@@ -59,6 +59,11 @@ static void settle(struct fpool__slot *s)
 						       : SLOT_STARTING;
 }
 
+void fpool__slot_adopted(struct fpool__slot *s)
+{
+	settle(s);
+}
+
 /* ---- what the handlers decide ---------------------------------------- */
 
 static void spawn(struct fpool__slot *s, enum fpool__role role,

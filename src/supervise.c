@@ -168,7 +168,7 @@ void fpool__pool_reap(struct fpool_pool *pool)
 				p = fpool__slot_find(s, pid);
 		if (p != NULL) {
 			on_exit_status(s, p, status);
-		} else {
+		} else if (!fpool__upgrade_reaped(pool, pid, status)) {
 			/* Not a worker: a child of a master hook, or an
 			 * orphan re-parented to us as PID 1.  Reaping it is
 			 * all there is to do. */
@@ -274,6 +274,8 @@ void fpool__pool_worker_ready(struct fpool_pool *pool)
 	fpool__pool_counts(pool, &c);
 	/* systemd's READY=1 once the first full pool serves; after that,
 	 * the status line only. */
+	if (c.ready >= c.target)
+		fpool__upgrade_pool_ready(pool);
 	if (!pool->notified_ready) {
 		if (c.ready < c.target)
 			return;
@@ -314,6 +316,7 @@ static void reload_step(struct fpool_pool *pool)
 			pool->reloading = false;
 			fpool_log(FPOOL_LOG_INFO, "reload complete");
 			fpool__notify_reloaded();
+			fpool__upgrade_reload_done(pool, true);
 			return;
 		}
 		s = pool->slots[id];
@@ -357,12 +360,16 @@ void fpool__pool_replace_failed(struct fpool_pool *pool, struct fpool__slot *s)
 		  "become ready; the old worker stays",
 		  s->id);
 	fpool__notify_reloaded();
+	fpool__upgrade_reload_done(pool, false);
 }
 
 int fpool_pool_reload(struct fpool_pool *pool)
 {
 	if (pool->state != POOL_RUNNING)
 		return -ESHUTDOWN;
+	/* During a binary upgrade's check it waits (upgrade.c). */
+	if (fpool__upgrade_defer_reload(pool))
+		return 0;
 	/* A reload asked during a reload starts the sweep over, so every
 	 * worker is replaced after the last request. */
 	fpool_log(FPOOL_LOG_INFO, "reload: %s, %u workers",
