@@ -949,7 +949,7 @@ void fpool__upgrade_pool_ready(struct fpool_pool *pool)
 	struct fpool__upgrade *u = pool->upgrade;
 	struct fpool__counts c;
 
-	if (u == NULL || u->nold == 0)
+	if (u == NULL || u->old_st == NULL)
 		return;
 	fpool__pool_counts(pool, &c);
 	if (c.ready < c.target)
@@ -958,16 +958,15 @@ void fpool__upgrade_pool_ready(struct fpool_pool *pool)
 		  "upgrade: the fresh pool is ready; stopping the %zu "
 		  "processes of the previous image (SIGTERM)",
 		  u->nold);
-	/* Only we reap them, and they are not reaped yet: each pid is
-	 * still the process it names. */
+	/* Only we reap them, and those in the list are not reaped yet:
+	 * each pid is still the process it names. */
 	for (size_t i = 0; i < u->nold; i++)
 		if (kill(u->old_pids[i], SIGTERM) < 0 && errno != ESRCH)
 			fpool__log_errno(FPOOL_LOG_WARNING, errno,
 					 "upgrade: SIGTERM to pid %d",
 					 (int)u->old_pids[i]);
-	/* Forgotten now: their exits are reaped as any stray's; their
-	 * channels close (they would see that as the master's end). */
-	u->nold = 0;
+	/* Their channels close now too (they would take that as the
+	 * master's end, and stop as well). */
 	fpool__state_free(u->old_st);
 	u->old_st = NULL;
 }
@@ -1865,18 +1864,18 @@ void fpool__upgrade_adopt_workers(struct fpool_pool *pool)
 			  "stopping its %zu once they are ready",
 			  (int)getpid(), exe, st->why, pool->nlisteners,
 			  st->npids);
-		u->old_pids = calloc(st->npids ? st->npids : 1,
-				     sizeof(*u->old_pids));
-		if (u->old_pids != NULL) {
-			memcpy(u->old_pids, st->pids,
-			       st->npids * sizeof(*st->pids));
-			u->nold = st->npids;
-		} else {
-			for (size_t i = 0; i < st->npids; i++)
-				kill(st->pids[i], SIGTERM);
-		}
+		/* Their exits are reaped as those of strays, named in the
+		 * log (fpool__upgrade_reaped). */
+		u->old_pids = st->pids;
+		u->nold = st->npids;
+		st->pids = NULL;
+		st->npids = 0;
 		u->old_st = st;
 	}
+	/* The signals blocked across execve(): the loop's signal events
+	 * exist now, and what came meanwhile goes to them.  Before any
+	 * fork: a worker starts with the mask it was forked with. */
+	sigprocmask(SIG_SETMASK, &mask, NULL);
 	/* What ended during the hand-over is seen now (its pidfd may be
 	 * readable too: the reap then finds nothing more). */
 	fpool__pool_reap(pool);
@@ -1894,7 +1893,4 @@ void fpool__upgrade_adopt_workers(struct fpool_pool *pool)
 	if (u->ctl)
 		fpool__control_answer(pool, u->ctl_id, NULL, result);
 	u->ctl = false;
-	/* The signals blocked across execve(): the loop's signal events
-	 * exist now, and what came meanwhile is delivered to them. */
-	sigprocmask(SIG_SETMASK, &mask, NULL);
 }
