@@ -9,11 +9,13 @@
  * the logs just cannot say what a hung worker was doing.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fpool-int.h"
@@ -25,6 +27,27 @@ static size_t activity_size(void)
 	size_t n = FPOOL_MAX_WORKERS * sizeof(struct fpool__shared);
 
 	return (n + page - 1) / page * page;
+}
+
+/* ftruncate(fd, n), where RLIMIT_FSIZE may be below n: then EFBIG, and
+ * the SIGXFSZ that comes with it (whose default ends the process) is
+ * consumed.  0 or -1 with errno. */
+static int memfd_size(int fd, size_t n)
+{
+	struct timespec zero = { 0, 0 };
+	sigset_t xfsz, old;
+	int r, err;
+
+	sigemptyset(&xfsz);
+	sigaddset(&xfsz, SIGXFSZ);
+	sigprocmask(SIG_BLOCK, &xfsz, &old);
+	r = ftruncate(fd, (off_t)n);
+	err = errno;
+	if (r < 0 && err == EFBIG)
+		sigtimedwait(&xfsz, NULL, &zero);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	errno = err;
+	return r;
 }
 
 struct fpool__shared *fpool__activity_map(size_t *len, int *fd)
@@ -39,9 +62,11 @@ struct fpool__shared *fpool__activity_map(size_t *len, int *fd)
 	 * Linux 3.17) the mapping is anonymous, and an upgraded master
 	 * cannot see what the workers it inherited are doing. */
 	*fd = memfd_create("forkpool-activity", MFD_CLOEXEC);
-	if (*fd >= 0 && ftruncate(*fd, (off_t)n) < 0) {
+	if (*fd >= 0 && memfd_size(*fd, n) < 0) {
 		fpool__log_errno(FPOOL_LOG_WARNING, errno,
-				 "ftruncate of the workers' activity memfd");
+				 "sizing the workers' activity memfd; an "
+				 "anonymous mapping instead, which a binary "
+				 "upgrade cannot hand over");
 		close(*fd);
 		*fd = -1;
 	}
