@@ -1784,6 +1784,10 @@ static void adopt_activity(struct fpool_pool *pool, struct fpool__state *st)
 	pool->shm = shm;
 	pool->shm_len = len;
 	pool->shm_fd = (int)fd;
+	/* What a new worker is told too: it keeps its own page of this
+	 * mapping and unmaps the rest (child.c), from its base. */
+	pool->spawn.shm = shm;
+	pool->spawn.shm_len = len;
 	for (unsigned i = 0; i < pool->nslots; i++)
 		if (pool->slots[i] != NULL)
 			pool->slots[i]->shm = &shm[i];

@@ -129,7 +129,7 @@ def served_by_new(load, new):
 def assert_master_upgraded(m, install, exe=None):
     assert m.alive(), m.describe()
     assert exe_of(m.pid) == (exe or install.path), exe_of(m.pid)
-    assert m.children() <= {p.pid for p in child_procs(m.pid)}
+    m.wait_no_zombies()
 
 
 # ---------------------------------------------------------------------------
@@ -341,6 +341,14 @@ def test_daemon_with_pidfile_keeps_its_pid_and_pidfile(install, run_cli, tmp_pat
                 os.kill(p, signal.SIGKILL)
 
 
+def tcp_migrate_req():
+    try:
+        with open("/proc/sys/net/ipv4/tcp_migrate_req") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
+
+
 def test_reuse_port_upgrade_under_load(upgradable, install):
     m = upgradable("-w", "2", "--reuse-port")
     old = m.wait_pool(2)
@@ -355,7 +363,16 @@ def test_reuse_port_upgrade_under_load(upgradable, install):
     finally:
         load.stop()
         load.join()
-    assert not load.failures, load.summary()
+    if tcp_migrate_req():
+        assert not load.failures, load.summary()
+    else:
+        # Each worker closes its own socket when it stops, and what the
+        # kernel queued there is reset (README: net.ipv4.tcp_migrate_req):
+        # only a new connection's first request can fail that way, the
+        # upgrade adds nothing to a reload there.
+        bad = [(r.client, r.error) for r in load.requests
+               if r.error is not None and not r.first]
+        assert not bad, f"{bad}\n{load.summary()}"
     assert_master_upgraded(m, install)
 
 
@@ -423,3 +440,22 @@ def test_a_state_of_another_version_keeps_the_listeners_and_starts_fresh_workers
         load.join()
     assert not load.failures, load.summary()
     assert m.alive()
+
+
+def test_the_new_image_reads_what_its_workers_are_doing(upgradable, install, chaos):
+    # The activity map is handed over (a memfd): a worker forked by the
+    # new image writes its entry where the master reads it, and says so
+    # when it hangs.
+    m = upgradable("-w", "2", "--worker-timeout", "1", "--check-interval", "0.2",
+                   "--graceful-timeout", "2", "--",
+                   "--activity", "serving the upgrade test", "--hang-after", "1500",
+                   worker=chaos)
+    old = m.wait_pool(2)
+    install.install_copy()
+    m.signal(signal.SIGUSR2)
+    upgrade_done(m)
+    new = assert_all_new(m, install, old, 2)
+    line = m.wait_log(r"worker \d+ pid (\d+) hung: .* was busy with \"serving the upgrade test\"")
+    assert int(line.group(1)) not in old.values(), line.string
+    assert not m.find(r"SIGSEGV|SIGBUS|SIGABRT"), m.describe()
+    assert m.alive() and new
