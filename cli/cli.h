@@ -65,6 +65,8 @@ struct fpool_cli {
 	const char *log_file;	 /* NULL: stderr */
 	const char *config_file; /* --config, or NULL */
 	bool help, version;
+	bool check;   /* --check: validate, then exit */
+	bool preload; /* --preload: the master loads the module */
 	bool default_bind; /* no --bind given: binds holds the default */
 	int worker_argc;   /* arguments after `--` (or "worker-args") */
 	char **worker_argv;
@@ -82,11 +84,15 @@ void fpool__cli_free(struct fpool_cli *o);
 /* Print --help. */
 void fpool__cli_usage(FILE *out);
 
-/* Find a worker: a built-in name, or a path to a worker module (.so)
- * whose FPOOL_WORKER_SYMBOL holds its definition.  0, or -errno with one
- * line in err[].  *handle gets the dlopen handle or NULL. */
-int fpool__module_find(const char *name, const struct fpool_worker_def **out,
-		       void **handle, char *err, size_t errlen);
+/* Whether --worker names a module (a path, or NAME.so), not a built-in. */
+bool fpool__module_is_path(const char *name);
+/* Find a worker: a built-in name (cfg->worker), or a path to a worker
+ * module (.so): cfg->worker_module, for each worker to load, or with
+ * `preload` loaded here into cfg->worker (*handle gets the dlopen handle,
+ * else NULL).  0, or -errno with one line in err[]. */
+int fpool__module_find(const char *name, bool preload,
+		       struct fpool_config *cfg, void **handle, char *err,
+		       size_t errlen);
 /* `forkpool ctl ...` (argv[0] is "ctl").  Its exit status. */
 int fpool__ctl_main(int argc, char **argv);
 /* The built-in workers, NULL-terminated. */
@@ -117,6 +123,8 @@ enum {
 	OPT_GROUP,
 	OPT_PIDFILE,
 	OPT_REUSE_PORT,
+	OPT_PRELOAD,
+	OPT_CHECK,
 };
 
 /* What a key of the config file may hold (0: not allowed in a file). */

@@ -63,6 +63,45 @@ static int use_activated(struct fpool_pool *pool, struct fpool_cli *o)
 	return r;
 }
 
+/*
+ * --check: what a start would refuse, without binding or forking a
+ * worker -- the flags and the config file (parsed already), the accounts,
+ * and the worker module, loaded in a test process as a worker would
+ * (src/module.c).  A binary upgrade runs the new binary so first.
+ */
+static int check_only(struct fpool_cli *o)
+{
+	struct fpool__account acct;
+	char why[1024], *real;
+	int r;
+
+	if ((r = fpool__account_resolve(o->cfg.user, o->cfg.group, &acct)) !=
+	    0) {
+		fprintf(stderr, "forkpool: --check: cannot resolve --user or "
+				"--group (see above)\n");
+		return 2;
+	}
+	if (o->cfg.worker_module != NULL) {
+		r = fpool__module_resolve(o->cfg.worker_module, &real, why,
+					  sizeof(why));
+		if (r == 0) {
+			r = fpool__module_check(real, &acct, o->cfg.user,
+						FPOOL_MODULE_CHECK_TIMEOUT, why,
+						sizeof(why));
+			free(real);
+		}
+	}
+	free(acct.groups);
+	if (r != 0) {
+		fprintf(stderr, "forkpool: --worker: %s\n", why);
+		return 2;
+	}
+	printf("forkpool: the configuration is usable (worker %s, %u "
+	       "workers)\n",
+	       o->worker, o->cfg.workers);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct fpool_cli o;
@@ -85,11 +124,15 @@ int main(int argc, char **argv)
 		fpool__cli_free(&o);
 		return 0;
 	}
-	if (fpool__module_find(o.worker, &o.cfg.worker, &handle, err,
+	if (fpool__module_find(o.worker, o.preload, &o.cfg, &handle, err,
 			       sizeof(err)) != 0) {
 		fprintf(stderr, "forkpool: %s\n", err);
 		fpool__cli_free(&o);
 		return 2;
+	}
+	if (o.check) {
+		status = check_only(&o);
+		goto out;
 	}
 	fpool_log_set_level(o.log_level);
 	if ((r = fpool_log_open(o.log_file, o.log_format)) != 0) {
@@ -116,6 +159,14 @@ int main(int argc, char **argv)
 	if ((r = fpool_pool_new(&pool, &o.cfg)) != 0) {
 		fprintf(stderr, "forkpool: cannot create the pool: %s\n",
 			fpool_strerror(r));
+		goto out;
+	}
+	/* A worker module that cannot be loaded is a usage error, found
+	 * before anything is bound. */
+	if (o.cfg.worker_module != NULL &&
+	    fpool__pool_module_generation(pool) != 0) {
+		fprintf(stderr, "forkpool: --worker: %s\n", pool->refused);
+		status = 2;
 		goto out;
 	}
 	if ((r = use_activated(pool, &o)) != 0)

@@ -629,7 +629,8 @@ struct fpool__account {
  * Pointers are into the master's memory, which the child has a copy of.
  */
 struct fpool__spawn {
-	const struct fpool_worker_def *def;
+	const struct fpool_worker_def *def; /* or NULL, and: */
+	const char *module; /* the worker module to load after fork */
 	int argc;
 	char **argv;
 	pid_t master_pid;
@@ -677,6 +678,8 @@ int *fpool__child_forget(const struct fpool__spawn *sp, size_t *n);
 /* Keep the page holding its activity entry, unmap the rest; that page
  * (to unmap at the end) or NULL. */
 void *fpool__child_keep_activity(const struct fpool__spawn *sp);
+/* Close every fd but those in keep[] (n of them; sorted in place). */
+void fpool__close_other_fds(int *keep, size_t n);
 /* PR_SET_PDEATHSIG, then check the master is still the parent. */
 void fpool__child_die_with_master(pid_t master_pid);
 /* Become --user/--group with exactly the groups resolved (exits if it
@@ -745,6 +748,10 @@ struct fpool_pool {
 	double paused_at;	   /* since when */
 	bool graceful;		   /* how the current stop was asked */
 	int result;		   /* what fpool_pool_run returns */
+	/* cfg.worker_module resolved for the current generation (each
+	 * reload resolves and checks it again), or NULL. */
+	char *module;
+	char refused[512]; /* why the last reload was refused, or "" */
 };
 
 /* Open files the master needs per worker process: its channel, pidfd
@@ -794,6 +801,11 @@ void fpool__pool_replace_failed(struct fpool_pool *pool, struct fpool__slot *s);
 void fpool__pool_failed_start(struct fpool_pool *pool);
 /* Start recycling one worker that is due, if none is being replaced. */
 void fpool__pool_recycle(struct fpool_pool *pool);
+/* A new generation of cfg.worker_module: resolve its path and check it
+ * loads (module.c); pool->module becomes the new path.  0, or -errno with
+ * the reason in pool->refused (pool->module unchanged).  fpool_pool_run()
+ * makes the first unless the program did. */
+int fpool__pool_module_generation(struct fpool_pool *pool);
 /* Number of live processes. */
 unsigned fpool__pool_live(const struct fpool_pool *pool);
 /* What the workers are doing, for STATUS= and `status`. */
@@ -854,6 +866,28 @@ int fpool__account_lookup(const char *spec, bool group, unsigned *id, char *why,
  * (logged) or -ENOMEM. */
 int fpool__account_resolve(const char *user, const char *group,
 			   struct fpool__account *a);
+/* Switch this process to the account (exactly its groups) and check there
+ * is no way back.  0, or -errno with the whole message in why[]. */
+int fpool__account_switch(const struct fpool__account *a, const char *user,
+			  char *why, size_t whylen);
+
+/* ---- module.c: worker modules ----------------------------------------- */
+
+/* How long the master waits for a module to load in a test process (s). */
+#define FPOOL_MODULE_CHECK_TIMEOUT 5.0
+/* dlopen() a worker module in this process and find its definition.  0,
+ * or -ENOEXEC with one line in err[] naming the file and the reason. */
+int fpool__module_open(const char *path, const struct fpool_worker_def **def,
+		       void **handle, char *err, size_t errlen);
+/* realpath() of a module's path, malloc'd.  0, or -errno with one line. */
+int fpool__module_resolve(const char *path, char **out, char *err,
+			  size_t errlen);
+/* Load the module in a throw-away child switched to `acct` (setup is not
+ * called), waiting at most `timeout` s.  0, or -errno (-ENOEXEC: it
+ * cannot be used; -ETIMEDOUT) with one line in err[]. */
+int fpool__module_check(const char *path, const struct fpool__account *acct,
+			const char *user, double timeout, char *err,
+			size_t errlen);
 
 /* ---- activity.c: what each worker is doing ----------------------------- */
 

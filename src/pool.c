@@ -61,7 +61,8 @@ int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
 
 	*out = NULL;
 	if (cfg->workers < 1 || cfg->workers > FPOOL_MAX_WORKERS ||
-	    cfg->worker == NULL || cfg->worker->main == NULL ||
+	    (cfg->worker == NULL) == (cfg->worker_module == NULL) ||
+	    (cfg->worker != NULL && cfg->worker->main == NULL) ||
 	    !(cfg->worker_timeout > 0) || !(cfg->graceful_timeout > 0) ||
 	    !(cfg->check_interval > 0) || !(cfg->min_uptime >= 0))
 		return -EINVAL;
@@ -312,6 +313,7 @@ static void pool_spawn_base(struct fpool_pool *pool)
 
 	memset(sp, 0, sizeof(*sp));
 	sp->def = pool->cfg.worker;
+	sp->module = pool->module;
 	sp->argc = pool->cfg.worker_argc;
 	sp->argv = pool->cfg.worker_argv;
 	sp->master_pid = pool->master_pid;
@@ -343,6 +345,11 @@ int fpool_pool_run(struct fpool_pool *pool)
 
 	if (pool->state != POOL_NEW)
 		return -EALREADY;
+	if (pool->cfg.worker_module != NULL && pool->module == NULL &&
+	    (err = fpool__pool_module_generation(pool)) != 0) {
+		fpool_log(FPOOL_LOG_ERROR, "%s", pool->refused);
+		goto out;
+	}
 	if ((err = pool_detach(pool, &ready_fd)) != 0)
 		goto out;
 	fpool__log_libevent();
@@ -378,7 +385,9 @@ int fpool_pool_run(struct fpool_pool *pool)
 	pool->state = POOL_RUNNING;
 	fpool_log(FPOOL_LOG_INFO, "master pid %d starting %u workers (%s)",
 		  (int)pool->master_pid, fpool_pool_size(pool),
-		  pool->cfg.worker->name ? pool->cfg.worker->name : "worker");
+		  pool->module		     ? pool->module
+		  : pool->cfg.worker->name ? pool->cfg.worker->name
+					   : "worker");
 	fpool__pool_start_slots(pool);
 	/* The command that started a daemon returns now, with success. */
 	fpool__daemon_ready(&ready_fd, 0);
@@ -444,6 +453,7 @@ static void pool_release(struct fpool_pool *pool, bool owner)
 	free(pool->preserved);
 	free(pool->failures);
 	free(pool->account.groups);
+	free(pool->module);
 	for (int i = 0; i < 2; i++) {
 		if (owner)
 			fpool__sink_detach(pool->out[i]);

@@ -359,10 +359,45 @@ void fpool__pool_replace_failed(struct fpool_pool *pool, struct fpool__slot *s)
 	fpool__notify_reloaded();
 }
 
+int fpool__pool_module_generation(struct fpool_pool *pool)
+{
+	char *path;
+	int err;
+
+	pool->refused[0] = '\0';
+	err = fpool__module_resolve(pool->cfg.worker_module, &path,
+				    pool->refused, sizeof(pool->refused));
+	if (err == 0)
+		err = fpool__module_check(path, &pool->account, pool->cfg.user,
+					  FPOOL_MODULE_CHECK_TIMEOUT,
+					  pool->refused, sizeof(pool->refused));
+	if (err != 0) {
+		free(path);
+		return err;
+	}
+	free(pool->module);
+	pool->module = path;
+	pool->spawn.module = path;
+	return 0;
+}
+
 int fpool_pool_reload(struct fpool_pool *pool)
 {
+	int err;
+
 	if (pool->state != POOL_RUNNING)
 		return -ESHUTDOWN;
+	/* The module as it is on disk now, checked before any worker is
+	 * replaced: a file that cannot be loaded leaves the workers as
+	 * they are. */
+	if (pool->cfg.worker_module != NULL &&
+	    (err = fpool__pool_module_generation(pool)) != 0) {
+		fpool_log(FPOOL_LOG_ERROR,
+			  "reload refused: %s; the workers keep the code they "
+			  "loaded",
+			  pool->refused);
+		return err;
+	}
 	/* A reload asked during a reload starts the sweep over, so every
 	 * worker is replaced after the last request. */
 	fpool_log(FPOOL_LOG_INFO, "reload: %s, %u workers",
