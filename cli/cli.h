@@ -93,6 +93,19 @@ bool fpool__module_is_path(const char *name);
 int fpool__module_find(const char *name, bool preload,
 		       struct fpool_config *cfg, void **handle, char *err,
 		       size_t errlen);
+/* Reading the config again on reload (reload.c). */
+struct fpool__reload {
+	int argc;
+	char **argv;		/* the command line, parsed again */
+	char *cwd;		/* where it was given (--daemon moves), or NULL */
+	struct fpool_cli *first; /* the start's parse: lives to the end */
+	struct fpool_cli *cur;	 /* the last one applied (may be first) */
+};
+/* With --config, make every reload of `pool` read it again (the pool's
+ * reconfigure hook).  0 or -errno. */
+int fpool__reload_init(struct fpool__reload *r, struct fpool_pool *pool,
+		       struct fpool_cli *o, int argc, char **argv);
+void fpool__reload_free(struct fpool__reload *r);
 /* `forkpool ctl ...` (argv[0] is "ctl").  Its exit status. */
 int fpool__ctl_main(int argc, char **argv);
 /* The built-in workers, NULL-terminated. */

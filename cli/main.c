@@ -106,6 +106,7 @@ int main(int argc, char **argv)
 {
 	struct fpool_cli o;
 	struct fpool_pool *pool = NULL;
+	struct fpool__reload reload = { 0 };
 	void *handle = NULL;
 	char err[1024];
 	int r, status = 1;
@@ -164,13 +165,19 @@ int main(int argc, char **argv)
 	/* A worker module that cannot be loaded is a usage error, found
 	 * before anything is bound. */
 	if (o.cfg.worker_module != NULL &&
-	    fpool__pool_module_generation(pool) != 0) {
+	    fpool__pool_module_generation(pool, o.cfg.worker_module) != 0) {
 		fprintf(stderr, "forkpool: --worker: %s\n", pool->refused);
 		status = 2;
 		goto out;
 	}
 	if ((r = use_activated(pool, &o)) != 0)
 		goto out;
+	if ((r = fpool__reload_init(&reload, pool, &o, argc, argv)) != 0) {
+		fprintf(stderr, "forkpool: cannot tell the current directory: "
+				"%s\n",
+			fpool_strerror(r));
+		goto out;
+	}
 	for (size_t i = 0; i < o.nbinds; i++) {
 		if (o.binds[i] == NULL)
 			continue; /* served by a passed-in socket */
@@ -211,6 +218,7 @@ int main(int argc, char **argv)
 		status = 0;
 out:
 	fpool_pool_free(pool);
+	fpool__reload_free(&reload);
 	fpool__log_close();
 	if (handle != NULL)
 		dlclose(handle);

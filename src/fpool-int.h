@@ -700,6 +700,7 @@ struct fpool__listener {
 	struct fpool__addr addr;
 	char *unlink_path; /* unix socket file to remove at exit, or NULL */
 	bool tcp_owned;	   /* a TCP listener we made (not passed in) */
+	bool passed_in;	   /* fpool_pool_listen_fd(): socket activation */
 };
 
 struct fpool_pool {
@@ -724,6 +725,7 @@ struct fpool_pool {
 	bool reloading;			/* a rolling reload is under way */
 	unsigned reload_next;		/* the next slot id it looks at */
 	int reload_slot;		/* the slot being replaced now, or -1 */
+	double reload_asked;		/* when the reload was asked */
 	double *failures;   /* --max-restarts: times of failed starts (ring) */
 	unsigned nfailures; /* entries used in failures */
 	unsigned failures_at;	       /* next entry to overwrite */
@@ -752,6 +754,10 @@ struct fpool_pool {
 	 * reload resolves and checks it again), or NULL. */
 	char *module;
 	char refused[512]; /* why the last reload was refused, or "" */
+	/* Called first by fpool_pool_reload() (the CLI re-reads its config
+	 * file there); non-zero refuses the reload, with pool->refused. */
+	int (*reconfigure)(struct fpool_pool *pool, void *arg);
+	void *reconfigure_arg;
 };
 
 /* Open files the master needs per worker process: its channel, pidfd
@@ -801,11 +807,33 @@ void fpool__pool_replace_failed(struct fpool_pool *pool, struct fpool__slot *s);
 void fpool__pool_failed_start(struct fpool_pool *pool);
 /* Start recycling one worker that is due, if none is being replaced. */
 void fpool__pool_recycle(struct fpool_pool *pool);
-/* A new generation of cfg.worker_module: resolve its path and check it
- * loads (module.c); pool->module becomes the new path.  0, or -errno with
- * the reason in pool->refused (pool->module unchanged).  fpool_pool_run()
- * makes the first unless the program did. */
-int fpool__pool_module_generation(struct fpool_pool *pool);
+/* A new generation of the worker module at `module` (cfg.worker_module):
+ * resolve its path and check it loads (module.c); pool->module becomes
+ * the resolved path.  0, or -errno with the reason in pool->refused
+ * (pool->module unchanged).  fpool_pool_run() makes the first unless the
+ * program did. */
+int fpool__pool_module_generation(struct fpool_pool *pool, const char *module);
+/* What every new worker is told, from the pool's config (pool.c). */
+void fpool__pool_spawn_base(struct fpool_pool *pool);
+/* (Re)arm the check timer every cfg.check_interval.  0 or -ENOMEM. */
+int fpool__pool_check_timer(struct fpool_pool *pool);
+
+/* Close listener i (and remove its unix socket file): new workers no
+ * longer get it; those that hold it keep it until they exit (pool.c). */
+void fpool__pool_unlisten(struct fpool_pool *pool, size_t i);
+
+/* ---- reconfig.c: a new config for a running pool ---------------------- */
+
+/* Checked before anything changes: the new module (a new generation, as
+ * at reload), the output files, the open file limit.  Then applied: the
+ * worker and its arguments, timeouts, recycling and restart limits, the
+ * output files, the pool size.  What only a new master can change
+ * (user, group, daemon, pidfile, control socket, reuse-port) is logged
+ * as such and left.  Called before a reload (the CLI's --config);
+ * strings must live until the next call.  0, or -errno with the reason
+ * in pool->refused and nothing changed. */
+int fpool__pool_reconfigure(struct fpool_pool *pool,
+			    const struct fpool_config *cfg);
 /* Number of live processes. */
 unsigned fpool__pool_live(const struct fpool_pool *pool);
 /* What the workers are doing, for STATUS= and `status`. */

@@ -317,8 +317,11 @@ static void reload_step(struct fpool_pool *pool)
 			return;
 		}
 		s = pool->slots[id];
+		/* A worker forked since the reload was asked (a slot the
+		 * new config added) already runs what it asked for. */
 		if (s == NULL || !s->wanted || s->cur == NULL ||
-		    s->cur->state != PROC_READY) {
+		    s->cur->state != PROC_READY ||
+		    s->cur->started >= pool->reload_asked) {
 			pool->reload_next++; /* nothing to replace here */
 			continue;
 		}
@@ -359,14 +362,14 @@ void fpool__pool_replace_failed(struct fpool_pool *pool, struct fpool__slot *s)
 	fpool__notify_reloaded();
 }
 
-int fpool__pool_module_generation(struct fpool_pool *pool)
+int fpool__pool_module_generation(struct fpool_pool *pool, const char *module)
 {
 	char *path;
 	int err;
 
 	pool->refused[0] = '\0';
-	err = fpool__module_resolve(pool->cfg.worker_module, &path,
-				    pool->refused, sizeof(pool->refused));
+	err = fpool__module_resolve(module, &path, pool->refused,
+				    sizeof(pool->refused));
 	if (err == 0)
 		err = fpool__module_check(path, &pool->account, pool->cfg.user,
 					  FPOOL_MODULE_CHECK_TIMEOUT,
@@ -383,19 +386,27 @@ int fpool__pool_module_generation(struct fpool_pool *pool)
 
 int fpool_pool_reload(struct fpool_pool *pool)
 {
+	double asked = fpool__now();
 	int err;
 
 	if (pool->state != POOL_RUNNING)
 		return -ESHUTDOWN;
-	/* The module as it is on disk now, checked before any worker is
-	 * replaced: a file that cannot be loaded leaves the workers as
-	 * they are. */
-	if (pool->cfg.worker_module != NULL &&
-	    (err = fpool__pool_module_generation(pool)) != 0) {
+	/* A new config (the program's hook), and the module as it is on
+	 * disk now, are checked before any worker is replaced: one that
+	 * cannot be used leaves the workers as they are. */
+	if (pool->reconfigure != NULL)
+		err = pool->reconfigure(pool, pool->reconfigure_arg);
+	else if (pool->cfg.worker_module != NULL)
+		err = fpool__pool_module_generation(pool,
+						    pool->cfg.worker_module);
+	else
+		err = 0;
+	if (err != 0) {
 		fpool_log(FPOOL_LOG_ERROR,
-			  "reload refused: %s; the workers keep the code they "
-			  "loaded",
-			  pool->refused);
+			  "reload refused: %s; nothing changed, the workers "
+			  "serve on",
+			  pool->refused[0] ? pool->refused
+					   : fpool_strerror(err));
 		return err;
 	}
 	/* A reload asked during a reload starts the sweep over, so every
@@ -407,6 +418,7 @@ int fpool_pool_reload(struct fpool_pool *pool)
 		fpool__notify_reloading();
 	pool->reloading = true;
 	pool->reload_next = 0;
+	pool->reload_asked = asked;
 	reload_step(pool);
 	return 0;
 }
