@@ -97,7 +97,7 @@ static void swap_outputs(struct fpool_pool *pool, const struct fpool_config *cfg
 int fpool__pool_reconfigure(struct fpool_pool *pool,
 			    const struct fpool_config *cfg)
 {
-	struct fpool_config next = pool->cfg;
+	struct fpool_config next;
 	struct fpool__sink *out[2];
 	double *failures = NULL;
 	unsigned long need;
@@ -144,31 +144,23 @@ int fpool__pool_reconfigure(struct fpool_pool *pool,
 	}
 
 	report_fixed(&pool->cfg, cfg);
-	next.worker = cfg->worker;
-	next.worker_module = cfg->worker_module;
+	/* Everything else is the new config's. */
+	next = *cfg;
+	next.user = pool->cfg.user;
+	next.group = pool->cfg.group;
+	next.daemonize = pool->cfg.daemonize;
+	next.pidfile = pool->cfg.pidfile;
+	next.control_path = pool->cfg.control_path;
+	next.reuse_port = pool->cfg.reuse_port;
 	if (cfg->worker_module == NULL) {
 		free(pool->module);
 		pool->module = NULL;
 	}
-	next.worker_argc = cfg->worker_argc;
-	next.worker_argv = cfg->worker_argv;
-	next.worker_timeout = cfg->worker_timeout;
-	next.graceful_timeout = cfg->graceful_timeout;
-	next.check_interval = cfg->check_interval;
-	next.min_uptime = cfg->min_uptime;
-	next.max_requests = cfg->max_requests;
-	next.max_requests_jitter = cfg->max_requests_jitter;
-	next.max_lifetime = cfg->max_lifetime;
-	next.max_rss_mib = cfg->max_rss_mib;
-	next.restart_window = cfg->restart_window;
-	next.stdout_file = cfg->stdout_file;
-	next.stderr_file = cfg->stderr_file;
 	if (cfg->max_restarts != pool->cfg.max_restarts) {
 		/* A new limit counts from now. */
 		free(pool->failures);
 		pool->failures = failures;
 		pool->nfailures = pool->failures_at = 0;
-		next.max_restarts = cfg->max_restarts;
 	}
 	swap_outputs(pool, cfg, out);
 	if (next.check_interval != pool->cfg.check_interval) {
