@@ -129,13 +129,14 @@ static int reconfigure(struct fpool_pool *pool, void *arg)
 	if ((err = pick_worker(r, n, pool, why, len)) != 0)
 		goto fail_with;
 	/* A log file that cannot be opened refuses the reload too. */
-	if (n->log_file != NULL && (fd = fpool__open_append(n->log_file)) < 0) {
+	fd = n->log_file != NULL ? fpool__open_append(n->log_file) : -1;
+	if (fd >= 0) {
+		close(fd);
+	} else if (n->log_file != NULL) {
 		err = fd;
 		snprintf(why, len, "--log-file %s: %s", n->log_file,
 			 fpool_strerror(err));
 		goto fail_with;
-	} else if (n->log_file != NULL) {
-		close(fd);
 	}
 	/* With no --bind and sockets passed in (socket activation), those
 	 * are the listeners, as at start. */
