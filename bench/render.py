@@ -459,11 +459,24 @@ def details_hostile(res):
             table(["situation", "measured"], rows))
 
 
+def details_deploy(res):
+    dep = res.get("deploy", {})
+    if not dep.get("ms"):
+        return None
+    ms = dep["ms"]
+    return ("### Deploying a new worker module (rename, SIGHUP)\n\n" +
+            table(["workers", "SIGHUP → every worker on the new version "
+                   "(ms: p50 [min–max])", "rounds"],
+                  [[dep["workers"], "%s [%s–%s]" % (
+                      fmt(ms["median"]), fmt(ms["min"]), fmt(ms["max"])),
+                    ms["n"]]]))
+
+
 DETAILS = [details_throughput, details_overhead, details_echo,
            details_respawn, lambda res: details_lifecycle(res, "reload"),
            lambda res: details_lifecycle(res, "shutdown"), details_memory,
            details_scale, details_logs, details_reuseport, details_jsonrpc,
-           details_hostile]
+           details_hostile, details_deploy]
 
 
 def render_details(res):

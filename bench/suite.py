@@ -17,6 +17,7 @@ from hostile import sc_hostile
 from render import render_tables
 from sc_http import sc_echo, sc_jsonrpc, sc_overhead, sc_reuseport
 from sc_http import sc_throughput
+from sc_deploy import sc_deploy
 from sc_lifecycle import sc_reload, sc_respawn, sc_shutdown
 from sc_master import sc_logs, sc_scale
 from servers import HTTP_SERVERS, available
@@ -33,6 +34,7 @@ SCENARIOS = [
     ("reuseport", sc_reuseport),
     ("jsonrpc", sc_jsonrpc),
     ("hostile", sc_hostile),
+    ("deploy", sc_deploy),
 ]
 NAMES = [n for n, _ in SCENARIOS]
 

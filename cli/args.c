@@ -255,6 +255,9 @@ static int set_option(struct cli_parser *p, int id, const char *who,
 	case OPT_REUSE_PORT:
 		cfg->reuse_port = on;
 		break;
+	case OPT_PRELOAD:
+		o->preload = on;
+		break;
 	case OPT_CHECK:
 		o->check = true;
 		break;
@@ -479,11 +482,16 @@ static void origin(struct cli_parser *p, int id, bool from_file, char *buf,
 static int absolute_paths(struct cli_parser *p)
 {
 	struct fpool_cli *o = p->o;
-	const char **paths[] = { &o->cfg.pidfile, &o->log_file,
-				 &o->cfg.stdout_file, &o->cfg.stderr_file,
-				 &o->cfg.control_path };
-	const int ids[] = { OPT_PIDFILE, OPT_LOG_FILE, OPT_STDOUT, OPT_STDERR,
-			    OPT_CONTROL };
+	const char *no_module = NULL;
+	const char **paths[] = {
+		&o->cfg.pidfile,     &o->log_file,
+		&o->cfg.stdout_file, &o->cfg.stderr_file,
+		&o->cfg.control_path,
+		/* Each reload loads it again, after the chdir. */
+		fpool__module_is_path(o->worker) ? &o->worker : &no_module
+	};
+	const int ids[] = { OPT_PIDFILE, OPT_LOG_FILE, OPT_STDOUT,
+			    OPT_STDERR,	 OPT_CONTROL,  'k' };
 	char *cwd = getcwd(NULL, 0), *s, who[512];
 	struct fpool__addr a;
 	const char *why;
@@ -497,8 +505,10 @@ static int absolute_paths(struct cli_parser *p)
 	for (size_t i = 0; i < FPOOL_NELEM(paths) && r == 0; i++) {
 		if (*paths[i] == NULL || (*paths[i])[0] == '/')
 			continue;
-		origin(p, ids[i], p->from_file >> (ids[i] - OPT_FIRST) & 1, who,
-		       sizeof(who));
+		origin(p, ids[i],
+		       ids[i] >= OPT_FIRST &&
+			       (p->from_file >> (ids[i] - OPT_FIRST) & 1),
+		       who, sizeof(who));
 		if (asprintf(&s, "%s/%s", cwd, *paths[i]) < 0)
 			s = NULL;
 		if ((*paths[i] = own(o, s)) == NULL)

@@ -65,7 +65,8 @@ struct fpool_cli {
 	const char *log_file;	 /* NULL: stderr */
 	const char *config_file; /* --config, or NULL */
 	bool help, version;
-	bool check;	   /* --check: check the settings and the worker */
+	bool check;   /* --check: validate, then exit */
+	bool preload; /* --preload: the master loads the module */
 	bool default_bind; /* no --bind given: binds holds the default */
 	int worker_argc;   /* arguments after `--` (or "worker-args") */
 	char **worker_argv;
@@ -95,11 +96,28 @@ char *fpool__cli_exe_path(const char *argv0, const char **why);
 int fpool__cli_adopt_listeners(struct fpool_pool *pool, struct fpool_cli *o,
 			       struct fpool__state *st);
 
-/* Find a worker: a built-in name, or a path to a worker module (.so)
- * whose FPOOL_WORKER_SYMBOL holds its definition.  0, or -errno with one
- * line in err[].  *handle gets the dlopen handle or NULL. */
-int fpool__module_find(const char *name, const struct fpool_worker_def **out,
-		       void **handle, char *err, size_t errlen);
+/* Whether --worker names a module (a path, or NAME.so), not a built-in. */
+bool fpool__module_is_path(const char *name);
+/* Find a worker: a built-in name (cfg->worker), or a path to a worker
+ * module (.so): cfg->worker_module, for each worker to load, or with
+ * `preload` loaded here into cfg->worker (*handle gets the dlopen handle,
+ * else NULL).  0, or -errno with one line in err[]. */
+int fpool__module_find(const char *name, bool preload,
+		       struct fpool_config *cfg, void **handle, char *err,
+		       size_t errlen);
+/* Reading the config again on reload (reload.c). */
+struct fpool__reload {
+	int argc;
+	char **argv;		/* the command line, parsed again */
+	char *cwd;		/* where it was given (--daemon moves), or NULL */
+	struct fpool_cli *first; /* the start's parse: lives to the end */
+	struct fpool_cli *cur;	 /* the last one applied (may be first) */
+};
+/* With --config, make every reload of `pool` read it again (the pool's
+ * reconfigure hook).  0 or -errno. */
+int fpool__reload_init(struct fpool__reload *r, struct fpool_pool *pool,
+		       struct fpool_cli *o, int argc, char **argv);
+void fpool__reload_free(struct fpool__reload *r);
 /* `forkpool ctl ...` (argv[0] is "ctl").  Its exit status. */
 int fpool__ctl_main(int argc, char **argv);
 /* The built-in workers, NULL-terminated. */
@@ -130,6 +148,7 @@ enum {
 	OPT_GROUP,
 	OPT_PIDFILE,
 	OPT_REUSE_PORT,
+	OPT_PRELOAD,
 	OPT_CHECK,
 };
 

@@ -63,11 +63,51 @@ static int use_activated(struct fpool_pool *pool, struct fpool_cli *o)
 	return r;
 }
 
+/*
+ * --check: what a start would refuse, without binding or forking a
+ * worker -- the flags and the config file (parsed already), the accounts,
+ * and the worker module, loaded in a test process as a worker would
+ * (src/module.c).  A binary upgrade runs the new binary so first.
+ */
+static int check_only(struct fpool_cli *o)
+{
+	struct fpool__account acct;
+	char why[1024], *real;
+	int r;
+
+	if ((r = fpool__account_resolve(o->cfg.user, o->cfg.group, &acct)) !=
+	    0) {
+		fprintf(stderr, "forkpool: --check: cannot resolve --user or "
+				"--group (see above)\n");
+		return 2;
+	}
+	if (o->cfg.worker_module != NULL) {
+		r = fpool__module_resolve(o->cfg.worker_module, &real, why,
+					  sizeof(why));
+		if (r == 0) {
+			r = fpool__module_check(real, &acct, o->cfg.user,
+						FPOOL_MODULE_CHECK_TIMEOUT, why,
+						sizeof(why));
+			free(real);
+		}
+	}
+	free(acct.groups);
+	if (r != 0) {
+		fprintf(stderr, "forkpool: --worker: %s\n", why);
+		return 2;
+	}
+	printf("forkpool: the configuration is usable (worker %s, %u "
+	       "workers)\n",
+	       o->worker, o->cfg.workers);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct fpool_cli o;
 	struct fpool_pool *pool = NULL;
 	struct fpool__state *st = NULL;
+	struct fpool__reload reload = { 0 };
 	void *handle = NULL;
 	char err[1024], *exe = NULL, *cwd = NULL;
 	char *args[argc + 1];
@@ -98,16 +138,14 @@ int main(int argc, char **argv)
 		free(cwd);
 		return 0;
 	}
-	if (fpool__module_find(o.worker, &o.cfg.worker, &handle, err,
+	if (fpool__module_find(o.worker, o.preload, &o.cfg, &handle, err,
 			       sizeof(err)) != 0) {
 		fprintf(stderr, "forkpool: %s\n", err);
 		status = 2;
 		goto out;
 	}
 	if (o.check) {
-		/* The settings and the worker are good: what a binary upgrade
-		 * asks before it hands over (nothing is bound or started). */
-		status = 0;
+		status = check_only(&o);
 		goto out;
 	}
 	fpool_log_set_level(o.log_level);
@@ -140,6 +178,14 @@ int main(int argc, char **argv)
 			fpool_strerror(r));
 		goto out;
 	}
+	/* A worker module that cannot be loaded is a usage error, found
+	 * before anything is bound. */
+	if (o.cfg.worker_module != NULL &&
+	    fpool__pool_module_generation(pool, o.cfg.worker_module) != 0) {
+		fprintf(stderr, "forkpool: --worker: %s\n", pool->refused);
+		status = 2;
+		goto out;
+	}
 	if (exe == NULL)
 		fpool_log(FPOOL_LOG_WARNING,
 			  "cannot tell this program's path (%s): no binary "
@@ -151,6 +197,12 @@ int main(int argc, char **argv)
 	if ((r = st != NULL ? fpool__cli_adopt_listeners(pool, &o, st)
 			    : use_activated(pool, &o)) != 0)
 		goto out;
+	if ((r = fpool__reload_init(&reload, pool, &o, argc, argv)) != 0) {
+		fprintf(stderr, "forkpool: cannot tell the current directory: "
+				"%s\n",
+			fpool_strerror(r));
+		goto out;
+	}
 	for (size_t i = 0; i < o.nbinds; i++) {
 		if (o.binds[i] == NULL)
 			continue; /* served by a passed-in socket */
@@ -198,6 +250,7 @@ out:
 	 * when their channels close (or the master exits). */
 	fpool__state_free(st);
 	fpool_pool_free(pool);
+	fpool__reload_free(&reload);
 	fpool__log_close();
 	free(exe);
 	free(cwd);

@@ -1,10 +1,10 @@
 /*
  * Finding the worker the command line names: a built-in one by name, or a
  * worker module, a shared object exporting FPOOL_WORKER_SYMBOL (a pointer
- * to its struct fpool_worker_def).  Modules resolve the fpool_* functions
- * against the forkpool program, which exports them.
+ * to its struct fpool_worker_def), loaded by each worker (src/module.c)
+ * or, with --preload, by the master.  Modules resolve the fpool_*
+ * functions against the forkpool program, which exports them.
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,7 +22,7 @@ const struct fpool_worker_def *const fpool__builtin_workers[] = {
 	NULL,
 };
 
-static bool looks_like_path(const char *name)
+bool fpool__module_is_path(const char *name)
 {
 	size_t n = strlen(name);
 
@@ -30,19 +30,20 @@ static bool looks_like_path(const char *name)
 	       (n > 3 && strcmp(name + n - 3, ".so") == 0);
 }
 
-int fpool__module_find(const char *name, const struct fpool_worker_def **out,
-		       void **handle, char *err, size_t errlen)
+int fpool__module_find(const char *name, bool preload,
+		       struct fpool_config *cfg, void **handle, char *err,
+		       size_t errlen)
 {
-	const struct fpool_worker_def *const *sym;
-	void *h;
+	char why[1024];
 
-	*out = NULL;
+	cfg->worker = NULL;
+	cfg->worker_module = NULL;
 	*handle = NULL;
-	if (!looks_like_path(name)) {
+	if (!fpool__module_is_path(name)) {
 		for (size_t i = 0; fpool__builtin_workers[i] != NULL; i++) {
 			if (strcmp(fpool__builtin_workers[i]->name, name) ==
 			    0) {
-				*out = fpool__builtin_workers[i];
+				cfg->worker = fpool__builtin_workers[i];
 				return 0;
 			}
 		}
@@ -52,25 +53,16 @@ int fpool__module_find(const char *name, const struct fpool_worker_def **out,
 			 name);
 		return -ENOENT;
 	}
-	/* RTLD_NOW: an unresolved symbol is an error here, not a crash in
-	 * a worker later. */
-	h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-	if (h == NULL) {
-		snprintf(err, errlen, "--worker: cannot load '%s': %s", name,
-			 dlerror());
-		return -ENOENT;
+	/* Each worker loads it (the library checks it in a test process
+	 * first); with --preload, the master does, once. */
+	if (!preload) {
+		cfg->worker_module = name;
+		return 0;
 	}
-	sym = dlsym(h, FPOOL_WORKER_SYMBOL);
-	if (sym == NULL || *sym == NULL || (*sym)->main == NULL) {
-		snprintf(err, errlen,
-			 "--worker: '%s' is not a forkpool worker module: %s",
-			 name,
-			 sym == NULL ? "no symbol " FPOOL_WORKER_SYMBOL
-				     : "its definition has no main");
-		dlclose(h);
-		return -EINVAL;
+	if (fpool__module_open(name, &cfg->worker, handle, why,
+			       sizeof(why)) != 0) {
+		snprintf(err, errlen, "--worker: %s", why);
+		return -ENOEXEC;
 	}
-	*out = *sym;
-	*handle = h;
 	return 0;
 }

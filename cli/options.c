@@ -34,8 +34,12 @@ const struct cli_option cli_options[] = {
 	  "listen on HOST:PORT, [V6ADDR]:PORT or unix:PATH; repeatable "
 	  "(default: " DEFAULT_BIND ")" },
 	{ "worker", required_argument, 'k', IN_FILE_STRING, "NAME|PATH",
-	  "a built-in worker or a worker module .so (default: " DEFAULT_WORKER
-	  ")" },
+	  "a built-in worker or a worker module .so, which each new worker "
+	  "loads, so a reload runs the file on disk now (default: "
+	  DEFAULT_WORKER ")" },
+	{ "preload", no_argument, OPT_PRELOAD, IN_FILE_BOOL, NULL,
+	  "the master loads the worker module once, before forking: faster "
+	  "starts, but new module code then needs a restart" },
 	/* A config file names no other config file, and asks for no help. */
 	{ "config", required_argument, OPT_CONFIG, 0, "FILE",
 	  "settings from a JSON file: {\"workers\": 4, ...}, one key per long "
@@ -90,8 +94,8 @@ const struct cli_option cli_options[] = {
 	{ "control", required_argument, OPT_CONTROL, IN_FILE_STRING, "PATH",
 	  "control socket for `forkpool ctl` (default: none)" },
 	{ "check", no_argument, OPT_CHECK, 0, NULL,
-	  "check the settings, the config file and the worker, then exit "
-	  "(0: good, 2: not); what a binary upgrade runs first" },
+	  "check the flags, the config file and the worker module, then exit "
+	  "(0: usable, 2: not); binds and forks nothing" },
 	{ "help", no_argument, 'h', 0, NULL, "show this help and exit" },
 	{ "version", no_argument, 'V', 0, NULL, "show the version and exit" },
 };

@@ -195,6 +195,14 @@ struct fpool_config {
 	/* Each worker listens on a TCP socket of its own (SO_REUSEPORT) and
 	 * the kernel spreads connections, instead of sharing the master's. */
 	int reuse_port;
+	/* Instead of `worker` (which must then be NULL): the path of a
+	 * worker module (a .so exporting FPOOL_WORKER_SYMBOL) that each new
+	 * worker loads after fork, so a rolling reload runs the file on
+	 * disk now; the master never maps it.  It is checked in a test
+	 * process at start and before each reload, which is refused if it
+	 * cannot be loaded.  Deploy a new version by renaming it over the
+	 * path, never by writing into the old file. */
+	const char *worker_module;
 };
 
 /* Fill `cfg` with the defaults: workers = number of CPUs, timeouts 30 s,

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fpool-int.h"
 
@@ -118,5 +119,51 @@ int fpool__account_resolve(const char *user, const char *group,
 	}
 	a->groups[0] = a->gid;
 	a->ngroups = 1;
+	return 0;
+}
+
+int fpool__account_switch(const struct fpool__account *a, const char *user,
+			  char *why, size_t whylen)
+{
+	gid_t *have;
+	int n, err;
+
+	if (a->gid != (gid_t)-1 && (setgroups(a->ngroups, a->groups) < 0 ||
+				    setgid(a->gid) < 0)) {
+		err = errno;
+		snprintf(why, whylen, "cannot switch to group %u: %s",
+			 (unsigned)a->gid, strerror(err));
+		return -err;
+	}
+	if (a->uid != (uid_t)-1 && setuid(a->uid) < 0) {
+		err = errno;
+		snprintf(why, whylen, "cannot switch to user %s (uid %u): %s",
+			 user ? user : "?", (unsigned)a->uid, strerror(err));
+		return -err;
+	}
+	/* Make sure there is no way back: real, effective and saved ids
+	 * are the new ones, the groups are those asked for, and setuid(0)
+	 * fails. */
+	have = calloc(a->ngroups + 1, sizeof(*have));
+	if (have == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return -ENOMEM;
+	}
+	n = getgroups((int)a->ngroups + 1, have);
+	err = (a->gid != (gid_t)-1 &&
+	       (getgid() != a->gid || getegid() != a->gid ||
+		n != (int)a->ngroups ||
+		memcmp(have, a->groups, (size_t)n * sizeof(*have)) != 0)) ||
+	      (a->uid != (uid_t)-1 &&
+	       (getuid() != a->uid || geteuid() != a->uid ||
+		(a->uid != 0 && setuid(0) == 0)));
+	free(have);
+	if (err) {
+		snprintf(why, whylen,
+			 "privileges still held after switching to user %s "
+			 "group %u; refusing to run",
+			 user ? user : "(unchanged)", (unsigned)a->gid);
+		return -EPERM;
+	}
 	return 0;
 }

@@ -8,7 +8,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,47 +35,20 @@ void fpool__child_fail(const char *what)
 }
 
 /* Become --user/--group, with exactly the supplementary groups the
- * master resolved (never its own).  Checked: a worker that cannot drop,
- * or could get back, exits rather than run with the master's
- * privileges. */
+ * master resolved (never its own), or exit as a failed start: a worker
+ * never runs with the master's privileges. */
 void fpool__child_drop(const struct fpool__spawn *w)
 {
-	gid_t *have = calloc(w->ngroups + 1, sizeof(*have));
-	int n;
+	struct fpool__account a = { .uid = w->uid,
+				    .gid = w->gid,
+				    .groups = (gid_t *)w->groups,
+				    .ngroups = w->ngroups };
+	char why[200];
 
-	if (have == NULL)
-		fpool__child_fail("out of memory");
-
-	if (w->gid != (gid_t)-1 &&
-	    (setgroups(w->ngroups, w->groups) < 0 || setgid(w->gid) < 0)) {
-		fpool__log_errno(FPOOL_LOG_ERROR, errno,
-				 "cannot switch to group %u", (unsigned)w->gid);
+	if (fpool__account_switch(&a, w->user, why, sizeof(why)) != 0) {
+		fpool_log(FPOOL_LOG_ERROR, "%s", why);
 		fpool__child_exit(FPOOL_EXIT_START_FAILED);
 	}
-	if (w->uid != (uid_t)-1 && setuid(w->uid) < 0) {
-		fpool__log_errno(FPOOL_LOG_ERROR, errno,
-				 "cannot switch to user %s (uid %u)", w->user,
-				 (unsigned)w->uid);
-		fpool__child_exit(FPOOL_EXIT_START_FAILED);
-	}
-	/* Make sure there is no way back: real, effective and saved ids
-	 * are the new ones, the groups are those asked for, and setuid(0)
-	 * fails. */
-	n = getgroups((int)w->ngroups + 1, have);
-	if ((w->gid != (gid_t)-1 &&
-	     (getgid() != w->gid || getegid() != w->gid ||
-	      n != (int)w->ngroups ||
-	      memcmp(have, w->groups, (size_t)n * sizeof(*have)) != 0)) ||
-	    (w->uid != (uid_t)-1 &&
-	     (getuid() != w->uid || geteuid() != w->uid ||
-	      (w->uid != 0 && setuid(0) == 0)))) {
-		fpool_log(FPOOL_LOG_ERROR,
-			  "privileges still held after switching to user %s "
-			  "group %u; refusing to run",
-			  w->user ? w->user : "(unchanged)", (unsigned)w->gid);
-		fpool__child_exit(FPOOL_EXIT_START_FAILED);
-	}
-	free(have);
 }
 
 /*
@@ -122,7 +94,7 @@ static int cmp_int(const void *a, const void *b)
 
 /* Close every fd not in keep[] (sorted).  close_range() is Linux 5.9+;
  * without it, walk /proc/self/fd. */
-static void close_other_fds(int *keep, size_t n)
+void fpool__close_other_fds(int *keep, size_t n)
 {
 	unsigned lo = 0;
 	DIR *d;
@@ -287,7 +259,7 @@ int *fpool__child_forget(const struct fpool__spawn *sp, size_t *nlisteners)
 		fpool__log_errno(FPOOL_LOG_WARNING, errno, "ignoring SIGPIPE");
 
 	fpool__child_die_with_master(sp->master_pid);
-	close_other_fds(keep, k);
+	fpool__close_other_fds(keep, k);
 	free(keep);
 	*nlisteners = nl;
 	return listeners;

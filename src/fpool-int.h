@@ -657,7 +657,8 @@ struct fpool__account {
  * Pointers are into the master's memory, which the child has a copy of.
  */
 struct fpool__spawn {
-	const struct fpool_worker_def *def;
+	const struct fpool_worker_def *def; /* or NULL, and: */
+	const char *module; /* the worker module to load after fork */
 	int argc;
 	char **argv;
 	pid_t master_pid;
@@ -705,6 +706,8 @@ int *fpool__child_forget(const struct fpool__spawn *sp, size_t *n);
 /* Keep the page holding its activity entry, unmap the rest; that page
  * (to unmap at the end) or NULL. */
 void *fpool__child_keep_activity(const struct fpool__spawn *sp);
+/* Close every fd but those in keep[] (n of them; sorted in place). */
+void fpool__close_other_fds(int *keep, size_t n);
 /* PR_SET_PDEATHSIG, then check the master is still the parent. */
 void fpool__child_die_with_master(pid_t master_pid);
 /* Become --user/--group with exactly the groups resolved (exits if it
@@ -725,6 +728,7 @@ struct fpool__listener {
 	struct fpool__addr addr;
 	char *unlink_path; /* unix socket file to remove at exit, or NULL */
 	bool tcp_owned;	   /* a TCP listener we made (not passed in) */
+	bool passed_in;	   /* fpool_pool_listen_fd(): socket activation */
 };
 
 struct fpool_pool {
@@ -751,6 +755,7 @@ struct fpool_pool {
 	bool reloading;			/* a rolling reload is under way */
 	unsigned reload_next;		/* the next slot id it looks at */
 	int reload_slot;		/* the slot being replaced now, or -1 */
+	double reload_asked;		/* when the reload was asked */
 	double *failures;   /* --max-restarts: times of failed starts (ring) */
 	unsigned nfailures; /* entries used in failures */
 	unsigned failures_at;	       /* next entry to overwrite */
@@ -775,6 +780,14 @@ struct fpool_pool {
 	double paused_at;	   /* since when */
 	bool graceful;		   /* how the current stop was asked */
 	int result;		   /* what fpool_pool_run returns */
+	/* cfg.worker_module resolved for the current generation (each
+	 * reload resolves and checks it again), or NULL. */
+	char *module;
+	char refused[512]; /* why the last reload was refused, or "" */
+	/* Called first by fpool_pool_reload() (the CLI re-reads its config
+	 * file there); non-zero refuses the reload, with pool->refused. */
+	int (*reconfigure)(struct fpool_pool *pool, void *arg);
+	void *reconfigure_arg;
 };
 
 /* Add a bound socket to the listeners (owned_path: a unix socket file
@@ -829,6 +842,33 @@ void fpool__pool_replace_failed(struct fpool_pool *pool, struct fpool__slot *s);
 void fpool__pool_failed_start(struct fpool_pool *pool);
 /* Start recycling one worker that is due, if none is being replaced. */
 void fpool__pool_recycle(struct fpool_pool *pool);
+/* A new generation of the worker module at `module` (cfg.worker_module):
+ * resolve its path and check it loads (module.c); pool->module becomes
+ * the resolved path.  0, or -errno with the reason in pool->refused
+ * (pool->module unchanged).  fpool_pool_run() makes the first unless the
+ * program did. */
+int fpool__pool_module_generation(struct fpool_pool *pool, const char *module);
+/* What every new worker is told, from the pool's config (pool.c). */
+void fpool__pool_spawn_base(struct fpool_pool *pool);
+/* (Re)arm the check timer every cfg.check_interval.  0 or -ENOMEM. */
+int fpool__pool_check_timer(struct fpool_pool *pool);
+
+/* Close listener i (and remove its unix socket file): new workers no
+ * longer get it; those that hold it keep it until they exit (pool.c). */
+void fpool__pool_unlisten(struct fpool_pool *pool, size_t i);
+
+/* ---- reconfig.c: a new config for a running pool ---------------------- */
+
+/* Checked before anything changes: the new module (a new generation, as
+ * at reload), the output files, the open file limit.  Then applied: the
+ * worker and its arguments, timeouts, recycling and restart limits, the
+ * output files, the pool size.  What only a new master can change
+ * (user, group, daemon, pidfile, control socket, reuse-port) is logged
+ * as such and left.  Called before a reload (the CLI's --config);
+ * strings must live until the next call.  0, or -errno with the reason
+ * in pool->refused and nothing changed. */
+int fpool__pool_reconfigure(struct fpool_pool *pool,
+			    const struct fpool_config *cfg);
 /* Number of live processes. */
 unsigned fpool__pool_live(const struct fpool_pool *pool);
 /* What the workers are doing, for STATUS= and `status`. */
@@ -954,6 +994,28 @@ int fpool__account_lookup(const char *spec, bool group, unsigned *id, char *why,
  * (logged) or -ENOMEM. */
 int fpool__account_resolve(const char *user, const char *group,
 			   struct fpool__account *a);
+/* Switch this process to the account (exactly its groups) and check there
+ * is no way back.  0, or -errno with the whole message in why[]. */
+int fpool__account_switch(const struct fpool__account *a, const char *user,
+			  char *why, size_t whylen);
+
+/* ---- module.c: worker modules ----------------------------------------- */
+
+/* How long the master waits for a module to load in a test process (s). */
+#define FPOOL_MODULE_CHECK_TIMEOUT 5.0
+/* dlopen() a worker module in this process and find its definition.  0,
+ * or -ENOEXEC with one line in err[] naming the file and the reason. */
+int fpool__module_open(const char *path, const struct fpool_worker_def **def,
+		       void **handle, char *err, size_t errlen);
+/* realpath() of a module's path, malloc'd.  0, or -errno with one line. */
+int fpool__module_resolve(const char *path, char **out, char *err,
+			  size_t errlen);
+/* Load the module in a throw-away child switched to `acct` (setup is not
+ * called), waiting at most `timeout` s.  0, or -errno (-ENOEXEC: it
+ * cannot be used; -ETIMEDOUT) with one line in err[]. */
+int fpool__module_check(const char *path, const struct fpool__account *acct,
+			const char *user, double timeout, char *err,
+			size_t errlen);
 
 /* ---- activity.c: what each worker is doing ----------------------------- */
 

@@ -61,7 +61,8 @@ int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
 
 	*out = NULL;
 	if (cfg->workers < 1 || cfg->workers > FPOOL_MAX_WORKERS ||
-	    cfg->worker == NULL || cfg->worker->main == NULL ||
+	    (cfg->worker == NULL) == (cfg->worker_module == NULL) ||
+	    (cfg->worker != NULL && cfg->worker->main == NULL) ||
 	    !(cfg->worker_timeout > 0) || !(cfg->graceful_timeout > 0) ||
 	    !(cfg->check_interval > 0) || !(cfg->min_uptime >= 0))
 		return -EINVAL;
@@ -144,6 +145,7 @@ int fpool_pool_listen_fd(struct fpool_pool *pool, int fd)
 	/* Not ours to remove: whoever made it (systemd) owns the file. */
 	if ((err = fpool__pool_add_listener(pool, fd, &a, false)) != 0)
 		return err;
+	pool->listeners[pool->nlisteners - 1].passed_in = true;
 	fpool_log(FPOOL_LOG_INFO, "listening on %s (passed in)", a.text);
 	return 0;
 }
@@ -178,6 +180,28 @@ int fpool_pool_listen(struct fpool_pool *pool, const char *addr)
 			  ? " (a socket per worker, SO_REUSEPORT)"
 			  : "");
 	return 0;
+}
+
+void fpool__pool_unlisten(struct fpool_pool *pool, size_t i)
+{
+	struct fpool__listener *l = &pool->listeners[i];
+
+	fpool_log(FPOOL_LOG_INFO,
+		  "no longer listening on %s (the workers that hold it close "
+		  "it as they are replaced)",
+		  l->addr.text);
+	if (close(l->fd) < 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno, "closing listener %s",
+				 l->addr.text);
+	if (l->unlink_path != NULL && unlink(l->unlink_path) < 0 &&
+	    errno != ENOENT)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno, "removing %s",
+				 l->unlink_path);
+	free(l->unlink_path);
+	memmove(l, l + 1, (pool->nlisteners - i - 1) * sizeof(*l));
+	pool->nlisteners--;
+	if (pool->state == POOL_RUNNING)
+		fpool__pool_spawn_base(pool);
 }
 
 int fpool_preserve_fd(struct fpool_pool *pool, int fd)
@@ -227,21 +251,28 @@ static void pool_events_del(struct fpool_pool *pool)
 	}
 }
 
-static int pool_events_add(struct fpool_pool *pool)
+int fpool__pool_check_timer(struct fpool_pool *pool)
 {
 	struct timeval tv = fpool__tv(pool->cfg.check_interval);
-	int err;
 
-	if ((err = fpool__signals_install(pool)) != 0)
-		return err;
-	pool->check_last = fpool__now();
-	pool->check_ev =
-		event_new(pool->base, -1, EV_PERSIST, pool_check_cb, pool);
+	if (pool->check_ev == NULL)
+		pool->check_ev = event_new(pool->base, -1, EV_PERSIST,
+					   pool_check_cb, pool);
 	if (pool->check_ev == NULL || event_add(pool->check_ev, &tv) != 0) {
 		fpool_log(FPOOL_LOG_ERROR, "cannot start the check timer");
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+static int pool_events_add(struct fpool_pool *pool)
+{
+	int err;
+
+	if ((err = fpool__signals_install(pool)) != 0)
+		return err;
+	pool->check_last = fpool__now();
+	return fpool__pool_check_timer(pool);
 }
 
 static int run_hooks(struct fpool_pool *pool, struct fpool__hooks *h,
@@ -306,12 +337,13 @@ static int pool_detach(struct fpool_pool *pool, int *ready_fd)
 
 /* What every worker of the pool is told (struct fpool__spawn); proc.c
  * adds what is its own. */
-static void pool_spawn_base(struct fpool_pool *pool)
+void fpool__pool_spawn_base(struct fpool_pool *pool)
 {
 	struct fpool__spawn *sp = &pool->spawn;
 
 	memset(sp, 0, sizeof(*sp));
 	sp->def = pool->cfg.worker;
+	sp->module = pool->module;
 	sp->argc = pool->cfg.worker_argc;
 	sp->argv = pool->cfg.worker_argv;
 	sp->master_pid = pool->master_pid;
@@ -343,6 +375,12 @@ int fpool_pool_run(struct fpool_pool *pool)
 
 	if (pool->state != POOL_NEW)
 		return -EALREADY;
+	if (pool->cfg.worker_module != NULL && pool->module == NULL &&
+	    (err = fpool__pool_module_generation(
+		     pool, pool->cfg.worker_module)) != 0) {
+		fpool_log(FPOOL_LOG_ERROR, "%s", pool->refused);
+		goto out;
+	}
 	/* After a binary upgrade the process is already the daemon, and
 	 * holds the pidfile (upgrade.c). */
 	if ((err = fpool__upgrade_adopting(pool)
@@ -382,7 +420,7 @@ int fpool_pool_run(struct fpool_pool *pool)
 	}
 	if ((err = fpool__notify_watchdog_start(pool->base)) != 0)
 		goto out;
-	pool_spawn_base(pool);
+	fpool__pool_spawn_base(pool);
 	pool->state = POOL_RUNNING;
 	if (fpool__upgrade_adopting(pool)) {
 		/* Its workers, then a rolling reload (upgrade.c). */
@@ -391,8 +429,9 @@ int fpool_pool_run(struct fpool_pool *pool)
 		fpool_log(FPOOL_LOG_INFO,
 			  "master pid %d starting %u workers (%s)",
 			  (int)pool->master_pid, fpool_pool_size(pool),
-			  pool->cfg.worker->name ? pool->cfg.worker->name
-						 : "worker");
+			  pool->module		     ? pool->module
+			  : pool->cfg.worker->name ? pool->cfg.worker->name
+						   : "worker");
 		fpool__pool_start_slots(pool);
 	}
 	/* The command that started a daemon returns now, with success. */
@@ -459,6 +498,7 @@ static void pool_release(struct fpool_pool *pool, bool owner)
 	free(pool->preserved);
 	free(pool->failures);
 	free(pool->account.groups);
+	free(pool->module);
 	for (int i = 0; i < 2; i++) {
 		if (owner)
 			fpool__sink_detach(pool->out[i]);

@@ -442,6 +442,7 @@ struct fpool__proc *fpool__proc_spawn(struct fpool__slot *s)
 	sp.out = child[1];
 	sp.err = child[2];
 	sp.listeners = listeners;
+	sp.nlisteners = pool->nlisteners; /* a reload may change them */
 	sp.max_requests = p->max_requests;
 	sp.activity = s->shm;
 	/* Block every signal across fork(): libevent's handler writes to a

@@ -320,8 +320,11 @@ static void reload_step(struct fpool_pool *pool)
 			return;
 		}
 		s = pool->slots[id];
+		/* A worker forked since the reload was asked (a slot the
+		 * new config added) already runs what it asked for. */
 		if (s == NULL || !s->wanted || s->cur == NULL ||
-		    s->cur->state != PROC_READY) {
+		    s->cur->state != PROC_READY ||
+		    s->cur->started >= pool->reload_asked) {
 			pool->reload_next++; /* nothing to replace here */
 			continue;
 		}
@@ -363,13 +366,56 @@ void fpool__pool_replace_failed(struct fpool_pool *pool, struct fpool__slot *s)
 	fpool__upgrade_reload_done(pool, false);
 }
 
+int fpool__pool_module_generation(struct fpool_pool *pool, const char *module)
+{
+	char *path;
+	int err;
+
+	pool->refused[0] = '\0';
+	err = fpool__module_resolve(module, &path, pool->refused,
+				    sizeof(pool->refused));
+	if (err == 0)
+		err = fpool__module_check(path, &pool->account, pool->cfg.user,
+					  FPOOL_MODULE_CHECK_TIMEOUT,
+					  pool->refused, sizeof(pool->refused));
+	if (err != 0) {
+		free(path);
+		return err;
+	}
+	free(pool->module);
+	pool->module = path;
+	pool->spawn.module = path;
+	return 0;
+}
+
 int fpool_pool_reload(struct fpool_pool *pool)
 {
+	double asked = fpool__now();
+	int err;
+
 	if (pool->state != POOL_RUNNING)
 		return -ESHUTDOWN;
 	/* During a binary upgrade's check it waits (upgrade.c). */
 	if (fpool__upgrade_defer_reload(pool))
 		return 0;
+	/* A new config (the program's hook), and the module as it is on
+	 * disk now, are checked before any worker is replaced: one that
+	 * cannot be used leaves the workers as they are. */
+	if (pool->reconfigure != NULL)
+		err = pool->reconfigure(pool, pool->reconfigure_arg);
+	else if (pool->cfg.worker_module != NULL)
+		err = fpool__pool_module_generation(pool,
+						    pool->cfg.worker_module);
+	else
+		err = 0;
+	if (err != 0) {
+		fpool_log(FPOOL_LOG_ERROR,
+			  "reload refused: %s; nothing changed, the workers "
+			  "serve on",
+			  pool->refused[0] ? pool->refused
+					   : fpool_strerror(err));
+		return err;
+	}
 	/* A reload asked during a reload starts the sweep over, so every
 	 * worker is replaced after the last request. */
 	fpool_log(FPOOL_LOG_INFO, "reload: %s, %u workers",
@@ -379,6 +425,7 @@ int fpool_pool_reload(struct fpool_pool *pool)
 		fpool__notify_reloading();
 	pool->reloading = true;
 	pool->reload_next = 0;
+	pool->reload_asked = asked;
 	reload_step(pool);
 	return 0;
 }

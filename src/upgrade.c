@@ -1885,7 +1885,12 @@ void fpool__upgrade_adopt_workers(struct fpool_pool *pool)
 	fpool__pool_reap(pool);
 	if (!fallback) {
 		u->phase = UP_REPLACING;
-		fpool_pool_reload(pool);
+		if (fpool_pool_reload(pool) != 0) {
+			/* Refused (logged: the config or the module as they
+			 * are now): the workers of the previous binary are
+			 * recycled one by one, as each becomes due. */
+			u->phase = UP_IDLE;
+		}
 	} else {
 		fpool__pool_start_slots(pool);
 	}

@@ -399,6 +399,18 @@ void fpool__worker_run(const struct fpool__spawn *sp)
 		fpool__child_drop(sp);
 		fpool__child_die_with_master(sp->master_pid);
 	}
+	/* A worker module is loaded now, as the worker's user, by every
+	 * worker: the file on disk at this fork.  It stays loaded until
+	 * the process exits. */
+	if (def == NULL) {
+		char why[1024];
+		void *handle;
+
+		if (fpool__module_open(sp->module, &def, &handle, why,
+				       sizeof(why)) != 0)
+			fpool__child_fail(why);
+		w.def = def;
+	}
 
 	/* Step 3: the definition's own hooks come first in each list. */
 	if ((def->on_start &&

@@ -258,23 +258,40 @@ static void test_unknown_and_missing(void **state)
 
 static void test_module_lookup(void **state)
 {
-	const struct fpool_worker_def *def;
+	struct fpool_config cfg;
 	void *handle;
 	char err[256];
 
 	(void)state;
-	assert_int_equal(
-		fpool__module_find("echo", &def, &handle, err, sizeof(err)), 0);
-	assert_string_equal(def->name, "echo");
+	fpool_config_init(&cfg);
+	assert_int_equal(fpool__module_find("echo", false, &cfg, &handle, err,
+					    sizeof(err)),
+			 0);
+	assert_string_equal(cfg.worker->name, "echo");
+	assert_null(cfg.worker_module);
 	assert_null(handle);
-	assert_int_equal(
-		fpool__module_find("nope", &def, &handle, err, sizeof(err)),
-		-ENOENT);
-	assert_non_null(strstr(err, "--worker"));
-	assert_int_equal(fpool__module_find("/nonexistent/w.so", &def, &handle,
-					    err, sizeof(err)),
+	assert_int_equal(fpool__module_find("nope", false, &cfg, &handle, err,
+					    sizeof(err)),
 			 -ENOENT);
+	assert_non_null(strstr(err, "--worker"));
+	/* A module is left to each worker to load (checked at run)... */
+	assert_int_equal(fpool__module_find("/nonexistent/w.so", false, &cfg,
+					    &handle, err, sizeof(err)),
+			 0);
+	assert_null(cfg.worker);
+	assert_string_equal(cfg.worker_module, "/nonexistent/w.so");
+	assert_null(handle);
+	/* ...or, with --preload, loaded here at once. */
+	assert_int_equal(fpool__module_find("/nonexistent/w.so", true, &cfg,
+					    &handle, err, sizeof(err)),
+			 -ENOEXEC);
+	assert_non_null(strstr(err, "--worker: cannot load the worker module"));
 	assert_non_null(strstr(err, "/nonexistent/w.so"));
+	assert_null(cfg.worker);
+	assert_null(cfg.worker_module);
+	assert_true(fpool__module_is_path("w.so"));
+	assert_true(fpool__module_is_path("./w"));
+	assert_false(fpool__module_is_path("http"));
 }
 
 int main(void)
