@@ -619,6 +619,7 @@ int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
 		goto fail;
 	if (o->cfg.daemonize && (r = absolute_paths(&p)) != 0)
 		goto fail;
+	o->worker_argv[0] = (char *)o->worker; /* made absolute, maybe */
 	/* A numeric --user with no passwd entry has no primary group: the
 	 * workers would keep the master's (root's), so one must be named. */
 	if (o->cfg.user != NULL && fpool__all_digits(o->cfg.user) &&
