@@ -191,8 +191,7 @@ int main(int argc, char **argv)
 			  "cannot tell this program's path (%s): no binary "
 			  "upgrade",
 			  why);
-	else if ((r = fpool__upgrade_set_exec(pool, exe, argc, args, cwd)) !=
-		 0)
+	else if ((r = fpool__upgrade_set_exec(pool, exe, argc, args, cwd)) != 0)
 		goto out;
 	if ((r = st != NULL ? fpool__cli_adopt_listeners(pool, &o, st)
 			    : use_activated(pool, &o)) != 0)

@@ -48,7 +48,8 @@ char *fpool__cli_exe_path(const char *argv0, const char **why)
 	while (path != NULL && *path != '\0') {
 		size_t n = strcspn(path, ":");
 
-		if (n > 0 && asprintf(&s, "%.*s/%s", (int)n, path, argv0) >= 0) {
+		if (n > 0 &&
+		    asprintf(&s, "%.*s/%s", (int)n, path, argv0) >= 0) {
 			if (s[0] == '/' && access(s, X_OK) == 0)
 				return s;
 			free(s);
@@ -78,7 +79,8 @@ int fpool__cli_adopt_listeners(struct fpool_pool *pool, struct fpool_cli *o,
 
 			if (fd < 0 || !fpool__listen_matches(fd, &a))
 				continue;
-			if ((r = fpool__state_take_listener(pool, st, i)) != 0) {
+			if ((r = fpool__state_take_listener(pool, st, i)) !=
+			    0) {
 				fprintf(stderr,
 					"forkpool: handed-over listener %s: "
 					"%s\n",

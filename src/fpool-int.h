@@ -933,8 +933,8 @@ struct fpool__upgrade;
 /* What the master re-executes: the binary's absolute path resolved at
  * start, the original argv, the directory it started in (NULL: the
  * current one).  Without it an upgrade is refused.  0 or -ENOMEM. */
-int fpool__upgrade_set_exec(struct fpool_pool *pool, const char *path,
-			    int argc, char *const *argv, const char *cwd);
+int fpool__upgrade_set_exec(struct fpool_pool *pool, const char *path, int argc,
+			    char *const *argv, const char *cwd);
 /* Start an upgrade, from SIGUSR2 (ctl_id NULL) or a control request with
  * that id.  NULL: under way, the control client is answered when it is
  * done (fpool__control_answer); else why not (logged). */
@@ -971,8 +971,8 @@ size_t fpool__state_nlisteners(const struct fpool__state *st);
 int fpool__state_listener(const struct fpool__state *st, size_t i);
 /* Listener i serves a --bind: the pool takes it as the previous image
  * had it.  0 or -errno. */
-int fpool__state_take_listener(struct fpool_pool *pool,
-			       struct fpool__state *st, size_t i);
+int fpool__state_take_listener(struct fpool_pool *pool, struct fpool__state *st,
+			       size_t i);
 /* The pool adopts the rest when it runs (it owns st from now on): the
  * listeners not taken are closed. */
 void fpool__pool_adopt(struct fpool_pool *pool, struct fpool__state *st);

@@ -429,7 +429,7 @@ int fpool_pool_run(struct fpool_pool *pool)
 		fpool_log(FPOOL_LOG_INFO,
 			  "master pid %d starting %u workers (%s)",
 			  (int)pool->master_pid, fpool_pool_size(pool),
-			  pool->module		     ? pool->module
+			  pool->module		   ? pool->module
 			  : pool->cfg.worker->name ? pool->cfg.worker->name
 						   : "worker");
 		fpool__pool_start_slots(pool);

@@ -74,8 +74,8 @@ struct fpool__upgrade {
 	char **argv; /* NULL-terminated; argv[0] is exe */
 	char *cwd;
 	enum phase phase;
-	bool ctl;	 /* a control client waits for the answer */
-	char ctl_id[65]; /* its request's id */
+	bool ctl;	     /* a control client waits for the answer */
+	char ctl_id[65];     /* its request's id */
 	bool reload_pending; /* a reload was asked during the check */
 	double began;
 	/* The pre-flight check. */
@@ -106,10 +106,10 @@ struct st_listener {
 /* A state as the new image read it. */
 struct fpool__state {
 	yajl_val tree;
-	bool fallback;	/* not this version's: keep the core only */
-	char why[256];	/* why the fallback */
-	int *fds;	/* every fd handed over ("fds") */
-	bool *used;	/* fds[i] was adopted */
+	bool fallback; /* not this version's: keep the core only */
+	char why[256]; /* why the fallback */
+	int *fds;      /* every fd handed over ("fds") */
+	bool *used;    /* fds[i] was adopted */
 	size_t nfds;
 	struct st_listener *listeners;
 	size_t nlisteners;
@@ -123,7 +123,6 @@ struct fpool__state {
 	sigset_t mask; /* the mask before the hand-over */
 	const char *version, *exe;
 };
-
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -303,8 +302,8 @@ static int check_spawn(struct fpool_pool *pool, struct fpool__upgrade *u)
 {
 	/* It speaks for nobody: an older binary without --check would
 	 * start a pool, which must not tell systemd it is the service. */
-	static const char *const drop[] = { "NOTIFY_SOCKET=",
-					    "WATCHDOG_USEC=", "WATCHDOG_PID=",
+	static const char *const drop[] = { "NOTIFY_SOCKET=", "WATCHDOG_USEC=",
+					    "WATCHDOG_PID=",
 					    FPOOL_UPGRADE_ENV "=", NULL };
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t at;
@@ -534,9 +533,8 @@ static bool gen_state(yajl_gen g, struct fdlist *l, struct fpool_pool *pool,
 	ok = yajl_gen_map_open(g) == yajl_gen_status_ok &&
 	     gen_kv_int(g, "forkpool-state", FPOOL_STATE_VERSION) &&
 	     fpool__json_str(g, "version") &&
-	     fpool__json_str(g, FPOOL_VERSION) &&
-	     fpool__json_str(g, "exe") && fpool__json_str(g, u->exe) &&
-	     gen_kv_int(g, "pid", getpid());
+	     fpool__json_str(g, FPOOL_VERSION) && fpool__json_str(g, "exe") &&
+	     fpool__json_str(g, u->exe) && gen_kv_int(g, "pid", getpid());
 
 	/* The core, which every version reads the same (the fallback). */
 	ok = ok && fpool__json_str(g, "listeners") &&
@@ -551,8 +549,9 @@ static bool gen_state(yajl_gen g, struct fdlist *l, struct fpool_pool *pool,
 		     fpool__json_str(g, "address") &&
 		     fpool__json_str(g, x->addr.text) &&
 		     fpool__json_str(g, "unlink") &&
-		     (x->unlink_path != NULL ? fpool__json_str(g, x->unlink_path)
-					     : fpool__json_null(g)) &&
+		     (x->unlink_path != NULL
+			      ? fpool__json_str(g, x->unlink_path)
+			      : fpool__json_null(g)) &&
 		     gen_bool(g, "tcp_owned", x->tcp_owned) &&
 		     yajl_gen_map_close(g) == yajl_gen_status_ok;
 	}
@@ -764,8 +763,8 @@ out:
 
 /* ---- the upgrade's course -------------------------------------------------- */
 
-int fpool__upgrade_set_exec(struct fpool_pool *pool, const char *path,
-			    int argc, char *const *argv, const char *cwd)
+int fpool__upgrade_set_exec(struct fpool_pool *pool, const char *path, int argc,
+			    char *const *argv, const char *cwd)
 {
 	struct fpool__upgrade *u = upgrade_get(pool);
 
@@ -835,8 +834,8 @@ const char *fpool__upgrade_start(struct fpool_pool *pool, const char *ctl_id)
 	if ((err = check_spawn(pool, u)) != 0) {
 		snprintf(why, sizeof(why), "cannot run %s --check: %s", u->exe,
 			 strerror(-err));
-		fpool_log(FPOOL_LOG_ERROR, "upgrade failed: %s; nothing changed",
-			  why);
+		fpool_log(FPOOL_LOG_ERROR,
+			  "upgrade failed: %s; nothing changed", why);
 		return why;
 	}
 	u->phase = UP_CHECKING;
@@ -910,9 +909,8 @@ bool fpool__upgrade_reaped(struct fpool_pool *pool, pid_t pid, int status)
 		snprintf(why, sizeof(why), "%s --check %s: %s", u->exe, how,
 			 check_output(u));
 	} else {
-		fpool_log(FPOOL_LOG_INFO,
-			  "upgrade: %s --check passed (%.3f s)", u->exe,
-			  fpool__now() - u->began);
+		fpool_log(FPOOL_LOG_INFO, "upgrade: %s --check passed (%.3f s)",
+			  u->exe, fpool__now() - u->began);
 		err = handover(pool, u, why, sizeof(why));
 		(void)err; /* returns only on failure; why[] says it */
 	}
@@ -1294,8 +1292,7 @@ int fpool__state_load(struct fpool__state **out)
 		goto fail;
 	}
 	while (off < (size_t)sb.st_size) {
-		n = pread(fd, text + off, (size_t)sb.st_size - off,
-			  (off_t)off);
+		n = pread(fd, text + off, (size_t)sb.st_size - off, (off_t)off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -1360,8 +1357,8 @@ int fpool__state_listener(const struct fpool__state *st, size_t i)
 	return st->listeners[i].taken ? -1 : st->listeners[i].fd;
 }
 
-int fpool__state_take_listener(struct fpool_pool *pool,
-			       struct fpool__state *st, size_t i)
+int fpool__state_take_listener(struct fpool_pool *pool, struct fpool__state *st,
+			       size_t i)
 {
 	struct st_listener *x = &st->listeners[i];
 	struct fpool__addr a;
@@ -1468,8 +1465,7 @@ static void answer_raw(int fd, const char *id, const char *error)
 			 "{\"id\":\"%s\",\"ok\":false,\"error\":\"%s\"}\n", id,
 			 error);
 
-	if (n > 0 &&
-	    send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+	if (n > 0 && send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 		fpool__log_errno(FPOOL_LOG_DEBUG, errno,
 				 "upgrade: answering the control client");
 	close(fd);
@@ -1699,7 +1695,7 @@ static bool adopt_slots(struct fpool_pool *pool, struct fpool__state *st,
 			yajl_val po = procs->u.array.values[k];
 			const char *role = get_str(po, "role");
 			struct fpool__proc **where =
-				role == NULL		       ? NULL
+				role == NULL		    ? NULL
 				: strcmp(role, "cur") == 0  ? &s->cur
 				: strcmp(role, "next") == 0 ? &s->next
 				: strcmp(role, "old") == 0  ? &s->old
@@ -1746,8 +1742,8 @@ fail:
 			fds[2] = ps[k]->pipes[0].fd;
 			fds[3] = ps[k]->pipes[1].fd;
 			for (int f = 0; f < 4; f++) {
-				ssize_t x = fds[f] >= 0 ? fd_index(st, fds[f])
-							: -1;
+				ssize_t x =
+					fds[f] >= 0 ? fd_index(st, fds[f]) : -1;
 
 				if (x >= 0)
 					st->used[x] = false;
@@ -1809,10 +1805,9 @@ static void adopt_events(struct fpool_pool *pool)
 		v[2] = s->old;
 		for (int k = 0; k < 3; k++)
 			if (v[k] != NULL)
-				fpool__proc_adopt(v[k],
-						  pool->cfg.graceful_timeout -
-							  (now -
-							   v[k]->stop_sent));
+				fpool__proc_adopt(
+					v[k], pool->cfg.graceful_timeout -
+						      (now - v[k]->stop_sent));
 		if (s->backoff)
 			fpool__slot_arm_backoff(s, s->due > now ? s->due - now
 								: 0);
