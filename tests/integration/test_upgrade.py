@@ -4,6 +4,10 @@ and execve()s it, keeping its pid; the new image adopts the listeners, the
 control socket and the workers, then replaces every worker by a rolling
 reload.
 
+Also under systemd (notify messages, a socket passed by
+systemd-socket-activate), as PID 1 of a PID namespace, with --daemon and
+--pidfile, and with --reuse-port.
+
 Each test runs a copy of the binary under test, so that it can replace it
 the way a package manager does: a new file renamed over the old one (the
 master's /proc/PID/exe then ends in "(deleted)").  "New" binaries that are
@@ -22,10 +26,10 @@ import pytest
 from fp.base import TIMEOUT, wait_for
 from fp.control import by_slot, control, control_status
 from fp.http import HttpConn, HttpLoad
-from fp.logs import LogFile
+from fp.logs import LogFile, log_time
 from fp.master import Master
 from fp.net import EchoClient, free_port
-from fp.proc import child_procs, fd_table, is_alive, read_pid
+from fp.proc import child_procs, fd_inodes, fd_table, is_alive, listen_inodes, read_pid
 
 
 def exe_of(pid):
@@ -459,3 +463,92 @@ def test_the_new_image_reads_what_its_workers_are_doing(upgradable, install, cha
     assert int(line.group(1)) not in old.values(), line.string
     assert not m.find(r"SIGSEGV|SIGBUS|SIGABRT"), m.describe()
     assert m.alive() and new
+
+
+# ---------------------------------------------------------------------------
+# Under systemd (notify, socket activation) and as PID 1 of a container
+
+from test_container import UNSHARE, Container, ContainerMaster, unshare  # noqa: E402,F401
+from test_systemd import (SdMaster, notify_socket, poke,  # noqa: E402,F401
+                          socket_activate, wait_exec)
+
+
+def test_under_systemd_with_an_activated_socket(install, tmp_path, socket_activate,
+                                                 notify_socket):
+    ns = notify_socket()
+    port = free_port()
+    m = SdMaster(install.path, ["-w", "2", "-k", "http"], str(tmp_path), name="sd",
+                 env={"NOTIFY_SOCKET": ns.address},
+                 prefix=[socket_activate, "-l", f"127.0.0.1:{port}", "-E", "NOTIFY_SOCKET"])
+    try:
+        m.start()
+        m.port = port
+        poke(("127.0.0.1", port))
+        wait_exec(m)
+        first = ns.wait("READY", "1")
+        old = m.wait_pool(2)
+        inode = fd_inodes(m.pid).get(3)
+        assert inode and listen_inodes(port) == {inode}, m.describe()
+        install.install_copy()
+        load = HttpLoad(port, keepalive=6, fresh=2).start()
+        try:
+            wait_for(lambda: load.total() > 50, what="the load to run")
+            m.signal(signal.SIGUSR2)
+            reloading = ns.wait("RELOADING", "1", after=first)
+            ready = ns.wait("READY", "1", after=reloading)
+            upgrade_done(m)
+            new = assert_all_new(m, install, old, 2)
+            served_by_new(load, new)
+        finally:
+            load.stop()
+            load.join()
+        assert not load.failures, load.summary()
+        # The socket systemd passed is the one still listening, at fd 3.
+        assert fd_inodes(m.pid).get(3) == inode and listen_inodes(port) == {inode}
+        # READY=1 once every worker of the new binary was ready; every
+        # message from the same pid, the one systemd watches.
+        for slot, pid in new.items():
+            line = m.find(rf"\bworker {slot} pid {pid} ready\b")[0].string
+            assert log_time(line) <= ready.time, (line, ready)
+        assert {msg.pid for msg in ns.all()} == {m.pid}
+        assert not ns.matching("MAINPID", after=first), "a new MAINPID after the upgrade"
+        assert_master_upgraded(m, install)
+        assert m.stop() == 0
+    finally:
+        m.kill_all()
+
+
+def test_as_pid_1_of_a_container(install, tmp_path, unshare):
+    port = free_port()
+    m = ContainerMaster(unshare, install.path,
+                        ["-w", "2", "-k", "http", "-b", f"127.0.0.1:{port}"], str(tmp_path))
+    try:
+        m.start()
+        c = Container(m)
+        c.wait_ready(2)
+        old = {p.pid for p in child_procs(c.pid) if p.state != "Z"}
+        install.install_copy()
+        os.kill(c.pid, signal.SIGUSR2)
+        upgrade_done(m)
+
+        def replaced():
+            kids = {p.pid for p in child_procs(c.pid) if p.state != "Z"}
+            return kids if len(kids) == 2 and not kids & old else None
+        new = wait_for(replaced, what=lambda: f"new workers\n{m.describe()}")
+        assert exe_of(c.pid) == install.path
+        for pid in new:
+            assert exe_of(pid) == install.path
+        assert ns_pid(c.pid) == 1
+        with HttpConn(port) as conn:
+            assert conn.request().status == 200
+        c.terminate()
+    finally:
+        m.kill_all()
+
+
+def ns_pid(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    return None
