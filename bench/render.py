@@ -472,11 +472,33 @@ def details_deploy(res):
                     ms["n"]]]))
 
 
+def details_upgrade(res):
+    up = res.get("upgrade", {})
+    if not up.get("rounds") or not up.get("in_a_row"):
+        return None
+    rows = [["SIGUSR2 under %d keep-alive connections, round %d" % (
+        up["conns"], i + 1),
+        "dropped %d, reset %d, refused %d, errors %d (%d ok); last old "
+        "worker gone %s ms, \"upgrade complete\" %s ms" % (
+            r["dropped"], r["reset_new"], r["refused"], r["errors"], r["ok"],
+            fmt(r["old_gone_ms"]), fmt(r["complete_ms"]))]
+        for i, r in enumerate(up["rounds"])]
+    a = up["in_a_row"]
+    rows.append(["%d upgrades in a row" % a["n"],
+                 "old workers gone p50 %s ms; master fds %d → %d, RSS %s → "
+                 "%s KiB; same pid: %s" % (
+                     fmt(a["old_gone_ms"]["median"]), a["fds_before"],
+                     a["fds_after"], a["rss_kib_before"], a["rss_kib_after"],
+                     "yes" if a["same_pid"] else "no")])
+    return ("### Binary upgrade in place (rename, SIGUSR2), -w %d\n\n" %
+            up["workers"] + table(["situation", "measured"], rows))
+
+
 DETAILS = [details_throughput, details_overhead, details_echo,
            details_respawn, lambda res: details_lifecycle(res, "reload"),
            lambda res: details_lifecycle(res, "shutdown"), details_memory,
            details_scale, details_logs, details_reuseport, details_jsonrpc,
-           details_hostile, details_deploy]
+           details_hostile, details_deploy, details_upgrade]
 
 
 def render_details(res):

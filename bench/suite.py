@@ -18,6 +18,7 @@ from render import render_tables
 from sc_http import sc_echo, sc_jsonrpc, sc_overhead, sc_reuseport
 from sc_http import sc_throughput
 from sc_deploy import sc_deploy
+from sc_upgrade import sc_upgrade
 from sc_lifecycle import sc_reload, sc_respawn, sc_shutdown
 from sc_master import sc_logs, sc_scale
 from servers import HTTP_SERVERS, available
@@ -35,6 +36,7 @@ SCENARIOS = [
     ("jsonrpc", sc_jsonrpc),
     ("hostile", sc_hostile),
     ("deploy", sc_deploy),
+    ("upgrade", sc_upgrade),
 ]
 NAMES = [n for n, _ in SCENARIOS]
 
