@@ -1121,6 +1121,16 @@ static pid_t pidfd_pid(int fd)
 	return (pid_t)pid;
 }
 
+/* A request id as the control socket takes them (commands.c). */
+static bool hex_id(const char *s)
+{
+	size_t n = s != NULL ? strlen(s) : 0;
+
+	if (n == 0 || n > 64)
+		return false;
+	return strspn(s, "0123456789abcdefABCDEF") == n;
+}
+
 /* Read the core every version keeps: the fds, the listeners, the pids,
  * the pidfile and the control socket.  false, with why[], if even that
  * cannot be read. */
@@ -1223,7 +1233,7 @@ static bool read_core(struct fpool__state *st, char *why, size_t whylen)
 		st->control_path = get_str(o, "path");
 		fd_take(st, st->control_fd);
 		if (get_int(o, "client", 0, INT_MAX, &v) &&
-		    get_str(o, "id") != NULL && fd_is(st, (int)v, FD_SOCKET)) {
+		    hex_id(get_str(o, "id")) && fd_is(st, (int)v, FD_SOCKET)) {
 			st->client_fd = (int)v;
 			snprintf(st->ctl_id, sizeof(st->ctl_id), "%s",
 				 get_str(o, "id"));
@@ -1509,13 +1519,21 @@ int fpool__upgrade_adopt_control(struct fpool_pool *pool)
 	return 0;
 }
 
-/* Hex digits back to bytes, into a pipe's partial line. */
+static void no_line(const char *line, size_t len, void *arg)
+{
+	(void)line;
+	(void)len;
+	(void)arg;
+}
+
+/* Hex digits back to bytes, into a pipe's partial line (one with no
+ * newline, shorter than a line is kept whole: as the old image held it). */
 static void restore_partial(struct fpool__pipe *pipe, const char *hex)
 {
 	size_t n = hex != NULL ? strlen(hex) / 2 : 0;
 	char *bytes;
 
-	if (n == 0 || n > FPOOL_LINE_MAX || (bytes = malloc(n)) == NULL)
+	if (n == 0 || n >= FPOOL_LINE_MAX || (bytes = malloc(n)) == NULL)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		unsigned b;
@@ -1524,8 +1542,8 @@ static void restore_partial(struct fpool__pipe *pipe, const char *hex)
 			b = '?';
 		bytes[i] = (char)b;
 	}
-	/* No newline in it: it stays in the buffer, as it was. */
-	fpool__linebuf_feed(&pipe->lb, bytes, n, NULL, NULL);
+	if (memchr(bytes, '\n', n) == NULL)
+		fpool__linebuf_feed(&pipe->lb, bytes, n, no_line, NULL);
 	free(bytes);
 }
 
@@ -1831,13 +1849,14 @@ void fpool__upgrade_adopt_workers(struct fpool_pool *pool)
 	if (!get_double(st->tree, "began", &u->began))
 		u->began = fpool__now();
 	u->st = NULL;
-	if (!fallback) {
-		adopt_activity(pool, st);
-		if (!adopt_slots(pool, st, why, sizeof(why), &nprocs)) {
-			fallback = true;
-			snprintf(st->why, sizeof(st->why), "%s", why);
-		}
+	if (!fallback && !adopt_slots(pool, st, why, sizeof(why), &nprocs)) {
+		fallback = true;
+		snprintf(st->why, sizeof(st->why), "%s", why);
 	}
+	/* The workers' pages, once they are this image's workers (a fresh
+	 * pool's would share entries with the old one's). */
+	if (!fallback)
+		adopt_activity(pool, st);
 	if (!fallback) {
 		if (get_double(st->tree, "started", &started))
 			pool->started = started;
