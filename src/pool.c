@@ -191,8 +191,8 @@ void fpool__pool_unlisten(struct fpool_pool *pool, size_t i)
 		  "it as they are replaced)",
 		  l->addr.text);
 	if (close(l->fd) < 0)
-		fpool__log_errno(FPOOL_LOG_WARNING, errno, "closing listener %s",
-				 l->addr.text);
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "closing listener %s", l->addr.text);
 	if (l->unlink_path != NULL && unlink(l->unlink_path) < 0 &&
 	    errno != ENOENT)
 		fpool__log_errno(FPOOL_LOG_WARNING, errno, "removing %s",
@@ -416,7 +416,7 @@ int fpool_pool_run(struct fpool_pool *pool)
 	pool->state = POOL_RUNNING;
 	fpool_log(FPOOL_LOG_INFO, "master pid %d starting %u workers (%s)",
 		  (int)pool->master_pid, fpool_pool_size(pool),
-		  pool->module		     ? pool->module
+		  pool->module		   ? pool->module
 		  : pool->cfg.worker->name ? pool->cfg.worker->name
 					   : "worker");
 	fpool__pool_start_slots(pool);
