@@ -484,9 +484,8 @@ static int absolute_paths(struct cli_parser *p)
 	struct fpool_cli *o = p->o;
 	const char *no_module = NULL;
 	const char **paths[] = {
-		&o->cfg.pidfile,     &o->log_file,
-		&o->cfg.stdout_file, &o->cfg.stderr_file,
-		&o->cfg.control_path,
+		&o->cfg.pidfile, &o->log_file, &o->cfg.stdout_file,
+		&o->cfg.stderr_file, &o->cfg.control_path,
 		/* Each reload loads it again, after the chdir. */
 		fpool__module_is_path(o->worker) ? &o->worker : &no_module
 	};

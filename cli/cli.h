@@ -65,8 +65,8 @@ struct fpool_cli {
 	const char *log_file;	 /* NULL: stderr */
 	const char *config_file; /* --config, or NULL */
 	bool help, version;
-	bool check;   /* --check: validate, then exit */
-	bool preload; /* --preload: the master loads the module */
+	bool check;	   /* --check: validate, then exit */
+	bool preload;	   /* --preload: the master loads the module */
 	bool default_bind; /* no --bind given: binds holds the default */
 	int worker_argc;   /* arguments after `--` (or "worker-args") */
 	char **worker_argv;
@@ -102,14 +102,13 @@ bool fpool__module_is_path(const char *name);
  * module (.so): cfg->worker_module, for each worker to load, or with
  * `preload` loaded here into cfg->worker (*handle gets the dlopen handle,
  * else NULL).  0, or -errno with one line in err[]. */
-int fpool__module_find(const char *name, bool preload,
-		       struct fpool_config *cfg, void **handle, char *err,
-		       size_t errlen);
+int fpool__module_find(const char *name, bool preload, struct fpool_config *cfg,
+		       void **handle, char *err, size_t errlen);
 /* Reading the config again on reload (reload.c). */
 struct fpool__reload {
 	int argc;
-	char **argv;		/* the command line, parsed again */
-	char *cwd;		/* where it was given (--daemon moves), or NULL */
+	char **argv; /* the command line, parsed again */
+	char *cwd;   /* where it was given (--daemon moves), or NULL */
 	struct fpool_cli *first; /* the start's parse: lives to the end */
 	struct fpool_cli *cur;	 /* the last one applied (may be first) */
 };

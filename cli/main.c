@@ -197,8 +197,9 @@ int main(int argc, char **argv)
 			    : use_activated(pool, &o)) != 0)
 		goto out;
 	if ((r = fpool__reload_init(&reload, pool, &o, argc, argv)) != 0) {
-		fprintf(stderr, "forkpool: cannot tell the current directory: "
-				"%s\n",
+		fprintf(stderr,
+			"forkpool: cannot tell the current directory: "
+			"%s\n",
 			fpool_strerror(r));
 		goto out;
 	}

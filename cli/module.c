@@ -30,9 +30,8 @@ bool fpool__module_is_path(const char *name)
 	       (n > 3 && strcmp(name + n - 3, ".so") == 0);
 }
 
-int fpool__module_find(const char *name, bool preload,
-		       struct fpool_config *cfg, void **handle, char *err,
-		       size_t errlen)
+int fpool__module_find(const char *name, bool preload, struct fpool_config *cfg,
+		       void **handle, char *err, size_t errlen)
 {
 	char why[1024];
 
@@ -59,8 +58,8 @@ int fpool__module_find(const char *name, bool preload,
 		cfg->worker_module = name;
 		return 0;
 	}
-	if (fpool__module_open(name, &cfg->worker, handle, why,
-			       sizeof(why)) != 0) {
+	if (fpool__module_open(name, &cfg->worker, handle, why, sizeof(why)) !=
+	    0) {
 		snprintf(err, errlen, "--worker: %s", why);
 		return -ENOEXEC;
 	}

@@ -35,8 +35,8 @@ const struct cli_option cli_options[] = {
 	  "(default: " DEFAULT_BIND ")" },
 	{ "worker", required_argument, 'k', IN_FILE_STRING, "NAME|PATH",
 	  "a built-in worker or a worker module .so, which each new worker "
-	  "loads, so a reload runs the file on disk now (default: "
-	  DEFAULT_WORKER ")" },
+	  "loads, so a reload runs the file on disk now "
+	  "(default: " DEFAULT_WORKER ")" },
 	{ "preload", no_argument, OPT_PRELOAD, IN_FILE_BOOL, NULL,
 	  "the master loads the worker module once, before forking: faster "
 	  "starts, but new module code then needs a restart" },

@@ -62,10 +62,10 @@ static void unbind_old(struct fpool_pool *pool, const struct fpool_cli *n)
 		for (size_t b = 0; b < n->nbinds && !wanted; b++) {
 			struct fpool__addr a;
 
-			wanted = fpool__addr_parse(n->binds[b], &a, NULL) ==
-					 0 &&
-				 fpool__listen_matches(pool->listeners[i].fd,
-						       &a);
+			wanted =
+				fpool__addr_parse(n->binds[b], &a, NULL) == 0 &&
+				fpool__listen_matches(pool->listeners[i].fd,
+						      &a);
 		}
 		if (!wanted && pool->nlisteners > 1)
 			fpool__pool_unlisten(pool, i);
@@ -80,8 +80,9 @@ static int reparse(struct fpool__reload *r, struct fpool_cli *n, char *why,
 	int err;
 
 	if (r->cwd != NULL && chdir(r->cwd) < 0) {
-		snprintf(why, len, "cannot go back to %s to read the config: %s",
-			 r->cwd, strerror(errno));
+		snprintf(why, len,
+			 "cannot go back to %s to read the config: %s", r->cwd,
+			 strerror(errno));
 		return -errno;
 	}
 	err = fpool__cli_parse(r->argc, r->argv, n, why, len);
@@ -108,8 +109,7 @@ static int pick_worker(struct fpool__reload *r, struct fpool_cli *n,
 		n->cfg.worker_module = pool->cfg.worker_module;
 		return 0;
 	}
-	return fpool__module_find(n->worker, false, &n->cfg, &handle, why,
-				  len);
+	return fpool__module_find(n->worker, false, &n->cfg, &handle, why, len);
 }
 
 static int reconfigure(struct fpool_pool *pool, void *arg)
@@ -143,8 +143,7 @@ static int reconfigure(struct fpool_pool *pool, void *arg)
 	for (size_t i = 0; i < pool->nlisteners; i++)
 		if (n->default_bind && pool->listeners[i].passed_in)
 			n->nbinds = 0;
-	if (n->nbinds > 0 &&
-	    (err = bind_new(pool, n, &added, why, len)) != 0)
+	if (n->nbinds > 0 && (err = bind_new(pool, n, &added, why, len)) != 0)
 		goto fail_with;
 	if ((err = fpool__pool_reconfigure(pool, &n->cfg)) != 0) {
 		while (added-- > 0)
@@ -176,7 +175,7 @@ static int reconfigure(struct fpool_pool *pool, void *arg)
 	}
 	r->cur = n;
 	return 0;
-fail_with: {
+fail_with : {
 	/* Name the file whose settings could not be used. */
 	char *s;
 

@@ -128,8 +128,8 @@ int fpool__account_switch(const struct fpool__account *a, const char *user,
 	gid_t *have;
 	int n, err;
 
-	if (a->gid != (gid_t)-1 && (setgroups(a->ngroups, a->groups) < 0 ||
-				    setgid(a->gid) < 0)) {
+	if (a->gid != (gid_t)-1 &&
+	    (setgroups(a->ngroups, a->groups) < 0 || setgid(a->gid) < 0)) {
 		err = errno;
 		snprintf(why, whylen, "cannot switch to group %u: %s",
 			 (unsigned)a->gid, strerror(err));

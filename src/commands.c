@@ -234,9 +234,8 @@ static const char *execute(struct fpool_pool *pool, yajl_val req,
 		if ((r = fpool_pool_reload(pool)) != 0)
 			return r == -ESHUTDOWN ? "the pool is not running "
 						 "(stopping, or not started)"
-			       : pool->refused[0] != '\0'
-				       ? pool->refused
-				       : fpool_strerror(r);
+			       : pool->refused[0] != '\0' ? pool->refused
+							  : fpool_strerror(r);
 		return yajl_gen_bool(g, 1) == yajl_gen_status_ok ? NULL
 								 : "internal";
 	}

@@ -191,8 +191,8 @@ void fpool__pool_unlisten(struct fpool_pool *pool, size_t i)
 		  "it as they are replaced)",
 		  l->addr.text);
 	if (close(l->fd) < 0)
-		fpool__log_errno(FPOOL_LOG_WARNING, errno, "closing listener %s",
-				 l->addr.text);
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "closing listener %s", l->addr.text);
 	if (l->unlink_path != NULL && unlink(l->unlink_path) < 0 &&
 	    errno != ENOENT)
 		fpool__log_errno(FPOOL_LOG_WARNING, errno, "removing %s",

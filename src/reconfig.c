@@ -76,7 +76,8 @@ static int open_outputs(struct fpool_pool *pool, const struct fpool_config *cfg,
 
 /* Put the new output sinks in place; records queued for an old file go
  * to the new one. */
-static void swap_outputs(struct fpool_pool *pool, const struct fpool_config *cfg,
+static void swap_outputs(struct fpool_pool *pool,
+			 const struct fpool_config *cfg,
 			 struct fpool__sink *out[2])
 {
 	const char *want[2] = { cfg->stdout_file, cfg->stderr_file };
@@ -173,8 +174,7 @@ int fpool__pool_reconfigure(struct fpool_pool *pool,
 	if (cfg->workers != fpool_pool_size(pool) &&
 	    (err = fpool__pool_scale(pool, cfg->workers)) != 0)
 		fpool__log_errno(FPOOL_LOG_ERROR, -err,
-				 "reload: scaling to %u workers",
-				 cfg->workers);
+				 "reload: scaling to %u workers", cfg->workers);
 	pool->cfg.workers = cfg->workers;
 	return 0;
 }

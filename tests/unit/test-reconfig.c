@@ -119,8 +119,8 @@ static void test_usable_is_applied_but_fixed_settings(void **state)
 	cfg.graceful_timeout = 7;
 	cfg.max_requests = 100;
 	cfg.max_restarts = 5;
-	cfg.user = "nobody";	       /* needs a new master */
-	cfg.pidfile = "/tmp/x.pid";    /* same */
+	cfg.user = "nobody";	    /* needs a new master */
+	cfg.pidfile = "/tmp/x.pid"; /* same */
 	assert_int_equal(fpool__pool_reconfigure(pool, &cfg), 0);
 	assert_string_equal(pool->refused, "");
 	assert_ptr_equal(pool->cfg.worker, &other_worker);
