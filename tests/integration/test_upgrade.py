@@ -552,3 +552,49 @@ def ns_pid(pid):
             if line.startswith("NSpid:"):
                 return int(line.split()[-1])
     return None
+
+
+def fd_flags(pid):
+    """{fd: the flags of its fdinfo} (O_CLOEXEC is 02000000)."""
+    out = {}
+    for fd in fd_table(pid):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                for line in f:
+                    if line.startswith("flags:"):
+                        out[fd] = int(line.split()[1], 8)
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def test_a_failed_execve_leaves_the_master_as_it_was(upgradable, install, sock_path, tmp_path):
+    m = upgradable("-w", "2", "--control", sock_path)
+    old = m.wait_pool(2)
+    flags = fd_flags(m.pid)
+    # The check passes, then puts a file that cannot be executed in its
+    # place: the master's execve() fails after the hand-over was written.
+    noexec = os.path.join(install.dir, ".noexec")
+    install.install_script(
+        "#!/bin/sh\n"
+        f"printf 'not a program' > {noexec}\n"
+        f"chmod 644 {noexec}\n"
+        f'mv {noexec} "$0"\n'
+        'exec "{real}" "$@"\n')
+    rep = control(sock_path, {"cmd": "upgrade"}, timeout=TIMEOUT * 3)
+    assert rep["ok"] is False and "execve(" in rep["error"], rep
+    assert "Permission denied" in rep["error"] or "Exec format" in rep["error"], rep
+    m.wait_log(r"upgrade: handing over to")
+    m.wait_log(r"upgrade failed: execve\(.*; the master goes on")
+    # As it was: the same workers, every fd close-on-exec as before, and
+    # a master that still works them (a reload replaces both).
+    assert fd_flags(m.pid) == flags
+    assert control_status(sock_path)["upgrade"] is None
+    assert m.pool_state(2) == old
+    m.signal(signal.SIGHUP)
+    m.wait_log(r"reload complete")
+    new = m.wait_pool(2)
+    assert not set(new.values()) & set(old.values())
+    with HttpConn(m.port) as c:
+        assert int(c.request().headers["x-pid"]) in new.values()
+    assert m.stop() == 0
