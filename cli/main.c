@@ -207,6 +207,15 @@ int main(int argc, char **argv)
 		if (o.binds[i] == NULL)
 			continue; /* served by a passed-in socket */
 		r = fpool_pool_listen(pool, o.binds[i]);
+		if (r != 0 && st != NULL && pool->nlisteners > 0) {
+			/* A binary upgrade: a pool serves on what it was
+			 * handed rather than end over an address it adds. */
+			fpool__log_errno(FPOOL_LOG_ERROR, -r,
+					 "upgrade: cannot bind --bind %s; "
+					 "serving the other addresses",
+					 o.binds[i]);
+			continue;
+		}
 		if (r != 0) {
 			fprintf(stderr, "forkpool: --bind %s: %s\n", o.binds[i],
 				r == -EADDRINUSE ? "address already in use"

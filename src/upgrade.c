@@ -1898,13 +1898,23 @@ void fpool__upgrade_adopt_workers(struct fpool_pool *pool)
 	 * readable too: the reap then finds nothing more). */
 	fpool__pool_reap(pool);
 	if (!fallback) {
+		/* This image read its config a moment ago (its start): the
+		 * reload does not read it again, it replaces the workers. */
+		int (*reconfigure)(struct fpool_pool *, void *) =
+			pool->reconfigure;
+
 		u->phase = UP_REPLACING;
+		pool->reconfigure = NULL;
 		if (fpool_pool_reload(pool) != 0) {
-			/* Refused (logged: the config or the module as they
-			 * are now): the workers of the previous binary are
-			 * recycled one by one, as each becomes due. */
+			/* Refused (logged: the module as it is now): the
+			 * workers of the previous binary are recycled one
+			 * by one instead. */
+			fpool_log(FPOOL_LOG_WARNING,
+				  "upgrade: the workers of the previous binary "
+				  "are recycled one by one instead");
 			u->phase = UP_IDLE;
 		}
+		pool->reconfigure = reconfigure;
 	} else {
 		fpool__pool_start_slots(pool);
 	}

@@ -15,9 +15,11 @@ scripts (one that exits 1, one that kills a worker or rewrites the state
 while the master is between images) wrap the real binary.
 """
 
+import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 
@@ -598,3 +600,29 @@ def test_a_failed_execve_leaves_the_master_as_it_was(upgradable, install, sock_p
     with HttpConn(m.port) as c:
         assert int(c.request().headers["x-pid"]) in new.values()
     assert m.stop() == 0
+
+
+def test_the_new_binary_reads_its_config_and_keeps_serving_what_it_cannot_bind(
+        upgradable, install, tmp_path):
+    port, busy = free_port(), free_port()
+    conf = tmp_path / "fp.json"
+    conf.write_text(json.dumps({"bind": [f"127.0.0.1:{port}"], "workers": 2,
+                                "graceful-timeout": "30"}))
+    m = upgradable("--config", conf, bind=False)
+    m.port = port
+    old = m.wait_pool(2)
+    # The new config adds an address another process holds, and changes
+    # a timeout: the new image applies what it can and serves on.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", busy))
+        holder.listen(1)
+        conf.write_text(json.dumps({"bind": [f"127.0.0.1:{port}", f"127.0.0.1:{busy}"],
+                                    "workers": 2, "graceful-timeout": "7"}))
+        install.install_copy()
+        m.signal(signal.SIGUSR2)
+        m.wait_log(rf"cannot bind --bind 127\.0\.0\.1:{busy}; serving the other addresses")
+        upgrade_done(m)
+    assert_all_new(m, install, old, 2)
+    with HttpConn(port) as c:
+        assert c.request().status == 200
+    assert_master_upgraded(m, install)
