@@ -742,7 +742,7 @@ struct fpool_pool {
 	size_t shm_len;		    /* bytes mapped at shm */
 	int shm_fd;		    /* the memfd behind shm, or -1 */
 	struct fpool__upgrade *upgrade; /* binary upgrade (upgrade.c) */
-	unsigned target;	    /* how many slots are wanted */
+	unsigned target;		/* how many slots are wanted */
 	struct fpool__listener *listeners;
 	size_t nlisteners;
 	int *preserved;
