@@ -315,16 +315,21 @@ static const char *cell(yajl_val obj, const char *key, char *buf, size_t n,
 static void print_status(yajl_val r)
 {
 	yajl_val workers = fpool__json_get(r, "workers");
+	yajl_val upgrade = fpool__json_get(r, "upgrade");
 	char a[64], b[64], c[64], d[64], e[64], f[64], g[64], h[64];
 
-	printf("master pid %s, %s of %s workers live, up %s s, %s restarts%s\n",
+	printf("master pid %s, %s of %s workers live, up %s s, %s "
+	       "restarts%s%s%s\n",
 	       cell(r, "pid", a, sizeof(a), ""),
 	       cell(r, "live", b, sizeof(b), ""),
 	       cell(r, "target", c, sizeof(c), ""),
 	       cell(r, "uptime", d, sizeof(d), ""),
 	       cell(r, "restarts", e, sizeof(e), ""),
 	       YAJL_IS_TRUE(fpool__json_get(r, "reloading")) ? ", reloading"
-							     : "");
+							     : "",
+	       YAJL_IS_STRING(upgrade) ? ", binary upgrade: " : "",
+	       YAJL_IS_STRING(upgrade) ? cell(r, "upgrade", f, sizeof(f), "")
+				       : "");
 	printf("%-4s %-8s %-9s %-10s %-8s %-9s %-10s %-9s %s\n", "ID", "PID",
 	       "STATE", "UPTIME", "RESTARTS", "HEARTBEAT", "RSS", "REQUESTS",
 	       "LAST EXIT");

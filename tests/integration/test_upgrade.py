@@ -275,7 +275,8 @@ def test_a_worker_killed_during_the_hand_over_is_replaced(upgradable, install, t
 
 
 def test_a_slow_check_refuses_a_second_upgrade_and_holds_a_reload(upgradable, install,
-                                                                   tmp_path, sock_path):
+                                                                   tmp_path, sock_path,
+                                                                   run_cli):
     m = upgradable("-w", "2", "--control", sock_path)
     old = m.wait_pool(2)
     go = tmp_path / "go"
@@ -290,6 +291,8 @@ def test_a_slow_check_refuses_a_second_upgrade_and_holds_a_reload(upgradable, in
     m.signal(signal.SIGUSR2)
     m.wait_log(r"upgrade \(SIGUSR2\): checking")
     assert control_status(sock_path)["upgrade"] == "checking"
+    res = run_cli("ctl", "--control", sock_path, "status")
+    assert res.returncode == 0 and ", binary upgrade: checking" in res.stdout, res
     m.signal(signal.SIGUSR2)
     m.wait_log(r"upgrade \(SIGUSR2\) refused: an upgrade is under way")
     rep = control(sock_path, {"cmd": "upgrade"})
