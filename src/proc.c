@@ -307,12 +307,11 @@ static int pidfd_open(pid_t pid)
 
 /* Watch p's channel, pidfd and output pipes from the pool's loop; what
  * cannot be watched is logged (the check timer and SIGCHLD make up for
- * it).  -ENOMEM if an event could not be made at all. */
-static int proc_watch(struct fpool__proc *p)
+ * it).  For a new worker, and for one handed over by a binary upgrade. */
+static void proc_watch(struct fpool__proc *p)
 {
 	struct fpool__slot *s = p->slot;
 	struct fpool_pool *pool = s->pool;
-	int err = 0;
 
 	if (p->chan >= 0) {
 		p->chan_ev = event_new(pool->base, p->chan,
@@ -322,7 +321,6 @@ static int proc_watch(struct fpool__proc *p)
 				  "worker %u pid %d: cannot watch its "
 				  "channel; it will be seen as hung",
 				  s->id, (int)p->pid);
-			err = -ENOMEM;
 		}
 	}
 	if (p->pidfd >= 0) {
@@ -333,7 +331,6 @@ static int proc_watch(struct fpool__proc *p)
 				  "worker %u pid %d: cannot watch its pidfd; "
 				  "relying on SIGCHLD",
 				  s->id, (int)p->pid);
-			err = -ENOMEM;
 		}
 	}
 	for (int i = 0; i < 2; i++) {
@@ -345,10 +342,8 @@ static int proc_watch(struct fpool__proc *p)
 				  "worker %u pid %d: cannot watch its %s; it "
 				  "will block once the pipe is full",
 				  s->id, (int)p->pid, p->pipes[i].stream);
-			err = -ENOMEM;
 		}
 	}
-	return err;
 }
 
 /* Make a process record with its channel and output pipes; *child gets
@@ -499,9 +494,7 @@ struct fpool__proc *fpool__proc_blank(struct fpool__slot *s)
 
 void fpool__proc_adopt(struct fpool__proc *p, double deadline)
 {
-	/* What cannot be watched is logged, and made up for (hung, SIGCHLD)
-	 * as for a new worker. */
-	(void)proc_watch(p);
+	proc_watch(p);
 	/* What it missed while the images changed is credited, as after a
 	 * late check (supervise.c): its heartbeats waited in the channel. */
 	p->last_seen = fpool__now();
