@@ -548,7 +548,7 @@ bool fpool__slot_handles(enum fpool__slot_state state,
 /* "idle", "backoff", "starting", "ready", "replacing", "draining",
  * "stopping". */
 const char *fpool__slot_state_name(enum fpool__slot_state state);
-/* A slot rebuilt from a binary upgrade's state (upgrade.c): derive its
+/* A slot rebuilt from a binary upgrade's state (adopt.c): derive its
  * state from the processes it holds, as a dispatch would. */
 void fpool__slot_adopted(struct fpool__slot *s);
 /* Live processes in the slot (0..3); the one with this pid, or NULL. */
@@ -567,7 +567,7 @@ struct fpool__proc *fpool__proc_spawn(struct fpool__slot *s);
 /* Free a process record, touching no process. */
 void fpool__proc_free(struct fpool__proc *p);
 /* A process handed over by the image before a binary upgrade, its pid,
- * fds and counters filled in by upgrade.c: its events on the pool's loop
+ * fds and counters filled in by adopt.c: its events on the pool's loop
  * (channel, pidfd, output pipes; what cannot be watched is logged), and
  * a stop deadline `deadline` s from now if it is stopping. */
 void fpool__proc_adopt(struct fpool__proc *p, double deadline);
@@ -919,7 +919,7 @@ int fpool__signals_install(struct fpool_pool *pool);
 /* Free the signal events and put back the program's dispositions. */
 void fpool__signals_remove(struct fpool_pool *pool);
 
-/* ---- upgrade.c: the binary upgrade in place (SIGUSR2, `upgrade`) ------ */
+/* ---- upgrade.c, adopt.c: the binary upgrade in place (SIGUSR2) ------- */
 
 /* The variable naming the state's memfd in the new image. */
 #define FPOOL_UPGRADE_ENV "FORKPOOL_UPGRADE_FD"
@@ -983,6 +983,83 @@ bool fpool__upgrade_adopting(const struct fpool_pool *pool);
 int fpool__upgrade_adopt_detach(struct fpool_pool *pool);
 int fpool__upgrade_adopt_control(struct fpool_pool *pool);
 void fpool__upgrade_adopt_workers(struct fpool_pool *pool);
+
+/* What upgrade.c (the running image) and adopt.c (the new one) share. */
+/* Bytes of the check's output kept for the log and the answer. */
+#define FPOOL_UPGRADE_CHECK_OUT 2048
+/* Nesting of the state (objects in arrays in objects...). */
+#define FPOOL_STATE_DEPTH 16
+/* Largest state read (4096 slots of three processes fit well within). */
+#define FPOOL_STATE_MAX (64 * 1024 * 1024)
+
+enum fpool__upgrade_phase {
+	UP_IDLE,
+	UP_CHECKING,  /* the pre-flight check runs */
+	UP_REPLACING, /* the new image replaces the inherited workers */
+};
+
+struct fpool__upgrade {
+	/* What is executed (fpool__upgrade_set_exec), or NULL. */
+	char *exe;
+	char **argv; /* NULL-terminated; argv[0] is exe */
+	char *cwd;
+	enum fpool__upgrade_phase phase;
+	bool ctl;	     /* a control client waits for the answer */
+	char ctl_id[65];     /* its request's id */
+	bool reload_pending; /* a reload was asked during the check */
+	double began;
+	/* The pre-flight check. */
+	pid_t check_pid; /* 0: none running */
+	int check_fd;	 /* its stdout and stderr, or -1 */
+	struct event *check_ev, *check_timer;
+	char check_out[FPOOL_UPGRADE_CHECK_OUT];
+	size_t check_len;
+	bool check_cut, check_timed_out;
+	/* The new image: the state handed over, until adopted. */
+	struct fpool__state *st;
+	/* The fallback: processes of the previous image, stopped once the
+	 * fresh pool is ready, and until then the state, whose fds (their
+	 * channels, pipes) stay open so that they do not stop before. */
+	pid_t *old_pids;
+	size_t nold;
+	struct fpool__state *old_st;
+};
+
+/* A listener handed over. */
+struct fpool__st_listener {
+	int fd;
+	char *unlink_path; /* the unix socket file it removes at exit */
+	bool tcp_owned;
+	bool taken; /* serves a --bind of the new image */
+};
+
+/* A state as the new image read it. */
+struct fpool__state {
+	yajl_val tree;
+	bool fallback; /* not this version's: keep the core only */
+	char why[256]; /* why the fallback */
+	int *fds;      /* every fd handed over ("fds") */
+	bool *used;    /* fds[i] was adopted */
+	size_t nfds;
+	struct fpool__st_listener *listeners;
+	size_t nlisteners;
+	pid_t *pids; /* the workers of the previous image */
+	size_t npids;
+	int pidfile_fd;
+	const char *pidfile_path;
+	int control_fd, client_fd;
+	const char *control_path;
+	char ctl_id[65];
+	sigset_t mask; /* the mask before the hand-over */
+	const char *version, *exe;
+};
+
+/* pool->upgrade, made on first use; NULL when out of memory. */
+struct fpool__upgrade *fpool__upgrade_get(struct fpool_pool *pool);
+/* Set or clear FD_CLOEXEC on fd.  0 or -errno. */
+int fpool__fd_cloexec(int fd, bool on);
+/* The parent of pid (from /proc), or -1. */
+pid_t fpool__parent_of(pid_t pid);
 
 /* ---- account.c: users and groups --------------------------------------- */
 
