@@ -475,8 +475,6 @@ bool fpool__upgrade_adopting(const struct fpool_pool *pool)
 int fpool__upgrade_adopt_detach(struct fpool_pool *pool)
 {
 	struct fpool__state *st = pool->upgrade->st;
-	pid_t holder = 0;
-	int err;
 
 	pool->master_pid = getpid();
 	/* The daemon runs in "/" (daemon.c); the exec happened where the
@@ -494,17 +492,7 @@ int fpool__upgrade_adopt_detach(struct fpool_pool *pool)
 		st->used[fd_index(st, st->pidfile_fd)] = true;
 		st->pidfile_fd = -1;
 	}
-	if (pool->cfg.pidfile == NULL)
-		return 0;
-	err = fpool__pidfile_take(pool->cfg.pidfile, &pool->pidfile_fd,
-				  &holder);
-	if (err == -EEXIST)
-		fpool_log(FPOOL_LOG_ERROR, "pidfile %s is held by pid %d",
-			  pool->cfg.pidfile, (int)holder);
-	else if (err != 0)
-		fpool__log_errno(FPOOL_LOG_ERROR, -err,
-				 "cannot take pidfile %s", pool->cfg.pidfile);
-	return err;
+	return fpool__pool_take_pidfile(pool);
 }
 
 /* Tell a client on fd that could not be handed to the control socket,

@@ -848,6 +848,8 @@ void fpool__pool_recycle(struct fpool_pool *pool);
  * (pool->module unchanged).  fpool_pool_run() makes the first unless the
  * program did. */
 int fpool__pool_module_generation(struct fpool_pool *pool, const char *module);
+/* Take cfg.pidfile (if any), held locked.  0, or -errno, logged (pool.c). */
+int fpool__pool_take_pidfile(struct fpool_pool *pool);
 /* What every new worker is told, from the pool's config (pool.c). */
 void fpool__pool_spawn_base(struct fpool_pool *pool);
 /* (Re)arm the check timer every cfg.check_interval.  0 or -ENOMEM. */

@@ -182,6 +182,19 @@ int fpool_pool_listen(struct fpool_pool *pool, const char *addr)
 	return 0;
 }
 
+/* Close a listener of ours and remove its unix socket file. */
+static void listener_close(struct fpool__listener *l)
+{
+	if (l->fd >= 0 && close(l->fd) < 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "closing listener %s", l->addr.text);
+	l->fd = -1;
+	if (l->unlink_path != NULL && unlink(l->unlink_path) < 0 &&
+	    errno != ENOENT)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno, "removing %s",
+				 l->unlink_path);
+}
+
 void fpool__pool_unlisten(struct fpool_pool *pool, size_t i)
 {
 	struct fpool__listener *l = &pool->listeners[i];
@@ -190,13 +203,7 @@ void fpool__pool_unlisten(struct fpool_pool *pool, size_t i)
 		  "no longer listening on %s (the workers that hold it close "
 		  "it as they are replaced)",
 		  l->addr.text);
-	if (close(l->fd) < 0)
-		fpool__log_errno(FPOOL_LOG_WARNING, errno,
-				 "closing listener %s", l->addr.text);
-	if (l->unlink_path != NULL && unlink(l->unlink_path) < 0 &&
-	    errno != ENOENT)
-		fpool__log_errno(FPOOL_LOG_WARNING, errno, "removing %s",
-				 l->unlink_path);
+	listener_close(l);
 	free(l->unlink_path);
 	memmove(l, l + 1, (pool->nlisteners - i - 1) * sizeof(*l));
 	pool->nlisteners--;
@@ -293,12 +300,34 @@ static int run_hooks(struct fpool_pool *pool, struct fpool__hooks *h,
 	return 0;
 }
 
+int fpool__pool_take_pidfile(struct fpool_pool *pool)
+{
+	pid_t holder = 0;
+	int err;
+
+	if (pool->cfg.pidfile == NULL)
+		return 0;
+	err = fpool__pidfile_take(pool->cfg.pidfile, &pool->pidfile_fd,
+				  &holder);
+	if (err == -EEXIST)
+		fpool_log(FPOOL_LOG_ERROR, "pidfile %s is held by pid %d",
+			  pool->cfg.pidfile, (int)holder);
+	else if (err == -ELOOP)
+		fpool_log(FPOOL_LOG_ERROR,
+			  "pidfile %s is a symbolic link; refusing to follow "
+			  "it (remove it, or name the file it points to)",
+			  pool->cfg.pidfile);
+	else if (err != 0)
+		fpool__log_errno(FPOOL_LOG_ERROR, -err,
+				 "cannot take pidfile %s", pool->cfg.pidfile);
+	return err;
+}
+
 /* Daemonize (-D) and take the pidfile, in DESIGN.md's order: after the
  * listeners are bound, before any signal event and any worker.  0, or
  * -errno, logged. */
 static int pool_detach(struct fpool_pool *pool, int *ready_fd)
 {
-	pid_t holder = 0;
 	int err;
 
 	if (pool->cfg.daemonize) {
@@ -317,22 +346,7 @@ static int pool_detach(struct fpool_pool *pool, int *ready_fd)
 		}
 	}
 	pool->master_pid = getpid();
-	if (pool->cfg.pidfile == NULL)
-		return 0;
-	err = fpool__pidfile_take(pool->cfg.pidfile, &pool->pidfile_fd,
-				  &holder);
-	if (err == -EEXIST)
-		fpool_log(FPOOL_LOG_ERROR, "pidfile %s is held by pid %d",
-			  pool->cfg.pidfile, (int)holder);
-	else if (err == -ELOOP)
-		fpool_log(FPOOL_LOG_ERROR,
-			  "pidfile %s is a symbolic link; refusing to follow "
-			  "it (remove it, or name the file it points to)",
-			  pool->cfg.pidfile);
-	else if (err != 0)
-		fpool__log_errno(FPOOL_LOG_ERROR, -err,
-				 "cannot take pidfile %s", pool->cfg.pidfile);
-	return err;
+	return fpool__pool_take_pidfile(pool);
 }
 
 /* What every worker of the pool is told (struct fpool__spawn); proc.c
@@ -481,17 +495,8 @@ static void pool_release(struct fpool_pool *pool, bool owner)
 	for (unsigned i = 0; i < pool->nslots; i++)
 		fpool__slot_free(pool->slots[i]);
 	free(pool->slots);
-	for (size_t i = 0; owner && i < pool->nlisteners; i++) {
-		struct fpool__listener *l = &pool->listeners[i];
-
-		if (l->fd >= 0 && close(l->fd) < 0)
-			fpool__log_errno(FPOOL_LOG_WARNING, errno,
-					 "closing listener %s", l->addr.text);
-		if (l->unlink_path != NULL && unlink(l->unlink_path) < 0 &&
-		    errno != ENOENT)
-			fpool__log_errno(FPOOL_LOG_WARNING, errno,
-					 "removing %s", l->unlink_path);
-	}
+	for (size_t i = 0; owner && i < pool->nlisteners; i++)
+		listener_close(&pool->listeners[i]);
 	for (size_t i = 0; i < pool->nlisteners; i++)
 		free(pool->listeners[i].unlink_path);
 	free(pool->listeners);
