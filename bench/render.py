@@ -476,13 +476,23 @@ def details_upgrade(res):
     up = res.get("upgrade", {})
     if not up.get("rounds") or not up.get("in_a_row"):
         return None
-    rows = [["SIGUSR2 under %d keep-alive connections, round %d" % (
+    def pct(r):
+        return "?" if r.get("lowest_pct") is None else "%.0f%%" % r["lowest_pct"]
+
+    rows = [["forkpool: SIGUSR2 under %d keep-alive connections, round %d" % (
         up["conns"], i + 1),
-        "dropped %d, reset %d, refused %d, errors %d (%d ok); last old "
-        "worker gone %s ms, \"upgrade complete\" %s ms" % (
+        "dropped %d, reset %d, refused %d, errors %d (%d ok); lowest 50 ms "
+        "%s of before; last old worker gone %s ms, \"upgrade complete\" "
+        "%s ms" % (
             r["dropped"], r["reset_new"], r["refused"], r["errors"], r["ok"],
-            fmt(r["old_gone_ms"]), fmt(r["complete_ms"]))]
+            pct(r), fmt(r["old_gone_ms"]), fmt(r["complete_ms"]))]
         for i, r in enumerate(up["rounds"])]
+    rows += [["nginx: USR2, then QUIT to the old master, round %d" % (i + 1),
+              "dropped %d, reset %d, refused %d, errors %d (%d ok); lowest "
+              "50 ms %s of before; last old worker gone %s ms" % (
+                  r["dropped"], r["reset_new"], r["refused"], r["errors"],
+                  r["ok"], pct(r), fmt(r["old_gone_ms"]))]
+             for i, r in enumerate(up.get("nginx", []))]
     a = up["in_a_row"]
     rows.append(["%d upgrades in a row" % a["n"],
                  "old workers gone p50 %s ms; master fds %d → %d, RSS %s → "

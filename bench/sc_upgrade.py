@@ -9,9 +9,11 @@ import signal
 import subprocess
 import time
 
-from common import BIN, log_time, say, spawn, summary, tmpdir, wait_for
+from common import (BIN, alive, children, free_port, http_get, log_time, say,
+                    spawn, summary, tmpdir, wait_for)
 from loadgen import ka_cmd
-from servers import Forkpool
+from sc_lifecycle import dip
+from servers import Forkpool, Nginx, available
 
 
 class ForkpoolCopy(Forkpool):
@@ -56,6 +58,82 @@ def _upgrade(s, count):
     return (time.monotonic() - t0) * 1e3
 
 
+def _load_row(r, t_sig, gone_ms):
+    """What a keep-alive client saw around an upgrade signalled at t_sig
+    (Unix time), the old workers gone gone_ms later."""
+    before, low = dip(r, t_sig, (gone_ms + 200) / 1e3)
+    return {"dropped": r["dropped"] - r["dropped_first"],
+            "reset_new": r["dropped_first"], "refused": r["refused"],
+            "errors": r["errors"] + r["timeouts"], "ok": r["ok"],
+            "old_gone_ms": round(gone_ms, 1),
+            "before_rps": before, "lowest_rps": low,
+            "lowest_pct": round(100.0 * low / before, 1)
+            if before and low is not None else None}
+
+
+def _read_pid(path):
+    try:
+        return int(open(path).read())
+    except (OSError, ValueError):
+        return None
+
+
+def _nginx_round(cfg):
+    """nginx's own binary upgrade under the same load: USR2 (a new master
+    with new workers), then QUIT to the old master once they are up, as
+    its documentation says.  nginx ignores USR2 while its parent is the
+    one that started it, so it runs as a daemon here (its own session:
+    stopped by pid at the end)."""
+    n = Nginx(workers=8)
+    n.port = free_port()
+    cmd = n.command()
+    conf = cmd[cmd.index("-c") + 1]
+    with open(conf) as f:
+        text = f.read().replace("daemon off;", "daemon on;")
+    with open(conf, "w") as f:
+        f.write(text)
+    pidfile = os.path.join(n.dir, "nginx.pid")
+    masters = []
+    try:
+        subprocess.run(cmd, stdin=subprocess.DEVNULL, cwd=n.dir, check=True,
+                       timeout=30)
+
+        def up(exclude):
+            pid = _read_pid(pidfile)
+            if pid is None or pid in exclude or len(children(pid)) < 8:
+                return None
+            return pid
+        old_master = wait_for(lambda: up(()) and http_get(n.port) and
+                              up(()), what="nginx (daemon) up")
+        masters.append(old_master)
+        old = children(old_master)
+        client = spawn(ka_cmd(n.port, cfg.ka_conns, cfg.reload_s),
+                       stdout=subprocess.PIPE, text=True)
+        time.sleep(cfg.reload_s / 3)  # pacing within the load window
+        t_sig, t0 = time.time(), time.monotonic()
+        os.kill(old_master, signal.SIGUSR2)
+        masters.append(wait_for(lambda: up((old_master,)),
+                                what="nginx's new master and workers"))
+        os.kill(old_master, signal.SIGQUIT)
+        wait_for(lambda: not any(alive(p) for p in old),
+                 what="nginx's old workers to go")
+        gone_ms = (time.monotonic() - t0) * 1e3
+        r = json.loads(client.communicate(timeout=cfg.reload_s + 30)[0])
+    finally:
+        for pid in masters:
+            procs = [pid] + sorted(children(pid))
+            if alive(pid):
+                os.kill(pid, signal.SIGQUIT)
+            try:
+                wait_for(lambda: not any(alive(p) for p in procs),
+                         timeout=15, what="nginx to stop")
+            except RuntimeError:
+                for p in procs:
+                    if alive(p):
+                        os.kill(p, signal.SIGKILL)
+    return _load_row(r, t_sig, gone_ms)
+
+
 def sc_upgrade(cfg, res):
     """-w 8 http, K keep-alive connections: SIGUSR2 a third into the run;
     then N upgrades in a row without load."""
@@ -74,16 +152,14 @@ def sc_upgrade(cfg, res):
                            stdout=subprocess.PIPE, text=True)
             time.sleep(cfg.reload_s / 3)  # pacing within the load window
             count += 1
+            t_sig = time.time()
             gone_ms = _upgrade(s, count)
             r = json.loads(client.communicate(timeout=cfg.reload_s + 30)[0])
             sig = s.log_times("got SIGUSR2")[count - 1]
             done = s.log_times("upgrade complete")[count - 1]
-            out["rounds"].append({
-                "dropped": r["dropped"] - r["dropped_first"],
-                "reset_new": r["dropped_first"], "refused": r["refused"],
-                "errors": r["errors"] + r["timeouts"], "ok": r["ok"],
-                "old_gone_ms": round(gone_ms, 1),
-                "complete_ms": round((done - sig) * 1e3, 1)})
+            row = _load_row(r, t_sig, gone_ms)
+            row["complete_ms"] = round((done - sig) * 1e3, 1)
+            out["rounds"].append(row)
         pid = s.proc.pid
         fds0, rss0 = _fds(pid), _rss_kib(pid)
         times = []
@@ -99,13 +175,19 @@ def sc_upgrade(cfg, res):
             os.readlink("/proc/%d/exe" % pid) == path}
     finally:
         s.stop()
-    for i, r in enumerate(out["rounds"]):
-        say("  upgrade round %d: -w 8, %d keep-alive connections: dropped %d, "
-            "reset %d, refused %d, errors %d (%d ok); SIGUSR2 → last old "
-            "worker gone %.0f ms, → \"upgrade complete\" %.0f ms" % (
-                i + 1, cfg.ka_conns, r["dropped"], r["reset_new"],
-                r["refused"], r["errors"], r["ok"], r["old_gone_ms"],
-                r["complete_ms"]))
+    if available(Nginx):
+        out["nginx"] = [_nginx_round(cfg) for _ in range(rounds)]
+    for who, rows in (("forkpool", out["rounds"]),
+                      ("nginx", out.get("nginx", []))):
+        for i, r in enumerate(rows):
+            say("  upgrade round %d %-8s -w 8, %d keep-alive connections: "
+                "dropped %d, reset %d, refused %d, errors %d (%d ok); "
+                "lowest 50 ms %s%% of before; SIGUSR2 → last old worker "
+                "gone %.0f ms" % (
+                    i + 1, who, cfg.ka_conns, r["dropped"], r["reset_new"],
+                    r["refused"], r["errors"], r["ok"],
+                    "?" if r["lowest_pct"] is None else
+                    "%.0f" % r["lowest_pct"], r["old_gone_ms"]))
     a = out["in_a_row"]
     say("  upgrade %d in a row: old workers gone p50 %.1f ms; master fds %d → "
         "%d, RSS %s → %s KiB, same pid: %s" % (
