@@ -95,10 +95,18 @@ static void check_child(const char *path, const struct fpool__account *acct,
 	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 	fpool__close_other_fds(keep, 4);
 	why[0] = '\0';
-	if (acct->uid == (uid_t)-1 && acct->gid == (gid_t)-1)
+	if (acct->uid == (uid_t)-1 && acct->gid == (gid_t)-1) {
 		(void)fpool__module_open(path, &def, &h, why, sizeof(why));
-	else if (fpool__account_switch(acct, user, why, sizeof(why)) == 0)
-		(void)fpool__module_open(path, &def, &h, why, sizeof(why));
+	} else if (fpool__account_switch(acct, user, why, sizeof(why)) == 0 &&
+		   fpool__module_open(path, &def, &h, why, sizeof(why)) != 0) {
+		/* The workers load it as their user: say so (a file under a
+		 * directory only root can read is a common cause). */
+		size_t n = strlen(why);
+
+		snprintf(why + n, sizeof(why) - n,
+			 " (loaded as the workers' user %s)",
+			 user != NULL ? user : "(unchanged)");
+	}
 	if (why[0] != '\0' && write(fd, why, strlen(why)) < 0)
 		_exit(2);
 	_exit(why[0] != '\0');

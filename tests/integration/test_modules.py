@@ -235,3 +235,22 @@ def test_a_symlinked_module_is_resolved_at_each_reload(forkpool, tmp_path):
     os.rename(tmp, link)
     new = reload_and_wait(m, sock, "SIGHUP", pool)
     assert set(versions(m, new).values()) == {2}
+
+
+def test_the_workers_load_the_module_as_their_user(run_cli, forkpool, tmp_path):
+    """A module the workers' user cannot read is refused at start, and
+    the message says as whom it was loaded; --preload loads it in the
+    master (as root) instead."""
+    if os.geteuid() != 0:
+        pytest.skip("--user needs root")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    app = str(private / "app.so")
+    deploy(versioned(tmp_path, 1), app)
+    res = run_cli("-w", "1", "-b", "127.0.0.1:0", "--user", "nobody", "-k", app)
+    assert_one_line_error(res, "--worker")
+    assert "Permission denied" in res.stderr and "as the workers' user nobody" in res.stderr, \
+        res.stderr
+    m = forkpool("-w", "1", "--user", "nobody", "--preload", worker=app)
+    pool = m.wait_pool(1)
+    assert versions(m, pool) == {pool[0]: 1}

@@ -24,6 +24,13 @@ from fp.proc import proc_status
 # Privilege drop
 
 
+# The chaos module may sit where --user cannot read it (a checkout under
+# /root, mode 0700): the master loads it (--preload), since these tests are
+# about what the workers run as.  A module loaded by each worker, as its
+# user, is test_modules.py's.
+PRELOAD = ("--preload",)
+
+
 def ids(line):
     return [int(x) for x in line.split()]
 
@@ -73,7 +80,7 @@ def test_a_worker_that_dropped_privileges_keeps_its_parent_death_signal(forkpool
     if os.geteuid() != 0:
         pytest.skip(f"privilege drop needs root; the tests run as uid {os.geteuid()}")
     nobody_and_group(False)
-    m = forkpool("-w", "1", "--user", "nobody", "-k", chaos, "--", "--say-creds")
+    m = forkpool("-w", "1", "--user", "nobody", "-k", chaos, *PRELOAD, "--", "--say-creds")
     pid = m.wait_pool(1)[0]
     line = m.wait_out(rf"chaos worker 0 pid {pid}: creds uid (\S+) gid (\S+) groups (\S+) "
                       rf"pdeathsig (-?\d+)$")
@@ -128,7 +135,7 @@ def test_workers_get_no_terminal(spawn, chaos, tmp_path, as_user):
     args = ["-w", "2", "-b", f"127.0.0.1:{free_port()}", "--stdout", out]
     if as_user:
         args += ["--user", "nobody"] + (["--group", nobody_and_group(True)[2]])
-    proc = spawn(*args, "-k", chaos, "--", "--say-tty",
+    proc = spawn(*args, "-k", chaos, *PRELOAD, "--", "--say-tty",
                  stdin=slave_fd, stdout=slave_fd, stderr=slave_fd,
                  preexec_fn=preexec, session=False)
     os.close(slave_fd)
@@ -169,7 +176,7 @@ def test_a_numeric_user_gets_only_the_named_group(forkpool, chaos):
         pytest.skip("--user needs root")
     uid = 54321
     _, gid, group = nobody_and_group(True)
-    m = forkpool("-w", "1", "--user", str(uid), "--group", group, "-k", chaos, "--",
+    m = forkpool("-w", "1", "--user", str(uid), "--group", group, "-k", chaos, *PRELOAD, "--",
                  "--say-creds")
     pid = m.wait_pool(1)[0]
     line = m.wait_out(rf"chaos worker 0 pid {pid}: creds uid (\S+) gid (\S+) groups (\S+) ")
@@ -184,7 +191,7 @@ def test_a_named_user_gets_its_own_groups_not_the_masters(forkpool, chaos):
         pytest.skip("--user needs root")
     pw = pwd.getpwnam("nobody")
     want = sorted(os.getgrouplist("nobody", pw.pw_gid))
-    m = forkpool("-w", "1", "--user", "nobody", "-k", chaos, "--", "--say-creds")
+    m = forkpool("-w", "1", "--user", "nobody", "-k", chaos, *PRELOAD, "--", "--say-creds")
     pid = m.wait_pool(1)[0]
     line = m.wait_out(rf"chaos worker 0 pid {pid}: creds uid \S+ gid (\S+) groups (\S+) ")
     assert line.group(1) == f"{pw.pw_gid}/{pw.pw_gid}/{pw.pw_gid}", line.string
