@@ -173,6 +173,23 @@ static int set_option(struct cli_parser *p, int id, const char *who,
 			r = usage_error(p, "%s: empty name", who);
 		o->worker = arg;
 		break;
+	case OPT_EXEC_TYPE:
+		if (strcmp(arg, "exec") == 0 || strcmp(arg, "notify") == 0)
+			cfg->exec_notify = strcmp(arg, "notify") == 0;
+		else
+			r = usage_error(p, "%s: '%s' is not one of exec, notify",
+					who, arg);
+		break;
+	case OPT_EXEC_STOP_SIGNAL: {
+		int sig = fpool__signal_parse(arg);
+
+		if (sig <= 0 || sig == SIGKILL || sig == SIGSTOP)
+			r = usage_error(p, "%s: '%s' is not a signal to stop with",
+					who, arg);
+		else
+			cfg->exec_stop_signal = sig;
+		break;
+	}
 	case OPT_WORKER_TIMEOUT:
 		r = parse_seconds(p, who, arg, &cfg->worker_timeout);
 		break;
@@ -433,9 +450,21 @@ static int take_worker_args(struct cli_parser *p, int n, char **args)
 	struct fpool_cli *o = p->o;
 
 	/* argv[0] of the worker is its name, as for a program. */
+	free(o->worker_argv);
 	o->worker_argv = calloc((size_t)n + 2, sizeof(char *));
 	if (o->worker_argv == NULL)
 		return usage_error(p, "out of memory");
+	/* -k exec: what follows `--` is the program's own argv. */
+	if (strcmp(o->worker, EXEC_WORKER) == 0) {
+		if (n < 1)
+			return usage_error(p, "--worker exec: give the program "
+					      "after --, e.g. -k exec -- "
+					      "python3 app.py");
+		for (int i = 0; i < n; i++)
+			o->worker_argv[i] = args[i];
+		o->worker_argc = n;
+		return 0;
+	}
 	o->worker_argv[0] = (char *)o->worker;
 	for (int i = 0; i < n; i++)
 		o->worker_argv[i + 1] = args[i];
@@ -618,7 +647,8 @@ int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
 		goto fail;
 	if (o->cfg.daemonize && (r = absolute_paths(&p)) != 0)
 		goto fail;
-	o->worker_argv[0] = (char *)o->worker; /* made absolute, maybe */
+	if (strcmp(o->worker, EXEC_WORKER) != 0)
+		o->worker_argv[0] = (char *)o->worker; /* made absolute, maybe */
 	/* A numeric --user with no passwd entry has no primary group: the
 	 * workers would keep the master's (root's), so one must be named. */
 	if (o->cfg.user != NULL && fpool__all_digits(o->cfg.user) &&

@@ -149,6 +149,8 @@ enum {
 	OPT_REUSE_PORT,
 	OPT_PRELOAD,
 	OPT_CHECK,
+	OPT_EXEC_TYPE,
+	OPT_EXEC_STOP_SIGNAL,
 };
 
 /* What a key of the config file may hold (0: not allowed in a file). */
@@ -162,6 +164,8 @@ enum {
 
 #define DEFAULT_BIND   "127.0.0.1:8080"
 #define DEFAULT_WORKER "http"
+/* --worker exec: the program and its arguments come after `--`. */
+#define EXEC_WORKER "exec"
 
 /* One option (options.c): its long name (also its key in the config
  * file), whether it takes a value, its short letter or OPT_ code, what

@@ -37,7 +37,34 @@ int fpool__module_find(const char *name, bool preload, struct fpool_config *cfg,
 
 	cfg->worker = NULL;
 	cfg->worker_module = NULL;
+	cfg->exec_program = NULL;
 	*handle = NULL;
+	/* -k exec: the program must be there now, as execvp() finds it
+	 * (each worker looks it up again at its exec). */
+	if (strcmp(name, EXEC_WORKER) == 0) {
+		char path[4096];
+		int r;
+
+		if (cfg->worker_argc < 1 || cfg->worker_argv == NULL) {
+			snprintf(err, errlen,
+				 "--worker exec: give the program after --");
+			return -EINVAL;
+		}
+		r = fpool__exec_resolve(cfg->worker_argv[0], path,
+					sizeof(path));
+		if (r != 0) {
+			snprintf(err, errlen, "--worker exec: %s: %s",
+				 cfg->worker_argv[0],
+				 r == -ENOENT && strchr(cfg->worker_argv[0],
+							'/') == NULL
+					 ? "not found in PATH"
+				 : r == -EACCES ? "not an executable file"
+						: strerror(-r));
+			return r;
+		}
+		cfg->exec_program = cfg->worker_argv[0];
+		return 0;
+	}
 	if (!fpool__module_is_path(name)) {
 		for (size_t i = 0; fpool__builtin_workers[i] != NULL; i++) {
 			if (strcmp(fpool__builtin_workers[i]->name, name) ==

@@ -37,6 +37,14 @@ const struct cli_option cli_options[] = {
 	  "a built-in worker or a worker module .so, which each new worker "
 	  "loads, so a reload runs the file on disk now "
 	  "(default: " DEFAULT_WORKER ")" },
+	{ "exec-type", required_argument, OPT_EXEC_TYPE, IN_FILE_STRING,
+	  "exec|notify",
+	  "-k exec: ready once execve succeeded (exec, default), or on "
+	  "READY=1 over NOTIFY_SOCKET, alive while WATCHDOG=1 comes within "
+	  "--worker-timeout (notify)" },
+	{ "exec-stop-signal", required_argument, OPT_EXEC_STOP_SIGNAL,
+	  IN_FILE_STRING, "SIG",
+	  "-k exec: the signal of a graceful stop (default: TERM)" },
 	{ "preload", no_argument, OPT_PRELOAD, IN_FILE_BOOL, NULL,
 	  "the master loads the worker module once, before forking: faster "
 	  "starts, but new module code then needs a restart" },
@@ -162,6 +170,11 @@ void fpool__cli_usage(FILE *out)
 	for (size_t i = 0; fpool__builtin_workers[i] != NULL; i++)
 		fprintf(out, "  %-10s %s\n", fpool__builtin_workers[i]->name,
 			fpool__builtin_workers[i]->description);
+	fprintf(out,
+		"  %-10s any program, given after --: its listeners on fds 3, "
+		"4, ... (LISTEN_FDS),\n  %-10s readiness over NOTIFY_SOCKET "
+		"(--exec-type notify), as under systemd\n",
+		EXEC_WORKER, "");
 	fputs("\nSignals to the master:\n"
 	      "  TERM, QUIT  graceful stop: workers finish their work, then "
 	      "exit\n"

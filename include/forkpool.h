@@ -203,6 +203,18 @@ struct fpool_config {
 	 * cannot be loaded.  Deploy a new version by renaming it over the
 	 * path, never by writing into the old file. */
 	const char *worker_module;
+	/* Instead of `worker` and `worker_module`: every worker execs this
+	 * program (looked up in PATH as execvp does) with worker_argv as
+	 * its argv, handed its listeners and told where to notify as
+	 * systemd does (LISTEN_FDS, NOTIFY_SOCKET; see DESIGN.md). */
+	const char *exec_program;
+	/* With exec_program: 0 (systemd's Type=exec), a worker is ready
+	 * once execve() succeeded and alive while it exists; 1
+	 * (Type=notify), ready on READY=1, alive while it sends
+	 * WATCHDOG=1 within worker_timeout. */
+	int exec_notify;
+	/* With exec_program: the signal of a graceful stop (0: SIGTERM). */
+	int exec_stop_signal;
 };
 
 /* Fill `cfg` with the defaults: workers = number of CPUs, timeouts 30 s,

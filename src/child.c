@@ -146,9 +146,7 @@ void fpool__child_die_with_master(pid_t master_pid)
 	}
 }
 
-/* The listener this worker serves for the master's socket fd: that very
- * socket, or with --reuse-port a socket of its own on the same address. */
-static int own_listener(const struct fpool__spawn *sp, int fd)
+int fpool__child_listener(const struct fpool__spawn *sp, int fd)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
@@ -235,7 +233,7 @@ int *fpool__child_forget(const struct fpool__spawn *sp, size_t *nlisteners)
 	keep[k++] = sp->chan;
 	for (size_t i = 0; i < sp->nlisteners; i++)
 		keep[k++] = listeners[nl++] =
-			own_listener(sp, sp->listeners[i]);
+			fpool__child_listener(sp, sp->listeners[i]);
 	for (size_t i = 0; i < sp->npreserved; i++)
 		keep[k++] = sp->preserved[i];
 

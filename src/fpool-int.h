@@ -442,6 +442,14 @@ struct fpool__proc {
 	bool held; /* held_msg: a log record a sink is not ready for */
 	struct fpool__msg held_msg;
 	bool inherited; /* forked by the image before a binary upgrade */
+	/* -k exec: chan is the master's NOTIFY_SOCKET end (notify) or -1;
+	 * exec_err the read end of the child's close-on-exec error pipe
+	 * until EOF (execve succeeded) or -1. */
+	bool notify;
+	int exec_err;
+	struct event *exec_ev;
+	char exec_why[200]; /* what the child wrote there */
+	size_t exec_whylen;
 };
 
 /* A slot's state (slot.c, settle()): what its processes are doing. */
@@ -686,11 +694,40 @@ struct fpool__spawn {
 	struct event *const *forget;
 	size_t nforget;
 	const void *keep; /* the master's state, left alone, kept reachable */
+	/* -k exec (exec.c): the program, notify or not, and per process
+	 * the write end of its close-on-exec error pipe, its
+	 * NOTIFY_SOCKET address (or NULL) and its listeners' names. */
+	const char *exec_program;
+	bool exec_notify;
+	double worker_timeout;
+	int exec_err;
+	const char *notify_addr;
+	const char *listen_names; /* LISTEN_FDNAMES, ':'-separated */
 };
 /* Run a worker in a freshly forked child.  Never returns. */
 void fpool__worker_run(const struct fpool__spawn *sp) __attribute__((noreturn));
 /* Flush stdio and leave the process: the only exit of a child. */
 void fpool__child_exit(int status) __attribute__((noreturn));
+
+/* ---- exec.c: the child side of -k exec -------------------------------- */
+
+/* Exec the program in a freshly forked child, as systemd would start a
+ * socket-activated service.  Never returns: a failure is written to
+ * sp->exec_err and the child exits FPOOL_EXIT_START_FAILED. */
+void fpool__exec_run(const struct fpool__spawn *sp) __attribute__((noreturn));
+/* The program as execvp() would find it: 0 and its path in buf, or
+ * -errno (ENOENT: nowhere in PATH; EACCES: not executable). */
+int fpool__exec_resolve(const char *prog, char *buf, size_t len);
+
+/* ---- notifysock.c: the master's end of an exec'd worker's NOTIFY_SOCKET */
+
+/* A datagram socket of the master's for process p, bound to an abstract
+ * address of its own (written to addr, "@..."): whatever arrives there
+ * is about p.  The fd (CLOEXEC, NONBLOCK, SO_PASSCRED) or -errno. */
+int fpool__notify_open(struct fpool__proc *p, char *addr, size_t len);
+/* Read what waits on p's notify socket (up to a batch) and tell the pool
+ * (READY=1, WATCHDOG=1, STATUS=, STOPPING=1).  `all`: read it all. */
+void fpool__notify_read(struct fpool__proc *p, bool all);
 
 /* ---- child.c: becoming a worker (from the spawn context only) ---------- */
 
@@ -708,6 +745,9 @@ int *fpool__child_forget(const struct fpool__spawn *sp, size_t *n);
 void *fpool__child_keep_activity(const struct fpool__spawn *sp);
 /* Close every fd but those in keep[] (n of them; sorted in place). */
 void fpool__close_other_fds(int *keep, size_t n);
+/* The listener a worker serves for the master's socket fd: that very
+ * socket, or with --reuse-port one of its own on the same address. */
+int fpool__child_listener(const struct fpool__spawn *sp, int fd);
 /* PR_SET_PDEATHSIG, then check the master is still the parent. */
 void fpool__child_die_with_master(pid_t master_pid);
 /* Become --user/--group with exactly the groups resolved (exits if it
@@ -762,6 +802,7 @@ struct fpool_pool {
 	struct fpool__account account; /* --user, --group, resolved */
 	int pidfile_fd;		       /* --pidfile, held locked; -1: none */
 	bool notified_ready;	       /* READY=1 sent to systemd */
+	unsigned long notify_dropped;  /* notify datagrams from strangers */
 	struct event *sigev[16];
 	size_t nsigev;
 	struct {

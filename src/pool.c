@@ -61,7 +61,9 @@ int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
 
 	*out = NULL;
 	if (cfg->workers < 1 || cfg->workers > FPOOL_MAX_WORKERS ||
-	    (cfg->worker == NULL) == (cfg->worker_module == NULL) ||
+	    (cfg->worker != NULL) + (cfg->worker_module != NULL) +
+			    (cfg->exec_program != NULL) !=
+		    1 ||
 	    (cfg->worker != NULL && cfg->worker->main == NULL) ||
 	    !(cfg->worker_timeout > 0) || !(cfg->graceful_timeout > 0) ||
 	    !(cfg->check_interval > 0) || !(cfg->min_uptime >= 0))
@@ -376,6 +378,9 @@ void fpool__pool_spawn_base(struct fpool_pool *pool)
 		sp->heartbeat_interval = pool->cfg.worker_timeout / 3;
 	sp->shm = pool->shm;
 	sp->shm_len = pool->shm_len;
+	sp->exec_program = pool->cfg.exec_program;
+	sp->exec_notify = pool->cfg.exec_notify != 0;
+	sp->worker_timeout = pool->cfg.worker_timeout;
 	/* The master's signal events: the worker must free them for its
 	 * own loop to take the signals, and may (worker.c says why). */
 	sp->forget = pool->sigev;
@@ -443,9 +448,10 @@ int fpool_pool_run(struct fpool_pool *pool)
 		fpool_log(FPOOL_LOG_INFO,
 			  "master pid %d starting %u workers (%s)",
 			  (int)pool->master_pid, fpool_pool_size(pool),
-			  pool->module		   ? pool->module
-			  : pool->cfg.worker->name ? pool->cfg.worker->name
-						   : "worker");
+			  pool->module		      ? pool->module
+			  : pool->cfg.exec_program    ? pool->cfg.exec_program
+			  : pool->cfg.worker->name    ? pool->cfg.worker->name
+						      : "worker");
 		fpool__pool_start_slots(pool);
 	}
 	/* The command that started a daemon returns now, with success. */

@@ -67,6 +67,10 @@ void fpool__proc_free(struct fpool__proc *p)
 		event_free(p->pidfd_ev);
 	if (p->timer != NULL)
 		event_free(p->timer);
+	if (p->exec_ev != NULL)
+		event_free(p->exec_ev);
+	if (p->exec_err >= 0)
+		close(p->exec_err);
 	if (p->chan >= 0)
 		close(p->chan);
 	if (p->pidfd >= 0)
@@ -174,6 +178,10 @@ static void proc_chan_read(struct fpool__proc *p, bool all)
 	struct fpool__slot *s = p->slot;
 	struct fpool__msg msg;
 
+	if (p->notify) {
+		fpool__notify_read(p, all);
+		return;
+	}
 	if (all)
 		proc_release_held(p);
 	for (int i = 0; i < CHAN_BATCH && p->chan >= 0 && !p->held; i++) {
@@ -235,6 +243,62 @@ static void proc_chan_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	proc_chan_read(arg, false);
 	fpool__log_flush(); /* the records of this batch, in one write */
+}
+
+/*
+ * -k exec: read the child's close-on-exec error pipe.  What it holds is
+ * why the program could not be started (the child then exits as a failed
+ * start); EOF with nothing is execve() succeeding, which is "ready" for
+ * --exec-type exec.
+ */
+static void proc_exec_read(struct fpool__proc *p)
+{
+	struct fpool__slot *s = p->slot;
+
+	while (p->exec_err >= 0) {
+		size_t room = sizeof(p->exec_why) - 1 - p->exec_whylen;
+		char sink[64];
+		ssize_t n = room > 0 ? read(p->exec_err,
+					    p->exec_why + p->exec_whylen, room)
+				     : read(p->exec_err, sink, sizeof(sink));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n > 0) {
+			if (room > 0)
+				p->exec_whylen += (size_t)n;
+			continue;
+		}
+		if (n < 0)
+			fpool__log_errno(FPOOL_LOG_WARNING, errno,
+					 "worker %u pid %d: reading its exec "
+					 "pipe",
+					 s->id, (int)p->pid);
+		event_free(p->exec_ev);
+		p->exec_ev = NULL;
+		close(p->exec_err);
+		p->exec_err = -1;
+		if (p->exec_whylen > 0) {
+			p->exec_why[p->exec_whylen] = '\0';
+			fpool_log(FPOOL_LOG_ERROR,
+				  "worker %u pid %d failed to start: %s",
+				  s->id, (int)p->pid, p->exec_why);
+		} else if (n == 0 && !p->notify &&
+			   p->state == PROC_STARTING) {
+			s->pool->proc_event(s->pool, s, p, PEV_READY);
+		}
+		return;
+	}
+}
+
+static void proc_exec_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	proc_exec_read(arg);
+	fpool__log_flush();
 }
 
 static void proc_pidfd_cb(evutil_socket_t fd, short what, void *arg)
@@ -323,6 +387,16 @@ static void proc_watch(struct fpool__proc *p)
 				  s->id, (int)p->pid);
 		}
 	}
+	if (p->exec_err >= 0) {
+		p->exec_ev = event_new(pool->base, p->exec_err,
+				       EV_READ | EV_PERSIST, proc_exec_cb, p);
+		if (p->exec_ev == NULL || event_add(p->exec_ev, NULL) != 0) {
+			fpool_log(FPOOL_LOG_ERROR,
+				  "worker %u pid %d: cannot watch its exec "
+				  "pipe; it will not be seen as ready",
+				  s->id, (int)p->pid);
+		}
+	}
 	if (p->pidfd >= 0) {
 		p->pidfd_ev = event_new(pool->base, p->pidfd, EV_READ,
 					proc_pidfd_cb, p);
@@ -348,7 +422,8 @@ static void proc_watch(struct fpool__proc *p)
 
 /* Make a process record with its channel and output pipes; *child gets
  * the worker's ends (channel, stdout, stderr).  NULL on failure, logged. */
-static struct fpool__proc *proc_new(struct fpool__slot *s, int child[3])
+static struct fpool__proc *proc_new(struct fpool__slot *s, int child[4],
+				    char *addr, size_t addrlen)
 {
 	static const char *const names[2] = { "stdout", "stderr" };
 	struct fpool__proc *p = calloc(1, sizeof(*p));
@@ -359,13 +434,49 @@ static struct fpool__proc *proc_new(struct fpool__slot *s, int child[3])
 		return NULL;
 	}
 	p->slot = s;
-	p->pidfd = p->chan = -1;
+	p->pidfd = p->chan = p->exec_err = -1;
 	p->pipes[0].fd = p->pipes[1].fd = -1;
-	child[0] = child[1] = child[2] = -1;
+	child[0] = child[1] = child[2] = child[3] = -1;
+	addr[0] = '\0';
 	p->timer = evtimer_new(s->pool->base, proc_timer_cb, p);
 	if (p->timer == NULL) {
 		fpool_log(FPOOL_LOG_ERROR, "worker %u: out of memory", s->id);
 		goto fail;
+	}
+	if (s->pool->cfg.exec_program != NULL) {
+		int fds[2];
+
+		/* An exec'd program has no channel: its notify socket (if
+		 * any) stands for it, and the error pipe tells how its
+		 * execve() went. */
+		if (pipe2(fds, O_CLOEXEC) < 0) {
+			fpool__log_errno(FPOOL_LOG_ERROR, errno,
+					 "worker %u: cannot make its exec pipe",
+					 s->id);
+			goto fail;
+		}
+		p->exec_err = fds[0];
+		child[3] = fds[1];
+		if (fcntl(p->exec_err, F_SETFL, O_NONBLOCK) < 0) {
+			fpool__log_errno(FPOOL_LOG_ERROR, errno,
+					 "worker %u: fcntl(O_NONBLOCK) failed",
+					 s->id);
+			goto fail;
+		}
+		if (s->pool->cfg.exec_notify) {
+			int fd = fpool__notify_open(p, addr, addrlen);
+
+			if (fd < 0) {
+				fpool__log_errno(FPOOL_LOG_ERROR, -fd,
+						 "worker %u: cannot make its "
+						 "notify socket",
+						 s->id);
+				goto fail;
+			}
+			p->chan = fd;
+			p->notify = true;
+		}
+		goto pipes;
 	}
 	/* The master's end is non-blocking (the loop reads it); the
 	 * worker's end blocks, and heartbeats use MSG_DONTWAIT. */
@@ -381,6 +492,7 @@ static struct fpool__proc *proc_new(struct fpool__slot *s, int child[3])
 				 "worker %u: fcntl(O_NONBLOCK) failed", s->id);
 		goto fail;
 	}
+pipes:
 	for (int i = 0; i < 2; i++) {
 		err = fpool__pipe_open(&p->pipes[i], p, names[i],
 				       &child[i + 1]);
@@ -394,7 +506,7 @@ static struct fpool__proc *proc_new(struct fpool__slot *s, int child[3])
 	}
 	return p;
 fail:
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		if (child[i] >= 0)
 			close(child[i]);
 	fpool__proc_free(p);
@@ -407,12 +519,14 @@ struct fpool__proc *fpool__proc_spawn(struct fpool__slot *s)
 	struct fpool_pool *pool = s->pool;
 	struct fpool__proc *p;
 	struct fpool__spawn sp;
-	int child[3], err;
+	int child[4], err;
 	int listeners[pool->nlisteners ? pool->nlisteners : 1];
+	char addr[108], names[4096];
+	size_t nn = 0;
 	sigset_t all;
 	pid_t pid;
 
-	p = proc_new(s, child);
+	p = proc_new(s, child, addr, sizeof(addr));
 	if (p == NULL)
 		return NULL;
 	if (s->shm != NULL)
@@ -428,8 +542,18 @@ struct fpool__proc *fpool__proc_spawn(struct fpool__slot *s)
 				 ? (uint64_t)random() %
 					   (pool->cfg.max_requests_jitter + 1)
 				 : 0);
-	for (size_t i = 0; i < pool->nlisteners; i++)
+	names[0] = '\0';
+	for (size_t i = 0; i < pool->nlisteners; i++) {
 		listeners[i] = pool->listeners[i].fd;
+		/* LISTEN_FDNAMES: the addresses, ':' being its separator
+		 * ("127.0.0.1_8080", "unix_/run/app.sock"). */
+		for (const char *c = pool->listeners[i].addr.text;
+		     *c != '\0' && nn + 2 < sizeof(names); c++)
+			names[nn++] = *c == ':' ? '_' : *c;
+		if (i + 1 < pool->nlisteners && nn + 1 < sizeof(names))
+			names[nn++] = ':';
+		names[nn] = '\0';
+	}
 	/* What every worker of the pool is told (pool.c), then its own. */
 	sp = pool->spawn;
 	sp.id = s->id;
@@ -440,18 +564,25 @@ struct fpool__proc *fpool__proc_spawn(struct fpool__slot *s)
 	sp.nlisteners = pool->nlisteners; /* a reload may change them */
 	sp.max_requests = p->max_requests;
 	sp.activity = s->shm;
+	sp.exec_err = child[3];
+	sp.notify_addr = addr[0] != '\0' ? addr : NULL;
+	sp.listen_names = names;
 	/* Block every signal across fork(): libevent's handler writes to a
 	 * socketpair the new child shares with us until it rebuilds its own
 	 * loop, so a signal caught there would wake the master instead. */
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, &sp.mask);
 	pid = fork();
-	if (pid == 0)
+	if (pid == 0) {
+		if (sp.exec_program != NULL)
+			fpool__exec_run(&sp);
 		fpool__worker_run(&sp);
+	}
 	err = errno;
 	sigprocmask(SIG_SETMASK, &sp.mask, NULL);
-	for (int i = 0; i < 3; i++)
-		close(child[i]);
+	for (int i = 0; i < 4; i++)
+		if (child[i] >= 0)
+			close(child[i]);
 	if (pid < 0) {
 		fpool__log_errno(FPOOL_LOG_ERROR, err, "worker %u: fork failed",
 				 s->id);
@@ -478,7 +609,7 @@ struct fpool__proc *fpool__proc_blank(struct fpool__slot *s)
 	if (p == NULL)
 		return NULL;
 	p->slot = s;
-	p->pidfd = p->chan = -1;
+	p->pidfd = p->chan = p->exec_err = -1;
 	for (int i = 0; i < 2; i++) {
 		p->pipes[i].proc = p;
 		p->pipes[i].stream = names[i];
@@ -579,6 +710,8 @@ void fpool__proc_drain(struct fpool__proc *p)
 	 * "ready", its last records and lines) before saying it died. */
 	if (p->chan_ev != NULL)
 		proc_chan_read(p, true);
+	if (p->exec_err >= 0)
+		proc_exec_read(p);
 	fpool__pipe_drain(&p->pipes[0]);
 	fpool__pipe_drain(&p->pipes[1]);
 }

@@ -106,7 +106,9 @@ int fpool__pool_reconfigure(struct fpool_pool *pool,
 
 	pool->refused[0] = '\0';
 	if (cfg->workers < 1 || cfg->workers > FPOOL_MAX_WORKERS ||
-	    (cfg->worker == NULL) == (cfg->worker_module == NULL) ||
+	    (cfg->worker != NULL) + (cfg->worker_module != NULL) +
+			    (cfg->exec_program != NULL) !=
+		    1 ||
 	    (cfg->worker != NULL && cfg->worker->main == NULL) ||
 	    !(cfg->worker_timeout > 0) || !(cfg->graceful_timeout > 0) ||
 	    !(cfg->check_interval > 0) || !(cfg->min_uptime >= 0)) {

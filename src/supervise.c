@@ -67,7 +67,14 @@ static void execute(struct fpool__slot *s, const struct fpool__decision *d)
 	struct fpool_pool *pool = s->pool;
 
 	for (unsigned i = 0; i < d->nsig; i++) {
-		fpool__proc_signal(d->sig[i].p, d->sig[i].sig);
+		int sig = d->sig[i].sig;
+
+		/* -k exec: some programs stop gracefully on another
+		 * signal (--exec-stop-signal). */
+		if (sig == SIGTERM && pool->cfg.exec_program != NULL &&
+		    pool->cfg.exec_stop_signal > 0)
+			sig = pool->cfg.exec_stop_signal;
+		fpool__proc_signal(d->sig[i].p, sig);
 		if (d->sig[i].deadline)
 			fpool__proc_arm_deadline(d->sig[i].p);
 	}
@@ -544,6 +551,20 @@ static void check_proc(struct fpool__slot *s, struct fpool__proc *p, double now)
 	 * the heartbeats wait there: nothing to judge. */
 	if (s->pool->reading_paused)
 		return;
+	/* -k exec --exec-type exec: alive while it exists.  Notify: a
+	 * program that never says READY=1 (a watchdog ping does not make
+	 * it ready) fails to start after --worker-timeout. */
+	if (cfg->exec_program != NULL && !cfg->exec_notify)
+		return;
+	if (cfg->exec_program != NULL && p->state == PROC_STARTING &&
+	    now - p->started > cfg->worker_timeout) {
+		fpool_log(FPOOL_LOG_WARNING,
+			  "worker %u pid %d did not send READY=1 within "
+			  "--worker-timeout %.3g s, sending SIGKILL",
+			  s->id, (int)p->pid, cfg->worker_timeout);
+		slot_event(s, SEV_OVERRUN, p);
+		return;
+	}
 	/* Judge what the worker sent, not what we have not read yet. */
 	if (now - p->last_seen > cfg->worker_timeout)
 		fpool__proc_poll(p);
