@@ -357,6 +357,11 @@ static void print_status(yajl_val r)
 		       cell(w, "rss_kib", g, sizeof(g), " KiB"),
 		       cell(w, "requests", a, sizeof(a), ""),
 		       cell(w, "last_exit", h, sizeof(h), ""));
+		/* What it said it does (fpool_worker_set_activity(), or an
+		 * exec'd program's STATUS=). */
+		if (YAJL_IS_STRING(fpool__json_get(w, "activity")))
+			printf("     doing: %s\n",
+			       cell(w, "activity", h, sizeof(h), ""));
 	}
 }
 

@@ -59,6 +59,9 @@ static bool gen_info(const struct fpool__proc_info *i, void *arg)
 		     fpool__json_str(g, "requests") &&
 		     fpool__json_int(g, (long long)i->requests) &&
 		     fpool__json_str(g, "role") && fpool__json_str(g, i->role);
+	if (ok && i->activity[0] != '\0')
+		ok = fpool__json_str(g, "activity") &&
+		     fpool__json_str(g, i->activity);
 	return ok && yajl_gen_map_close(g) == yajl_gen_status_ok;
 }
 

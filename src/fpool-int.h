@@ -943,6 +943,7 @@ struct fpool__proc_info {
 	unsigned restarts;
 	const char *last_exit; /* how the slot's last process ended, or NULL */
 	uint64_t requests;
+	char activity[128]; /* what the slot's worker said it does, or "" */
 };
 typedef bool (*fpool__info_cb)(const struct fpool__proc_info *i, void *arg);
 /* Call cb for every process of every slot (and each slot in backoff), in

@@ -161,6 +161,9 @@ static bool each_proc(const struct fpool__slot *s, const struct fpool__proc *p,
 		.requests = p->requests,
 	};
 
+	/* The slot's entry is its current worker's. */
+	if (p == s->cur)
+		fpool__slot_activity(s, i.activity, sizeof(i.activity));
 	return cb(&i, arg);
 }
 
