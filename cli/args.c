@@ -177,14 +177,16 @@ static int set_option(struct cli_parser *p, int id, const char *who,
 		if (strcmp(arg, "exec") == 0 || strcmp(arg, "notify") == 0)
 			cfg->exec_notify = strcmp(arg, "notify") == 0;
 		else
-			r = usage_error(p, "%s: '%s' is not one of exec, notify",
+			r = usage_error(p,
+					"%s: '%s' is not one of exec, notify",
 					who, arg);
 		break;
 	case OPT_EXEC_STOP_SIGNAL: {
 		int sig = fpool__signal_parse(arg);
 
 		if (sig <= 0 || sig == SIGKILL || sig == SIGSTOP)
-			r = usage_error(p, "%s: '%s' is not a signal to stop with",
+			r = usage_error(p,
+					"%s: '%s' is not a signal to stop with",
 					who, arg);
 		else
 			cfg->exec_stop_signal = sig;
@@ -648,7 +650,8 @@ int fpool__cli_parse(int argc, char **argv, struct fpool_cli *o, char *err,
 	if (o->cfg.daemonize && (r = absolute_paths(&p)) != 0)
 		goto fail;
 	if (strcmp(o->worker, EXEC_WORKER) != 0)
-		o->worker_argv[0] = (char *)o->worker; /* made absolute, maybe */
+		o->worker_argv[0] =
+			(char *)o->worker; /* made absolute, maybe */
 	/* A numeric --user with no passwd entry has no primary group: the
 	 * workers would keep the master's (root's), so one must be named. */
 	if (o->cfg.user != NULL && fpool__all_digits(o->cfg.user) &&

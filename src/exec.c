@@ -58,7 +58,9 @@ exec_fail(int fd, int err, const char *fmt, ...)
 static void forget_env(void)
 {
 	static const char *const names[] = {
-		"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+		"NOTIFY_SOCKET",
+		"WATCHDOG_USEC",
+		"WATCHDOG_PID",
 		"FORKPOOL_WORKER_ID",
 	};
 	bool again = true;
@@ -72,8 +74,7 @@ static void forget_env(void)
 			char name[256];
 			size_t n = strcspn(*e, "=");
 
-			if (strncmp(*e, "LISTEN_", 7) != 0 ||
-			    n >= sizeof(name))
+			if (strncmp(*e, "LISTEN_", 7) != 0 || n >= sizeof(name))
 				continue;
 			memcpy(name, *e, n);
 			name[n] = '\0';
@@ -132,8 +133,8 @@ static void place_listeners(const struct fpool__spawn *sp, int *efd)
 		close(tmp[i]);
 		fl = fcntl(3 + i, F_GETFL);
 		if (fl < 0 || fcntl(3 + i, F_SETFL, fl & ~O_NONBLOCK) < 0)
-			exec_fail(*efd, errno,
-				  "making listener %d blocking", i);
+			exec_fail(*efd, errno, "making listener %d blocking",
+				  i);
 	}
 }
 

@@ -34,7 +34,8 @@
 /* sd_notify messages are short; a longer one is cut (MSG_TRUNC). */
 #define NOTIFY_MAX 4096
 /* Room for the credentials and a few fds (closed at once). */
-#define NOTIFY_CMSG (CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(16 * sizeof(int)))
+#define NOTIFY_CMSG \
+	(CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(16 * sizeof(int)))
 
 int fpool__notify_open(struct fpool__proc *p, char *addr, size_t len)
 {
@@ -68,12 +69,11 @@ int fpool__notify_open(struct fpool__proc *p, char *addr, size_t len)
 }
 
 /* Whether a datagram with these credentials may speak for p. */
-static bool notify_trusted(const struct fpool__proc *p,
-			   const struct ucred *uc)
+static bool notify_trusted(const struct fpool__proc *p, const struct ucred *uc)
 {
 	const struct fpool_pool *pool = p->slot->pool;
-	uid_t uid = pool->account.uid != (uid_t)-1 ? pool->account.uid
-						    : geteuid();
+	uid_t uid =
+		pool->account.uid != (uid_t)-1 ? pool->account.uid : geteuid();
 
 	if (uc == NULL)
 		return false;
@@ -160,10 +160,11 @@ void fpool__notify_read(struct fpool__proc *p, bool all)
 			continue;
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				fpool__log_errno(FPOOL_LOG_WARNING, errno,
-						 "worker %u pid %d: reading its "
-						 "notify socket",
-						 p->slot->id, (int)p->pid);
+				fpool__log_errno(
+					FPOOL_LOG_WARNING, errno,
+					"worker %u pid %d: reading its "
+					"notify socket",
+					p->slot->id, (int)p->pid);
 			return;
 		}
 		uc = notify_cmsgs(&mh);

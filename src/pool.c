@@ -448,10 +448,10 @@ int fpool_pool_run(struct fpool_pool *pool)
 		fpool_log(FPOOL_LOG_INFO,
 			  "master pid %d starting %u workers (%s)",
 			  (int)pool->master_pid, fpool_pool_size(pool),
-			  pool->module		      ? pool->module
-			  : pool->cfg.exec_program    ? pool->cfg.exec_program
-			  : pool->cfg.worker->name    ? pool->cfg.worker->name
-						      : "worker");
+			  pool->module		   ? pool->module
+			  : pool->cfg.exec_program ? pool->cfg.exec_program
+			  : pool->cfg.worker->name ? pool->cfg.worker->name
+						   : "worker");
 		fpool__pool_start_slots(pool);
 	}
 	/* The command that started a daemon returns now, with success. */

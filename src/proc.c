@@ -283,10 +283,9 @@ static void proc_exec_read(struct fpool__proc *p)
 		if (p->exec_whylen > 0) {
 			p->exec_why[p->exec_whylen] = '\0';
 			fpool_log(FPOOL_LOG_ERROR,
-				  "worker %u pid %d failed to start: %s",
-				  s->id, (int)p->pid, p->exec_why);
-		} else if (n == 0 && !p->notify &&
-			   p->state == PROC_STARTING) {
+				  "worker %u pid %d failed to start: %s", s->id,
+				  (int)p->pid, p->exec_why);
+		} else if (n == 0 && !p->notify && p->state == PROC_STARTING) {
 			s->pool->proc_event(s->pool, s, p, PEV_READY);
 		}
 		return;
