@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from fp.base import TIMEOUT, wait_for
+from fp.base import REPO, TIMEOUT, wait_for
 from fp.control import control_status
 from fp.http import HttpLoad
 from fp.proc import proc_status
@@ -121,7 +121,7 @@ process.on("SIGTERM", () => server.close(() => process.exit(0)));
 def http_get(port, timeout=TIMEOUT):
     """One GET / on a fresh connection: (status, headers dict, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout) as c:
-        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         data = b""
         while True:
             more = c.recv(65536)
@@ -329,3 +329,26 @@ def test_rolling_reload_gated_on_ready(forkpool, app):
                 if "exited" in x.string][0]
         assert ready < stop, (ready, stop)
     assert set(load.served_by) >= set(new.values())
+
+
+@pytest.mark.parametrize("name,notify", [("hello.py", True), ("hello.js", False)])
+def test_examples_serve(forkpool, name, notify):
+    """examples/exec/: the README's programs, run as they say."""
+    interp = sys.executable if name.endswith(".py") else shutil.which("node")
+    if interp is None:
+        pytest.skip("no node")
+    args = ("--exec-type", "notify") if notify else ()
+    m = exec_pool(forkpool, 2, *args, program=(interp, str(REPO / "examples" / "exec" / name)))
+    pool = m.wait_pool(2)
+    seen = set()
+
+    def both():
+        status, _, body = http_get(m.port)
+        assert status == 200
+        found = re.match(rb"hello from worker (\d) pid (\d+)\n", body)
+        assert found, body
+        seen.add((int(found[1]), int(found[2])))
+        return seen == set(pool.items())
+    wait_for(both, what=f"both workers of {pool} answering (saw {seen})")
+    assert m.stop() == 0
+    m.assert_tree_gone()
