@@ -667,6 +667,17 @@ static struct fpool__proc *adopt_proc(struct fpool__state *st,
 		fd_take(st, fds[i]);
 	p->pidfd = fds[0];
 	p->chan = fds[1];
+	/* An exec'd worker's notify socket (notifysock.c) is a datagram
+	 * socket where a channel is a seqpacket one: it goes on being read
+	 * as one, at the address the program was given. */
+	if (p->chan >= 0) {
+		int type = 0;
+		socklen_t tl = sizeof(type);
+
+		p->notify = getsockopt(p->chan, SOL_SOCKET, SO_TYPE, &type,
+				       &tl) == 0 &&
+			    type == SOCK_DGRAM;
+	}
 	p->pipes[0].fd = fds[2];
 	p->pipes[1].fd = fds[3];
 	restore_partial(&p->pipes[0], get_str(o, "stdout_partial"));

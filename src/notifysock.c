@@ -52,17 +52,23 @@ int fpool__notify_open(struct fpool__proc *p, char *addr, size_t len)
 		close(fd);
 		return err;
 	}
-	/* Abstract (a leading NUL, linux unix(7)): no file to remove, gone
-	 * with the socket.  Unique per master and process. */
-	n = snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1,
-		     "forkpool/%d/notify/%u/%lu", (int)getpid(), p->slot->id,
-		     ++seq);
-	salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
-			    (size_t)n);
-	if (bind(fd, (struct sockaddr *)&sa, salen) < 0) {
-		err = -errno;
-		close(fd);
-		return err;
+	/* Abstract (a leading NUL, unix(7)): no file to remove, gone with
+	 * the socket.  Unique per master and process; after a binary
+	 * upgrade (same pid, the counter afresh) an address an adopted
+	 * worker still holds is in use, and the next one is taken. */
+	for (int tries = 0;; tries++) {
+		n = snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1,
+			     "forkpool/%d/notify/%u/%lu", (int)getpid(),
+			     p->slot->id, ++seq);
+		salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+				    (size_t)n);
+		if (bind(fd, (struct sockaddr *)&sa, salen) == 0)
+			break;
+		if (errno != EADDRINUSE || tries >= 1000) {
+			err = -errno;
+			close(fd);
+			return err;
+		}
 	}
 	snprintf(addr, len, "@%s", sa.sun_path + 1);
 	return fd;

@@ -6,6 +6,7 @@ The programs are real interpreters' (python3 as this test runs, node, sh,
 with listen({fd: 3}), a shell script made ready by systemd-notify.
 """
 
+import json
 import os
 import re
 import shutil
@@ -352,3 +353,37 @@ def test_examples_serve(forkpool, name, notify):
     wait_for(both, what=f"both workers of {pool} answering (saw {seen})")
     assert m.stop() == 0
     m.assert_tree_gone()
+
+
+def test_exec_stop_signal(forkpool, tmp_path):
+    # A server that stops gracefully on SIGQUIT, and dies on SIGTERM.
+    prog = tmp_path / "quit.py"
+    prog.write_text(
+        "import signal, sys, time\n"
+        "def bye(*a):\n"
+        "    print('graceful on', signal.Signals(a[0]).name, flush=True)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGQUIT, bye)\n"
+        "print('up', flush=True)\n"
+        "while True:\n"
+        "    time.sleep(1)\n")
+    m = exec_pool(forkpool, 1, "--exec-stop-signal", "QUIT", program=(sys.executable, str(prog)))
+    (pid,) = m.wait_pool(1).values()
+    m.wait_out(rf"\[worker 0 pid {pid}\] up")
+    assert m.stop() == 0
+    assert m.find(rf"\[worker 0 pid {pid}\] graceful on SIGQUIT", stream="out"), m.describe()
+    assert m.find(rf"worker 0 pid {pid} exited with status 0"), m.describe()
+
+
+def test_config_file_worker_exec(forkpool, app, tmp_path):
+    conf = tmp_path / "pool.json"
+    conf.write_text(json.dumps({"workers": 2, "worker": "exec", "exec-type": "notify",
+                                "worker-args": [sys.executable, app]}))
+    m = forkpool("--config", conf, worker=None)
+    pool = m.wait_pool(2)
+    assert pids_answering(m.port, 2) == set(pool.values())
+    # A reload re-reads the file: the program is looked up again.
+    m.signal(signal.SIGHUP)
+    for slot, pid in pool.items():
+        m.wait_respawn(slot, pid)
+    assert m.stop() == 0

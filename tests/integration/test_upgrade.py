@@ -22,6 +22,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 
 import pytest
 
@@ -629,3 +630,32 @@ def test_the_new_binary_reads_its_config_and_keeps_serving_what_it_cannot_bind(
     with HttpConn(port) as c:
         assert c.request().status == 200
     assert_master_upgraded(m, install)
+
+
+def test_exec_notify_workers_through_an_upgrade(upgradable, install, tmp_path, sock_path):
+    """-k exec --exec-type notify: the adopted programs' notify sockets are
+    read as such by the new image (no "malformed" channel packets), and
+    the replacements are gated on their READY=1 as usual."""
+    import sys
+    prog = tmp_path / "notify.py"
+    prog.write_text(
+        "import os, signal, socket, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+        "a = os.environ['NOTIFY_SOCKET'].replace('@', '\\0', 1)\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        "s.sendto(b'READY=1\\nSTATUS=up', a)\n"
+        "while True:\n"
+        "    s.sendto(b'WATCHDOG=1', a)\n"
+        "    time.sleep(0.2)\n")
+    m = upgradable("-w", "2", "--exec-type", "notify", "--worker-timeout", "3",
+                   "--control", sock_path, "--", sys.executable, str(prog), worker="exec")
+    old = m.wait_pool(2)
+    install.install_copy()
+    m.signal(signal.SIGUSR2)
+    upgrade_done(m)
+    new = assert_all_new(m, install, old, 2, exe=os.path.realpath(sys.executable))
+    assert not m.find(r"malformed|hung|upgrade failed|aborted"), m.describe()
+    st = control_status(sock_path)
+    assert {w["pid"]: w.get("activity") for w in st["workers"]} == {
+        pid: "up" for pid in new.values()}, st
+    assert m.stop() == 0
