@@ -148,6 +148,9 @@ void fpool__exec_run(const struct fpool__spawn *sp)
 
 	__fpurge(stdout);
 	__fpurge(stderr);
+	/* The master's log is not ours: a record logged here (a failed
+	 * privilege drop) goes to stderr, which the master captures. */
+	fpool__log_child();
 	if (dup2(sp->out, STDOUT_FILENO) < 0 ||
 	    dup2(sp->err, STDERR_FILENO) < 0)
 		exec_fail(efd, errno, "dup2 of the output pipes");

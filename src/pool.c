@@ -452,6 +452,11 @@ int fpool_pool_run(struct fpool_pool *pool)
 			  : pool->cfg.exec_program ? pool->cfg.exec_program
 			  : pool->cfg.worker->name ? pool->cfg.worker->name
 						   : "worker");
+		if (pool->cfg.exec_program != NULL &&
+		    pool->cfg.max_requests > 0)
+			fpool_log(FPOOL_LOG_WARNING,
+				  "--max-requests does not apply to -k exec: "
+				  "a program does not report its requests");
 		fpool__pool_start_slots(pool);
 	}
 	/* The command that started a daemon returns now, with success. */
