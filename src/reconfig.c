@@ -116,6 +116,16 @@ int fpool__pool_reconfigure(struct fpool_pool *pool,
 			 "the new configuration is not valid");
 		return -EINVAL;
 	}
+	/* An exec'd program gets the listeners blocking (systemd's
+	 * default), a C worker's acceptor wants them non-blocking, and
+	 * O_NONBLOCK belongs to the socket they all share: the two kinds
+	 * cannot serve side by side, as they would during a reload. */
+	if ((cfg->exec_program != NULL) != (pool->cfg.exec_program != NULL)) {
+		snprintf(pool->refused, sizeof(pool->refused),
+			 "switching between -k exec and another worker needs "
+			 "a restart (the listeners' blocking mode differs)");
+		return -EINVAL;
+	}
 	if (pool->state == POOL_RUNNING &&
 	    !fpool__pool_fds_fit(pool, cfg->workers, &need)) {
 		snprintf(pool->refused, sizeof(pool->refused),

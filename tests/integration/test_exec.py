@@ -387,3 +387,18 @@ def test_config_file_worker_exec(forkpool, app, tmp_path):
     for slot, pid in pool.items():
         m.wait_respawn(slot, pid)
     assert m.stop() == 0
+
+
+def test_reload_cannot_switch_to_or_from_exec(forkpool, app, tmp_path):
+    # O_NONBLOCK is the shared listener's: blocking for programs,
+    # non-blocking for C workers, so they cannot serve side by side.
+    conf = tmp_path / "pool.json"
+    conf.write_text(json.dumps({"workers": 1, "worker": "http"}))
+    m = forkpool("--config", conf, worker=None)
+    (pid,) = m.wait_pool(1).values()
+    conf.write_text(json.dumps({"workers": 1, "worker": "exec",
+                                "worker-args": [sys.executable, app]}))
+    m.signal(signal.SIGHUP)
+    m.wait_log(r"reload refused: .*switching between -k exec and another worker needs a restart")
+    assert m.pool_state(1) == {0: pid}
+    assert m.stop() == 0
