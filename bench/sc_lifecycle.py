@@ -10,8 +10,8 @@ import time
 
 from common import children, probe_burst, say, spawn, summary
 from loadgen import ka_cmd
-from servers import (EXTRA_LIFECYCLE, EXTRA_RELOAD, Forkpool, Gunicorn,
-                     Nginx, Node, available)
+from servers import (EXTRA_LIFECYCLE, EXTRA_RELOAD, Forkpool, ForkpoolExec,
+                     Gunicorn, Nginx, Node, available)
 
 
 def respawn_one(s, kills, gap):
@@ -68,10 +68,10 @@ def respawn_one(s, kills, gap):
 
 def sc_respawn(cfg, res):
     out = res.setdefault("respawn", {})
-    for cls in [Forkpool, Nginx, Node, Gunicorn]:
+    for cls in [Forkpool, ForkpoolExec, Nginx, Node, Gunicorn]:
         if not available(cls):
             continue
-        if cls is Forkpool:
+        if issubclass(cls, Forkpool):
             # --min-uptime is lowered so that 200 kills take seconds, not
             # minutes; each worker still lives past it, so none counts as
             # a failed start (which would back off).
@@ -123,7 +123,7 @@ def sc_reload(cfg, res):
     back; the reload signal a third into the run."""
     out = res.setdefault("reload", {})
     servers = ([Forkpool] + EXTRA_LIFECYCLE + EXTRA_RELOAD +
-               [Nginx, Node, Gunicorn])
+               [ForkpoolExec, Nginx, Node, Gunicorn])
     for rnd in range(cfg.rounds):
         for cls in servers:
             if not available(cls):

@@ -198,6 +198,24 @@ class ForkpoolEcho(Forkpool):
         super().__init__(workers, "echo", args)
 
 
+class ForkpoolExec(Forkpool):
+    """forkpool -k exec --exec-type notify running a Python program:
+    gunicorn's own WSGI app (peers/exec_app.py), served by the standard
+    library from fd 3."""
+    name, label = "forkpool-exec", "forkpool exec py"
+
+    def __init__(self, workers=WORKERS, args=()):
+        super().__init__(workers, "exec", args)
+        self.kind = "http"
+
+    def command(self):
+        return [BIN, "-b", "127.0.0.1:%d" % self.port, "-w",
+                str(self.workers), "--exec-type", "notify", "--control",
+                self.control] + self.args + [
+                    "-k", "exec", "--", PY, os.path.join(PEERS,
+                                                         "exec_app.py")]
+
+
 class Bare(Server):
     name, label = "bare-evhttp", "bare evhttp"
     can_reload = False
