@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include <signal.h>
+
 #include "cli.h"
 #include "unit.h"
 
@@ -294,6 +296,57 @@ static void test_module_lookup(void **state)
 	assert_false(fpool__module_is_path("http"));
 }
 
+/* -k exec: what follows `--` is the program's own argv; the program is
+ * found as execvp() would, or the lookup says why not. */
+static void test_exec_worker(void **state)
+{
+	struct fpool_cli o;
+	struct fpool_config cfg;
+	char err[256], path[4096];
+	void *handle;
+
+	(void)state;
+	assert_int_equal(PARSE(&o, err, "--exec-type", "notify",
+			       "--exec-stop-signal", "QUIT", "-k", "exec", "--",
+			       "sh", "-c", "exit 0"),
+			 0);
+	assert_int_equal(o.worker_argc, 3);
+	assert_string_equal(o.worker_argv[0], "sh");
+	assert_string_equal(o.worker_argv[2], "exit 0");
+	assert_null(o.worker_argv[3]);
+	assert_int_equal(o.cfg.exec_notify, 1);
+	assert_int_equal(o.cfg.exec_stop_signal, SIGQUIT);
+	cfg = o.cfg;
+	assert_int_equal(fpool__module_find("exec", false, &cfg, &handle, err,
+					    sizeof(err)),
+			 0);
+	assert_string_equal(cfg.exec_program, "sh");
+	assert_null(cfg.worker);
+	assert_null(cfg.worker_module);
+	fpool__cli_free(&o);
+
+	assert_int_not_equal(PARSE(&o, err, "-k", "exec"), 0);
+	assert_non_null(strstr(err, "after --"));
+	assert_int_not_equal(PARSE(&o, err, "--exec-type", "simple"), 0);
+	assert_non_null(strstr(err, "--exec-type"));
+	assert_int_not_equal(PARSE(&o, err, "--exec-stop-signal", "KILL"), 0);
+	assert_non_null(strstr(err, "--exec-stop-signal"));
+
+	assert_int_equal(fpool__exec_resolve("sh", path, sizeof(path)), 0);
+	assert_non_null(strstr(path, "/sh"));
+	assert_int_equal(fpool__exec_resolve("/bin/sh", path, sizeof(path)), 0);
+	assert_string_equal(path, "/bin/sh");
+	assert_int_equal(
+		fpool__exec_resolve("no-such-program-fp14", path, sizeof(path)),
+		-ENOENT);
+	assert_int_equal(fpool__exec_resolve("/etc/passwd", path, sizeof(path)),
+			 -EACCES);
+	assert_int_equal(
+		fpool__exec_resolve("/no/such/program", path, sizeof(path)),
+		-ENOENT);
+	assert_int_equal(fpool__exec_resolve("", path, sizeof(path)), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -305,6 +358,7 @@ int main(void)
 		cmocka_unit_test(test_usage_errors),
 		cmocka_unit_test(test_unknown_and_missing),
 		cmocka_unit_test(test_module_lookup),
+		cmocka_unit_test(test_exec_worker),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
