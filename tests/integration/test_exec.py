@@ -402,3 +402,42 @@ def test_reload_cannot_switch_to_or_from_exec(forkpool, app, tmp_path):
     m.wait_log(r"reload refused: .*switching between -k exec and another worker needs a restart")
     assert m.pool_state(1) == {0: pid}
     assert m.stop() == 0
+
+
+def notify_addr_of(pid):
+    env = dict(e.split("=", 1) for e in
+               open(f"/proc/{pid}/environ", "rb").read().decode().split("\0") if "=" in e)
+    return env["NOTIFY_SOCKET"].replace("@", "\0", 1)
+
+
+def test_notify_fds_closed_and_strangers_dropped(forkpool, tmp_path):
+    prog = tmp_path / "ready.sh"
+    prog.write_text("#!/bin/sh\nsystemd-notify --ready\nexec sleep 1000\n")
+    prog.chmod(0o755)
+    if shutil.which("systemd-notify") is None:
+        pytest.skip("no systemd-notify")
+    m = exec_pool(forkpool, 1, "--exec-type", "notify", "--worker-timeout", "30",
+                  program=(str(prog),))
+    (pid,) = m.wait_pool(1).values()
+    addr = notify_addr_of(pid)
+    before = len(os.listdir(f"/proc/{m.pid}/fd"))
+    # fds sent along with a message are closed, whatever else it says.
+    r, w = os.pipe()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(addr)
+        for _ in range(20):
+            socket.send_fds(s, [b"RELOADING=1\nMAINPID=1\nFDSTORE=1"], [r, w])
+    os.close(r)
+    os.close(w)
+    time.sleep(0.3)
+    assert len(os.listdir(f"/proc/{m.pid}/fd")) == before
+    assert m.pool_state(1) == {0: pid}
+    # A process of another user is no worker's: dropped and counted.
+    if os.geteuid() != 0:
+        return
+    code = ("import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); "
+            f"s.sendto(b'STATUS=forged', {addr!r})")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=TIMEOUT,
+                   preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+    m.wait_log(rf"worker 0 pid {pid}: a notify message from pid \d+ uid 65534 dropped "
+               r"\(1 so far\)")
