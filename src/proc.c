@@ -420,7 +420,9 @@ static void proc_watch(struct fpool__proc *p)
 }
 
 /* Make a process record with its channel and output pipes; *child gets
- * the worker's ends (channel, stdout, stderr).  NULL on failure, logged. */
+ * the worker's ends (channel, stdout, stderr, -k exec's error pipe; -1
+ * where there is none) and addr an exec'd worker's NOTIFY_SOCKET (or "").
+ * NULL on failure, logged. */
 static struct fpool__proc *proc_new(struct fpool__slot *s, int child[4],
 				    char *addr, size_t addrlen)
 {
