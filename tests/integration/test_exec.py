@@ -19,7 +19,7 @@ import time
 import pytest
 
 from fp.base import REPO, TIMEOUT, wait_for
-from fp.control import control_status
+from fp.control import call, control_status
 from fp.http import HttpLoad
 from fp.proc import proc_status
 
@@ -441,3 +441,23 @@ def test_notify_fds_closed_and_strangers_dropped(forkpool, tmp_path):
                    preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
     m.wait_log(rf"worker 0 pid {pid}: a notify message from pid \d+ uid 65534 dropped "
                r"\(1 so far\)")
+
+
+def test_ctl_scale_kill_output(forkpool, app, sock_path):
+    m = exec_pool(forkpool, 1, "--control", sock_path, "--min-uptime", "0.1",
+                  program=(sys.executable, app))
+    (pid,) = m.wait_pool(1).values()
+    call(sock_path, "scale", workers=3)
+    pool = m.wait_pool(3)
+    assert pids_answering(m.port, 3) == set(pool.values())
+    wait_for(lambda: any(l.startswith("env LISTEN_FDS=1 ")
+                         for l in call(sock_path, "output", worker=2)["lines"]),
+             what="slot 2's env line in `ctl output`")
+    m.wait_uptime(pool[1], 0.2)
+    # A graceful kill: SIGTERM, the program says goodbye, it is replaced.
+    assert call(sock_path, "kill", worker=1, signal="TERM") is True
+    m.wait_respawn(1, pool[1])
+    m.wait_out(rf"\[worker 1 pid {pool[1]}\] worker 1 pid {pool[1]} got SIGTERM")
+    call(sock_path, "scale", workers=1)
+    m.wait_pool(1)
+    assert m.stop() == 0
