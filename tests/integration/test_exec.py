@@ -461,3 +461,15 @@ def test_ctl_scale_kill_output(forkpool, app, sock_path):
     call(sock_path, "scale", workers=1)
     m.wait_pool(1)
     assert m.stop() == 0
+
+
+def test_exec_type_exec_liveness_is_existence(forkpool):
+    # No heartbeat from a plain program is no hang: it lives on past
+    # --worker-timeout; exiting is what ends it.
+    m = exec_pool(forkpool, 1, "--worker-timeout", "0.5", "--check-interval", "0.1",
+                  program=("/bin/sleep", "1000"))
+    (pid,) = m.wait_pool(1).values()
+    time.sleep(1.5)
+    assert m.pool_state(1) == {0: pid}
+    assert not m.find(r"hung|SIGKILL")
+    assert m.stop() == 0
