@@ -37,11 +37,10 @@ const struct cli_option cli_options[] = {
 	  "a built-in worker or a worker module .so, which each new worker "
 	  "loads, so a reload runs the file on disk now "
 	  "(default: " DEFAULT_WORKER ")" },
-	{ "exec-type", required_argument, OPT_EXEC_TYPE, IN_FILE_STRING,
-	  "exec|notify",
-	  "-k exec: ready once execve succeeded (exec, default), or on "
-	  "READY=1 over NOTIFY_SOCKET, alive while WATCHDOG=1 comes within "
-	  "--worker-timeout (notify)" },
+	{ "exec-type", required_argument, OPT_EXEC_TYPE, IN_FILE_STRING, "TYPE",
+	  "-k exec: `exec` (default), ready once execve succeeded; `notify`, "
+	  "ready on READY=1 over NOTIFY_SOCKET, alive while WATCHDOG=1 comes "
+	  "within --worker-timeout" },
 	{ "exec-stop-signal", required_argument, OPT_EXEC_STOP_SIGNAL,
 	  IN_FILE_STRING, "SIG",
 	  "-k exec: the signal of a graceful stop (default: TERM)" },

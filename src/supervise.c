@@ -551,20 +551,25 @@ static void check_proc(struct fpool__slot *s, struct fpool__proc *p, double now)
 	 * the heartbeats wait there: nothing to judge. */
 	if (s->pool->reading_paused)
 		return;
-	/* -k exec --exec-type exec: alive while it exists.  Notify: a
-	 * program that never says READY=1 (a watchdog ping does not make
-	 * it ready) fails to start after --worker-timeout. */
-	if (cfg->exec_program != NULL && !cfg->exec_notify)
-		return;
+	/* -k exec: a program not ready after --worker-timeout (notify: it
+	 * never said READY=1, a watchdog ping does not make it ready;
+	 * exec: its execve() was never seen to succeed, which only an
+	 * upgrade between its fork and its exec can cause) fails to
+	 * start.  Once ready, --exec-type exec is alive while it exists. */
 	if (cfg->exec_program != NULL && p->state == PROC_STARTING &&
 	    now - p->started > cfg->worker_timeout) {
 		fpool_log(FPOOL_LOG_WARNING,
-			  "worker %u pid %d did not send READY=1 within "
-			  "--worker-timeout %.3g s, sending SIGKILL",
-			  s->id, (int)p->pid, cfg->worker_timeout);
+			  "worker %u pid %d %s within --worker-timeout %.3g s, "
+			  "sending SIGKILL",
+			  s->id, (int)p->pid,
+			  cfg->exec_notify ? "did not send READY=1"
+					   : "was not seen to exec",
+			  cfg->worker_timeout);
 		slot_event(s, SEV_OVERRUN, p);
 		return;
 	}
+	if (cfg->exec_program != NULL && !cfg->exec_notify)
+		return;
 	/* Judge what the worker sent, not what we have not read yet. */
 	if (now - p->last_seen > cfg->worker_timeout)
 		fpool__proc_poll(p);
