@@ -32,7 +32,32 @@ extern "C" {
 #define FPOOL_PRINTF(f, a)
 #endif
 
-#define FPOOL_VERSION "0.1.0"
+/* ---- Version and ABI ---------------------------------------------------- */
+
+/* The version of this header; fpool_version() tells the library's.  They
+ * are meson.build's project version: the build fails if they drift. */
+#define FPOOL_VERSION_MAJOR 0
+#define FPOOL_VERSION_MINOR 1
+#define FPOOL_VERSION_PATCH 0
+#define FPOOL_VERSION	    "0.1.0"
+/* 0xMMmmpp, to compare versions with #if (libuv's UV_VERSION_HEX). */
+#define FPOOL_VERSION_HEX                                           \
+	((FPOOL_VERSION_MAJOR << 16) | (FPOOL_VERSION_MINOR << 8) | \
+	 FPOOL_VERSION_PATCH)
+/*
+ * The ABI: what a compiled program or worker module relies on (struct
+ * layouts other than struct fpool_config's tail, callback types,
+ * function signatures).  It grows by one at every incompatible change.
+ * FPOOL_WORKER_MODULE() stamps a module with the number it was built
+ * against and the loader refuses any other; struct fpool_config carries
+ * its own size instead (see there), so a field added to it is no break.
+ */
+#define FPOOL_ABI_VERSION 1
+
+/* The library's version ("0.1.0") and ABI number, which may differ from
+ * the header's a program was built with. */
+FPOOL_EXPORT const char *fpool_version(void);
+FPOOL_EXPORT unsigned fpool_abi_version(void);
 
 /* Exit status of a worker whose start failed (an on_start hook or the
  * worker's setup failed).  The master counts it as a failed start. */
@@ -41,6 +66,7 @@ extern "C" {
 /* Upper bound on the pool size, so a typo cannot fork-bomb the machine. */
 #define FPOOL_MAX_WORKERS 4096
 
+struct event;
 struct event_base;
 struct fpool_pool;
 struct fpool_worker;
@@ -147,16 +173,44 @@ struct fpool_worker_def {
  *
  *     FPOOL_WORKER_MODULE(my_def);
  *
- * expands to an exported `const struct fpool_worker_def *fpool_worker_module`.
+ * expands to an exported `const struct fpool_worker_def *fpool_worker_module`
+ * and the module's ABI stamp, an exported `const unsigned
+ * fpool_worker_module_abi` = the FPOOL_ABI_VERSION of the header it was
+ * built with.  The loader refuses a module without the stamp, or with
+ * another ABI number, naming the file (the CLI exits with status 2):
+ * rebuild it against this forkpool.h.
  */
-#define FPOOL_WORKER_SYMBOL "fpool_worker_module"
-#define FPOOL_WORKER_MODULE(def) \
+#define FPOOL_WORKER_SYMBOL	"fpool_worker_module"
+#define FPOOL_WORKER_ABI_SYMBOL "fpool_worker_module_abi"
+#define FPOOL_WORKER_MODULE(def)                              \
+	FPOOL_EXPORT const unsigned fpool_worker_module_abi = \
+		FPOOL_ABI_VERSION;                            \
 	FPOOL_EXPORT const struct fpool_worker_def *fpool_worker_module = &(def)
 
 /* ---- The pool (master side) -------------------------------------------- */
 
-/* Pool settings.  Initialise with fpool_config_init(), then change fields. */
+/*
+ * Pool settings.  Initialise with fpool_config_init(), then change fields.
+ *
+ * ABI: the caller allocates this struct, and a later version may add
+ * fields at its end.  fpool_config_init() is a macro that hands the
+ * library the size of the struct as the caller's header declares it; the
+ * library writes only that many bytes and records the size in
+ * `struct_size`.  Every function that reads a config reads only that
+ * many bytes and takes the defaults for fields past them, so a program
+ * built against an older header works with a newer library.  A config
+ * larger than the library knows (a program built against a newer header,
+ * run with an older library) is accepted if the bytes the library does
+ * not know are all zero (the new fields left at their defaults), and
+ * refused with -E2BIG otherwise: a setting the library cannot honour is
+ * never dropped silently (Linux's clone3()/openat2() rule).  A config
+ * not initialised by fpool_config_init() (struct_size 0) is refused with
+ * -EINVAL.  (Chosen over an opaque config with setters because every
+ * existing program keeps compiling unchanged and fields stay plain
+ * assignments; the price is this one rule: never change struct_size.)
+ */
 struct fpool_config {
+	size_t struct_size;	 /* set by fpool_config_init(); do not change */
 	unsigned workers;	 /* pool size, 1..FPOOL_MAX_WORKERS */
 	double worker_timeout;	 /* s without heartbeat before SIGKILL */
 	double graceful_timeout; /* s a stopping worker may take */
@@ -215,11 +269,27 @@ struct fpool_config {
 	int exec_notify;
 	/* With exec_program: the signal of a graceful stop (0: SIGTERM). */
 	int exec_stop_signal;
+	/* Non-zero: the master reaps every child of its process (waitpid
+	 * of any pid), not only the pool's own, as an init must.  It does
+	 * so anyway when it runs as PID 1 or is a child subreaper
+	 * (prctl(PR_SET_CHILD_SUBREAPER)); see "Threads, fork, signals and
+	 * reaping" above.  0: a child the program started itself (e.g. in
+	 * a master hook) is left for the program to wait for. */
+	int reap_all;
+	/* New fields go here, at the end (struct_size says what a caller
+	 * knows of), each at or past the previous version's sizeof, never
+	 * in its tail padding: a struct assignment need not copy padding. */
 };
 
-/* Fill `cfg` with the defaults: workers = number of CPUs, timeouts 30 s,
- * check interval 1 s, min uptime 1 s, no worker. */
-FPOOL_EXPORT void fpool_config_init(struct fpool_config *cfg);
+/* Fill the first `size` bytes of `cfg` with the defaults (workers =
+ * number of CPUs, timeouts 30 s, check interval 1 s, min uptime 1 s, no
+ * worker, 0 for what is not named) and record `size` in struct_size.
+ * Bytes past what the library knows are zeroed, none past `size` is
+ * touched.  Call it through fpool_config_init(), which passes the size
+ * of the caller's struct; `size` must be at least sizeof(size_t). */
+FPOOL_EXPORT void fpool_config_init_size(struct fpool_config *cfg, size_t size);
+#define fpool_config_init(cfg) \
+	fpool_config_init_size((cfg), sizeof(struct fpool_config))
 
 /* A master hook, run in the master before the first fork (on_start) or
  * after the last worker exited (on_shutdown). */
@@ -293,6 +363,22 @@ FPOOL_EXPORT int fpool_worker_is_running(struct fpool_worker *w);
 FPOOL_EXPORT int fpool_worker_loop(struct fpool_worker *w);
 /* Stop the worker gracefully, as SIGTERM does (on_stop hooks run). */
 FPOOL_EXPORT void fpool_worker_stop(struct fpool_worker *w);
+/*
+ * Unref an event of the worker's base (libuv's uv_unref()): once the
+ * worker is stopping, fpool_worker_loop() ends when only unref'd events
+ * are left (and the library's own), instead of waiting for them until
+ * the graceful timeout kills the worker.  For what lives as long as the
+ * worker but is no in-flight work: a persistent housekeeping timer, a
+ * watch on a pipe.  Before the stop an unref'd event works as any other.
+ * fpool_worker_ref() undoes it.  Both are idempotent; 0, or -EINVAL for
+ * an event of another base, -ENOMEM.  The event is known by its address,
+ * callback and argument and never dereferenced after: freeing an unref'd
+ * event is fine, but call fpool_worker_ref() first if a new event may get
+ * its address, callback and argument.  On_shutdown hooks still run after
+ * the loop; free the unref'd events there.
+ */
+FPOOL_EXPORT int fpool_worker_unref(struct fpool_worker *w, struct event *ev);
+FPOOL_EXPORT int fpool_worker_ref(struct fpool_worker *w, struct event *ev);
 /* Non-zero once the worker was interrupted (SIGINT): main was cancelled. */
 FPOOL_EXPORT int fpool_worker_interrupted(const struct fpool_worker *w);
 /* Say what the worker is busy with (printf-style; NULL: nothing), e.g.

@@ -900,6 +900,15 @@ int fpool__pool_check_timer(struct fpool_pool *pool);
  * longer get it; those that hold it keep it until they exit (pool.c). */
 void fpool__pool_unlisten(struct fpool_pool *pool, size_t i);
 
+/* ---- config.c: the config's ABI ------------------------------------- */
+
+/* A caller's config into a whole struct of ours: the defaults for what
+ * its struct_size does not reach.  0; -EINVAL if it was never initialised
+ * (struct_size 0); -E2BIG if it is longer than ours and a byte we do not
+ * know is set.  Every library function taking a config goes through it. */
+int fpool__config_copy(struct fpool_config *dst,
+		       const struct fpool_config *src);
+
 /* ---- reconfig.c: a new config for a running pool ---------------------- */
 
 /* Checked before anything changes: the new module (a new generation, as

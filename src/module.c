@@ -30,6 +30,7 @@ int fpool__module_open(const char *path, const struct fpool_worker_def **def,
 		       void **handle, char *err, size_t errlen)
 {
 	const struct fpool_worker_def *const *sym;
+	const unsigned *abi;
 	void *h;
 
 	*def = NULL;
@@ -41,6 +42,26 @@ int fpool__module_open(const char *path, const struct fpool_worker_def **def,
 		/* dlerror() names the file. */
 		snprintf(err, errlen, "cannot load the worker module: %s",
 			 dlerror());
+		return -ENOEXEC;
+	}
+	/* The stamp first: a module built for another ABI may not even
+	 * have its definition where we would look for it. */
+	abi = dlsym(h, FPOOL_WORKER_ABI_SYMBOL);
+	if (abi == NULL || *abi != FPOOL_ABI_VERSION) {
+		if (abi == NULL)
+			snprintf(
+				err, errlen,
+				"%s is not a forkpool worker module of this "
+				"version: no ABI stamp (symbol %s); rebuild it "
+				"with FPOOL_WORKER_MODULE() of forkpool %s",
+				path, FPOOL_WORKER_ABI_SYMBOL, FPOOL_VERSION);
+		else
+			snprintf(
+				err, errlen,
+				"%s was built for forkpool ABI %u, this is ABI "
+				"%u (forkpool %s): rebuild it",
+				path, *abi, FPOOL_ABI_VERSION, FPOOL_VERSION);
+		dlclose(h);
 		return -ENOEXEC;
 	}
 	sym = dlsym(h, FPOOL_WORKER_SYMBOL);

@@ -54,12 +54,16 @@ static int pool_open_output(struct fpool_pool *pool)
 	return result;
 }
 
-int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *cfg)
+int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *arg)
 {
+	struct fpool_config whole, *cfg = &whole;
 	struct fpool_pool *pool;
 	int err = -ENOMEM;
 
 	*out = NULL;
+	/* The caller's struct may be older or newer than ours (config.c). */
+	if ((err = fpool__config_copy(&whole, arg)) != 0)
+		return err;
 	if (cfg->workers < 1 || cfg->workers > FPOOL_MAX_WORKERS ||
 	    (cfg->worker != NULL) + (cfg->worker_module != NULL) +
 			    (cfg->exec_program != NULL) !=

@@ -30,6 +30,7 @@ static void report_fixed(const struct fpool_config *now,
 		{ "pidfile", same_str(now->pidfile, cfg->pidfile) },
 		{ "control", same_str(now->control_path, cfg->control_path) },
 		{ "reuse-port", !now->reuse_port == !cfg->reuse_port },
+		{ "reap-all", !now->reap_all == !cfg->reap_all },
 	};
 
 	for (size_t i = 0; i < FPOOL_NELEM(fixed); i++)
@@ -96,8 +97,9 @@ static void swap_outputs(struct fpool_pool *pool,
 }
 
 int fpool__pool_reconfigure(struct fpool_pool *pool,
-			    const struct fpool_config *cfg)
+			    const struct fpool_config *arg)
 {
+	struct fpool_config whole, *cfg = &whole;
 	struct fpool_config next;
 	struct fpool__sink *out[2];
 	double *failures = NULL;
@@ -105,6 +107,12 @@ int fpool__pool_reconfigure(struct fpool_pool *pool,
 	int err;
 
 	pool->refused[0] = '\0';
+	if ((err = fpool__config_copy(&whole, arg)) != 0) {
+		snprintf(pool->refused, sizeof(pool->refused),
+			 "the new configuration's struct_size is %s",
+			 err == -EINVAL ? "not set" : "too large");
+		return err;
+	}
 	if (cfg->workers < 1 || cfg->workers > FPOOL_MAX_WORKERS ||
 	    (cfg->worker != NULL) + (cfg->worker_module != NULL) +
 			    (cfg->exec_program != NULL) !=
@@ -165,6 +173,7 @@ int fpool__pool_reconfigure(struct fpool_pool *pool,
 	next.pidfile = pool->cfg.pidfile;
 	next.control_path = pool->cfg.control_path;
 	next.reuse_port = pool->cfg.reuse_port;
+	next.reap_all = pool->cfg.reap_all;
 	if (cfg->worker_module == NULL) {
 		free(pool->module);
 		pool->module = NULL;

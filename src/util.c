@@ -236,5 +236,9 @@ const char *fpool_strerror(int err)
 {
 	if (err == 0)
 		return "success";
+	/* The one E2BIG of the library: fpool__config_copy(). */
+	if (err == -E2BIG || err == E2BIG)
+		return "the config sets fields this library does not know "
+		       "(built against a newer forkpool.h)";
 	return strerror(err < 0 ? -err : err);
 }

@@ -55,6 +55,16 @@ struct fpool_worker {
 	void *shm_page;		   /* the page holding it, to unmap */
 	uint64_t max_requests;	   /* the master recycles us past this */
 	bool limit_told;	   /* the heartbeat at the limit was sent */
+	/* fpool_worker_unref(): events that do not hold the drain, known
+	 * by address, callback and argument (never dereferenced: the
+	 * worker may have freed one). */
+	struct unref_entry {
+		const struct event *ev;
+		event_callback_fn cb;
+		void *arg;
+	} * unref;
+	size_t nunref, unref_cap;
+	int unref_live; /* count_unref()'s result */
 };
 
 unsigned fpool_worker_id(const struct fpool_worker *w)
@@ -278,11 +288,89 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 		fpool__log_errno(FPOOL_LOG_WARNING, -r, "sending heartbeat");
 }
 
+int fpool_worker_unref(struct fpool_worker *w, struct event *ev)
+{
+	struct unref_entry *e;
+
+	if (ev == NULL || event_get_base(ev) != w->base)
+		return -EINVAL;
+	for (size_t i = 0; i < w->nunref; i++)
+		if (w->unref[i].ev == ev) {
+			/* Idempotent, as uv_unref(); the callback may have
+			 * been changed (event_assign) since. */
+			w->unref[i].cb = event_get_callback(ev);
+			w->unref[i].arg = event_get_callback_arg(ev);
+			return 0;
+		}
+	if (w->nunref == w->unref_cap) {
+		size_t cap = w->unref_cap ? 2 * w->unref_cap : 8;
+
+		e = realloc(w->unref, cap * sizeof(*e));
+		if (e == NULL)
+			return -ENOMEM;
+		w->unref = e;
+		w->unref_cap = cap;
+	}
+	e = &w->unref[w->nunref++];
+	e->ev = ev;
+	e->cb = event_get_callback(ev);
+	e->arg = event_get_callback_arg(ev);
+	return 0;
+}
+
+int fpool_worker_ref(struct fpool_worker *w, struct event *ev)
+{
+	for (size_t i = 0; i < w->nunref; i++)
+		if (w->unref[i].ev == ev) {
+			w->unref[i] = w->unref[--w->nunref];
+			return 0;
+		}
+	return 0;
+}
+
+static bool is_unref(const struct fpool_worker *w, const struct event *ev)
+{
+	for (size_t i = 0; i < w->nunref; i++)
+		if (w->unref[i].ev == ev &&
+		    w->unref[i].cb == event_get_callback(ev) &&
+		    w->unref[i].arg == event_get_callback_arg(ev))
+			return true;
+	return false;
+}
+
+/* event_base_foreach_event(): count the unref'd events that are in the
+ * base now.  The walk visits only live events (libevent's own too), so
+ * no stale entry of w->unref is dereferenced. */
+static int count_unref(const struct event_base *base, const struct event *ev,
+		       void *arg)
+{
+	struct fpool_worker *w = arg;
+
+	(void)base;
+	if (is_unref(w, ev))
+		w->unref_live++;
+	return 0;
+}
+
 static int worker_has_own_events(struct fpool_worker *w)
 {
-	return event_base_get_num_events(w->base, EVENT_BASE_COUNT_ADDED) >
-		       w->lib_events ||
-	       event_base_get_num_events(w->base, EVENT_BASE_COUNT_ACTIVE) > 0;
+	int added = event_base_get_num_events(w->base, EVENT_BASE_COUNT_ADDED);
+
+	/* An active callback runs in the next loop turn, which then does
+	 * not block. */
+	if (event_base_get_num_events(w->base, EVENT_BASE_COUNT_ACTIVE) > 0)
+		return 1;
+	/* ADDED counts each added event once, libevent's own not.  More
+	 * than the library's and all unref'd ones together: one holds the
+	 * drain, no need to look (no walk over every connection's event at
+	 * each loop turn of a busy drain). */
+	if (added > w->lib_events + (int)w->nunref)
+		return 1;
+	if (w->nunref == 0)
+		return added > w->lib_events;
+	w->unref_live = 0;
+	(void)event_base_foreach_event(w->base, count_unref, w);
+	return added > w->lib_events + w->unref_live;
 }
 
 int fpool_worker_loop(struct fpool_worker *w)
@@ -347,6 +435,7 @@ static void free_worker(struct fpool_worker *w)
 	fpool__hooks_free(&w->on_start);
 	fpool__hooks_free(&w->on_stop);
 	fpool__hooks_free(&w->on_shutdown);
+	free(w->unref);
 	free(w->listeners);
 	close(w->chan);
 	if (w->shm_page != NULL && munmap(w->shm_page, fpool__page_size()) < 0)

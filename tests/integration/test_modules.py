@@ -43,7 +43,25 @@ static const struct fpool_worker_def versioned = {
 FPOOL_WORKER_MODULE(versioned);
 """
 
-NO_SYMBOL = "int not_a_worker = 1;\n"
+NO_SYMBOL = ("#include <forkpool.h>\n"
+             "FPOOL_EXPORT const unsigned fpool_worker_module_abi = FPOOL_ABI_VERSION;\n")
+
+# Built without FPOOL_WORKER_MODULE(): the definition, but no ABI stamp.
+UNSTAMPED = """
+#include <forkpool.h>
+static int unstamped_main(struct fpool_worker *w, void *arg) { (void)w; (void)arg; return 0; }
+static const struct fpool_worker_def def = { .name = "u", .main = unstamped_main };
+FPOOL_EXPORT const struct fpool_worker_def *fpool_worker_module = &def;
+"""
+
+# Stamped with an ABI number this forkpool is not.
+WRONG_ABI = """
+#include <forkpool.h>
+static int wrong_main(struct fpool_worker *w, void *arg) { (void)w; (void)arg; return 0; }
+static const struct fpool_worker_def def = { .name = "u", .main = wrong_main };
+FPOOL_EXPORT const unsigned fpool_worker_module_abi = FPOOL_ABI_VERSION + 1;
+FPOOL_EXPORT const struct fpool_worker_def *fpool_worker_module = &def;
+"""
 
 
 def versioned(tmp_path, version, fail_start=False):
@@ -128,6 +146,12 @@ BROKEN = {
     "no-symbol": (lambda tmp: build_module(tmp, "nosym", NO_SYMBOL),
                   r"app\.so is not a forkpool worker module: no symbol fpool_worker_module"),
     "missing": (None, r"worker module .*app\.so: No such file or directory"),
+    "no-stamp": (lambda tmp: build_module(tmp, "unstamped", UNSTAMPED),
+                 r"app\.so is not a forkpool worker module of this version: "
+                 r"no ABI stamp \(symbol fpool_worker_module_abi\); rebuild it"),
+    "wrong-abi": (lambda tmp: build_module(tmp, "wrongabi", WRONG_ABI),
+                  r"app\.so was built for forkpool ABI \d+, this is ABI \d+ "
+                  r"\(forkpool [0-9.]+\): rebuild it"),
 }
 
 

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -201,6 +202,113 @@ static void test_config_defaults(void **state)
 	assert_null(cfg.worker_argv);
 }
 
+static int dummy_main(struct fpool_worker *w, void *arg)
+{
+	(void)w;
+	(void)arg;
+	return 0;
+}
+
+static const struct fpool_worker_def dummy = { .name = "dummy",
+					       .main = dummy_main };
+
+/* The struct as the header before reap_all declared it: a program built
+ * against that header passes this size. */
+#define OLD_SIZE offsetof(struct fpool_config, reap_all)
+
+/* Our struct with room around it, filled with a pattern. */
+union buf {
+	struct fpool_config cfg;
+	unsigned char b[sizeof(struct fpool_config) + 64];
+};
+
+static void test_config_older_header(void **state)
+{
+	union buf u;
+	struct fpool_pool *pool;
+
+	(void)state;
+	/* A version's fields end where its sizeof does (no tail padding
+	 * for a later field to fall into). */
+	assert_int_equal(OLD_SIZE % sizeof(void *), 0);
+	memset(&u, 0x5a, sizeof(u));
+	fpool_config_init_size(&u.cfg, OLD_SIZE);
+	/* Nothing past the caller's struct was written. */
+	for (size_t i = OLD_SIZE; i < sizeof(u); i++)
+		assert_int_equal(u.b[i], 0x5a);
+	assert_int_equal(u.cfg.struct_size, OLD_SIZE);
+	assert_true(u.cfg.graceful_timeout == 30);
+	assert_int_equal(u.cfg.exec_stop_signal, 0);
+	u.cfg.worker = &dummy;
+	u.cfg.workers = 2;
+	/* The bytes where reap_all would be hold 0x5a...: the library
+	 * takes its default, not them. */
+	assert_int_equal(fpool_pool_new(&pool, &u.cfg), 0);
+	assert_int_equal(pool->cfg.struct_size, sizeof(struct fpool_config));
+	assert_int_equal(pool->cfg.workers, 2);
+	assert_int_equal(pool->cfg.reap_all, 0);
+	assert_ptr_equal(pool->cfg.worker, &dummy);
+	fpool_pool_free(pool);
+}
+
+static void test_config_newer_header(void **state)
+{
+	const size_t big = sizeof(struct fpool_config) + 16;
+	union buf u;
+	struct fpool_pool *pool;
+	int r;
+
+	(void)state;
+	memset(&u, 0x5a, sizeof(u));
+	fpool_config_init_size(&u.cfg, big);
+	assert_int_equal(u.cfg.struct_size, big);
+	/* The fields this library does not know start at 0... */
+	for (size_t i = sizeof(struct fpool_config); i < big; i++)
+		assert_int_equal(u.b[i], 0);
+	/* ...and nothing past the caller's size is touched. */
+	for (size_t i = big; i < sizeof(u); i++)
+		assert_int_equal(u.b[i], 0x5a);
+	u.cfg.worker = &dummy;
+	u.cfg.workers = 1;
+	/* Left at 0, they are the defaults: accepted. */
+	assert_int_equal(fpool_pool_new(&pool, &u.cfg), 0);
+	assert_int_equal(pool->cfg.struct_size, sizeof(struct fpool_config));
+	fpool_pool_free(pool);
+	/* Set, they would be dropped: refused, and the text says why. */
+	u.b[big - 1] = 1;
+	r = fpool_pool_new(&pool, &u.cfg);
+	assert_int_equal(r, -E2BIG);
+	assert_null(pool);
+	assert_non_null(strstr(fpool_strerror(r), "newer forkpool.h"));
+}
+
+static void test_config_not_initialised(void **state)
+{
+	struct fpool_config cfg;
+	struct fpool_pool *pool;
+
+	(void)state;
+	fpool_config_init(&cfg);
+	cfg.worker = &dummy;
+	cfg.struct_size = 0;
+	assert_int_equal(fpool_pool_new(&pool, &cfg), -EINVAL);
+}
+
+static void test_version(void **state)
+{
+	char want[32];
+
+	(void)state;
+	snprintf(want, sizeof(want), "%d.%d.%d", FPOOL_VERSION_MAJOR,
+		 FPOOL_VERSION_MINOR, FPOOL_VERSION_PATCH);
+	assert_string_equal(FPOOL_VERSION, want);
+	assert_string_equal(fpool_version(), FPOOL_VERSION);
+	assert_int_equal(FPOOL_VERSION_HEX, FPOOL_VERSION_MAJOR * 65536 +
+						    FPOOL_VERSION_MINOR * 256 +
+						    FPOOL_VERSION_PATCH);
+	assert_int_equal(fpool_abi_version(), FPOOL_ABI_VERSION);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -210,6 +318,10 @@ int main(void)
 		cmocka_unit_test(test_uint_good),
 		cmocka_unit_test(test_uint_bad),
 		cmocka_unit_test(test_config_defaults),
+		cmocka_unit_test(test_config_older_header),
+		cmocka_unit_test(test_config_newer_header),
+		cmocka_unit_test(test_config_not_initialised),
+		cmocka_unit_test(test_version),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
