@@ -274,6 +274,9 @@ static int set_option(struct cli_parser *p, int id, const char *who,
 	case OPT_REUSE_PORT:
 		cfg->reuse_port = on;
 		break;
+	case OPT_REAP_ALL:
+		cfg->reap_all = on;
+		break;
 	case OPT_PRELOAD:
 		o->preload = on;
 		break;

@@ -88,6 +88,9 @@ const struct cli_option cli_options[] = {
 	  "refuses to start" },
 	{ "reuse-port", no_argument, OPT_REUSE_PORT, IN_FILE_BOOL, NULL,
 	  "each worker listens on its own SO_REUSEPORT socket" },
+	{ "reap-all", no_argument, OPT_REAP_ALL, IN_FILE_BOOL, NULL,
+	  "reap every child of the master, as an init does (the default as "
+	  "PID 1 or a child subreaper); else only its workers" },
 	{ "log-level", required_argument, OPT_LOG_LEVEL, IN_FILE_STRING,
 	  "LEVEL", "debug, info, warning or error (default: info)" },
 	{ "log-format", required_argument, OPT_LOG_FORMAT, IN_FILE_STRING,

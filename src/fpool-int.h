@@ -782,7 +782,10 @@ struct fpool_pool {
 	size_t shm_len;		    /* bytes mapped at shm */
 	int shm_fd;		    /* the memfd behind shm, or -1 */
 	struct fpool__upgrade *upgrade; /* binary upgrade (upgrade.c) */
-	unsigned target;		/* how many slots are wanted */
+	/* waitpid(-1): PID 1, a subreaper or cfg.reap_all (supervise.c,
+	 * fpool__pool_reap_mode()); else only the pool's own children. */
+	bool reap_all;
+	unsigned target; /* how many slots are wanted */
 	struct fpool__listener *listeners;
 	size_t nlisteners;
 	int *preserved;
@@ -866,8 +869,17 @@ unsigned fpool__slot_event(struct fpool__slot *s, enum fpool__slot_event ev,
 
 /* Install the pool's process-event handler (at creation). */
 void fpool__supervise_init(struct fpool_pool *pool);
-/* Reap every exited child, ours or not, and act on our slots' exits. */
+/* Decide, once the process is what it will stay (after daemonizing),
+ * whether the pool reaps every child or only its own. */
+void fpool__pool_reap_mode(struct fpool_pool *pool);
+/* Reap the exited children of the pool (every exited child with
+ * pool->reap_all) and act on our slots' exits. */
 void fpool__pool_reap(struct fpool_pool *pool);
+/* The same on SIGCHLD, leaving the processes whose pidfd is watched to
+ * it (fpool__pool_reap_proc). */
+void fpool__pool_reap_sigchld(struct fpool_pool *pool);
+/* Reap p alone: its pidfd said it exited. */
+void fpool__pool_reap_proc(struct fpool_pool *pool, struct fpool__proc *p);
 /* The periodic check: a late timer (stopped master), hung workers,
  * overdue stops and backoffs, recycling. */
 void fpool__pool_check(struct fpool_pool *pool);
@@ -1003,6 +1015,9 @@ bool fpool__upgrade_defer_reload(struct fpool_pool *pool);
 /* A child that is no worker was reaped: true if it was the check (or a
  * process of the previous image, after a fallback). */
 bool fpool__upgrade_reaped(struct fpool_pool *pool, pid_t pid, int status);
+/* Reap what exited of the upgrade's own children (the --check of the new
+ * binary, the previous image's processes after a fallback). */
+void fpool__upgrade_reap(struct fpool_pool *pool);
 /* The rolling reload ended (complete, or aborted). */
 void fpool__upgrade_reload_done(struct fpool_pool *pool, bool complete);
 /* Every wanted slot has a ready worker (after a fallback: stop the

@@ -410,6 +410,8 @@ int fpool_pool_run(struct fpool_pool *pool)
 			   ? fpool__upgrade_adopt_detach(pool)
 			   : pool_detach(pool, &ready_fd)) != 0)
 		goto out;
+	/* The process is what it stays now (a daemon has its pid). */
+	fpool__pool_reap_mode(pool);
 	fpool__log_libevent();
 	if ((err = fpool__pool_fd_limit(pool, fpool_pool_size(pool))) != 0)
 		goto out;

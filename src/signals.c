@@ -61,7 +61,7 @@ static void on_stop_signal(struct fpool_pool *pool, int signo)
 static void on_sigchld(struct fpool_pool *pool, int signo)
 {
 	(void)signo;
-	fpool__pool_reap(pool);
+	fpool__pool_reap_sigchld(pool);
 }
 
 static void on_ttin(struct fpool_pool *pool, int signo)

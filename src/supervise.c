@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -156,13 +158,106 @@ static void on_exit_status(struct fpool__slot *s, struct fpool__proc *p,
 	}
 }
 
-void fpool__pool_reap(struct fpool_pool *pool)
+void fpool__pool_reap_mode(struct fpool_pool *pool)
 {
+	int sub = 0;
+	const char *why = NULL;
+
+	if (prctl(PR_GET_CHILD_SUBREAPER, &sub) < 0)
+		fpool__log_errno(FPOOL_LOG_WARNING, errno,
+				 "prctl(PR_GET_CHILD_SUBREAPER)");
+	if (getpid() == 1)
+		why = "PID 1";
+	else if (sub)
+		why = "a child subreaper";
+	else if (pool->cfg.reap_all)
+		why = "asked to (reap_all)";
+	pool->reap_all = why != NULL;
+	if (why != NULL)
+		fpool_log(FPOOL_LOG_DEBUG,
+			  "the master reaps every child, not only its "
+			  "workers: it is %s",
+			  why);
+}
+
+/* What waitpid() said of `pid`: a process of a slot, of the upgrade, or
+ * (reaping every child) none of ours. */
+static void reaped(struct fpool_pool *pool, pid_t pid, int status)
+{
+	struct fpool__slot *s = NULL;
+	struct fpool__proc *p = NULL;
+
+	for (unsigned i = 0; i < pool->nslots && p == NULL; i++)
+		if ((s = pool->slots[i]) != NULL)
+			p = fpool__slot_find(s, pid);
+	if (p != NULL) {
+		on_exit_status(s, p, status);
+	} else if (!fpool__upgrade_reaped(pool, pid, status)) {
+		/* Not a worker: a child of a master hook, or an orphan
+		 * re-parented to us as PID 1 or subreaper.  Reaping it is
+		 * all there is to do. */
+		char how[96];
+
+		fpool__describe_status(status, how, sizeof(how));
+		fpool_log(FPOOL_LOG_DEBUG, "reaped pid %d (%s)", (int)pid, how);
+	}
+}
+
+/* waitpid(pid, WNOHANG): 1 if it was reaped (and acted on), else 0. */
+static int reap_one(struct fpool_pool *pool, pid_t pid)
+{
+	int status;
+	pid_t r;
+
+	while ((r = waitpid(pid, &status, WNOHANG)) < 0 && errno == EINTR)
+		;
+	if (r < 0 && errno != ECHILD)
+		fpool__log_errno(FPOOL_LOG_ERROR, errno, "waitpid(%d)",
+				 (int)pid);
+	if (r <= 0)
+		return 0;
+	reaped(pool, r, status);
+	return 1;
+}
+
+/* Every exited process of the slots.  Acting on an exit changes its
+ * slot (the process is freed, a new one may be forked): the slot is
+ * looked at again until none of its processes was reaped. */
+static void reap_slots(struct fpool_pool *pool, bool sigchld)
+{
+	for (unsigned i = 0; i < pool->nslots; i++) {
+		bool again = true;
+
+		while (again && pool->slots[i] != NULL) {
+			struct fpool__slot *s = pool->slots[i];
+			struct fpool__proc *v[3] = { s->cur, s->next, s->old };
+
+			again = false;
+			/* On SIGCHLD a process with a watched pidfd is left
+			 * to it (fpool__pool_reap_proc): no waitpid() per
+			 * process of the pool at each exit. */
+			for (int j = 0; j < 3 && !again; j++)
+				if (v[j] != NULL &&
+				    !(sigchld && v[j]->pidfd_ev != NULL) &&
+				    reap_one(pool, v[j]->pid))
+					again = true;
+		}
+	}
+}
+
+static void reap(struct fpool_pool *pool, bool sigchld)
+{
+	if (!pool->reap_all) {
+		/* Only ours: a child the program started itself (a master
+		 * hook's) is the program's to wait for.  Such a zombie
+		 * raises no second SIGCHLD, so the loop does not spin. */
+		reap_slots(pool, sigchld);
+		fpool__upgrade_reap(pool);
+		return;
+	}
 	for (;;) {
 		int status;
 		pid_t pid = waitpid(-1, &status, WNOHANG);
-		struct fpool__slot *s = NULL;
-		struct fpool__proc *p = NULL;
 
 		if (pid < 0 && errno == EINTR)
 			continue;
@@ -170,22 +265,27 @@ void fpool__pool_reap(struct fpool_pool *pool)
 			fpool__log_errno(FPOOL_LOG_ERROR, errno, "waitpid");
 		if (pid <= 0)
 			return;
-		for (unsigned i = 0; i < pool->nslots && p == NULL; i++)
-			if ((s = pool->slots[i]) != NULL)
-				p = fpool__slot_find(s, pid);
-		if (p != NULL) {
-			on_exit_status(s, p, status);
-		} else if (!fpool__upgrade_reaped(pool, pid, status)) {
-			/* Not a worker: a child of a master hook, or an
-			 * orphan re-parented to us as PID 1.  Reaping it is
-			 * all there is to do. */
-			char how[96];
-
-			fpool__describe_status(status, how, sizeof(how));
-			fpool_log(FPOOL_LOG_DEBUG, "reaped pid %d (%s)",
-				  (int)pid, how);
-		}
+		reaped(pool, pid, status);
 	}
+}
+
+void fpool__pool_reap(struct fpool_pool *pool)
+{
+	reap(pool, false);
+}
+
+void fpool__pool_reap_sigchld(struct fpool_pool *pool)
+{
+	reap(pool, true);
+}
+
+void fpool__pool_reap_proc(struct fpool_pool *pool, struct fpool__proc *p)
+{
+	/* Its pidfd is readable: it exited, and waitpid() of it alone
+	 * costs O(1) where a walk of the pool would cost O(pool) per exit
+	 * (a scale-down of thousands).  As init, strays are reaped on
+	 * their SIGCHLD. */
+	(void)reap_one(pool, p->pid);
 }
 
 static void proc_event(struct fpool_pool *pool, struct fpool__slot *s,
@@ -207,7 +307,7 @@ static void proc_event(struct fpool_pool *pool, struct fpool__slot *s,
 			fpool__pool_recycle(pool);
 		break;
 	case PEV_EXITED:
-		fpool__pool_reap(pool);
+		fpool__pool_reap_proc(pool, p);
 		break;
 	case PEV_DEADLINE:
 		if (p->state != PROC_STOPPING || p->killed)

@@ -842,6 +842,37 @@ bool fpool__upgrade_reaped(struct fpool_pool *pool, pid_t pid, int status)
 	return true;
 }
 
+void fpool__upgrade_reap(struct fpool_pool *pool)
+{
+	for (;;) {
+		struct fpool__upgrade *u = pool->upgrade;
+		pid_t pid = 0, r;
+		int status = 0;
+
+		if (u == NULL)
+			return;
+		/* The previous image's processes, then the check.  Acting
+		 * on one may end the upgrade (u freed): start over. */
+		for (size_t i = 0; i <= u->nold && pid == 0; i++) {
+			pid_t want =
+				i < u->nold ? u->old_pids[i] : u->check_pid;
+
+			if (want <= 0)
+				continue;
+			while ((r = waitpid(want, &status, WNOHANG)) < 0 &&
+			       errno == EINTR)
+				;
+			if (r < 0 && errno != ECHILD)
+				fpool__log_errno(FPOOL_LOG_ERROR, errno,
+						 "waitpid(%d)", (int)want);
+			if (r == want)
+				pid = r;
+		}
+		if (pid == 0 || !fpool__upgrade_reaped(pool, pid, status))
+			return;
+	}
+}
+
 void fpool__upgrade_reload_done(struct fpool_pool *pool, bool complete)
 {
 	struct fpool__upgrade *u = pool->upgrade;
