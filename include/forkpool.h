@@ -10,6 +10,40 @@
  * Conventions: functions that can fail return 0 or a negative errno value;
  * fpool_strerror() turns it into text.  Every fpool_*_free(NULL) is a no-op.
  * Callbacks end in _cb.  The library never calls exit() in the master.
+ *
+ * Threads, fork, signals and reaping:
+ *
+ * - One pool per process at a time.  The log sink, the systemd notify
+ *   state and the signal dispositions are the process's, not the pool's:
+ *   two pools created side by side are not supported (one run after the
+ *   other, each freed before the next is created, is fine).
+ * - Nothing here is thread-safe, and the process must be single-threaded
+ *   when fpool_pool_run() forks (at start, at each respawn, reload or
+ *   scale: any time the pool runs): a thread's locks (malloc's, stdio's)
+ *   would stay held forever in the child.  Call every fpool_pool_* and
+ *   fpool_log* function from the thread that runs the pool, in the
+ *   master hooks or the callbacks of fpool_pool_base()'s events.
+ * - Nothing here is async-signal-safe: call no fpool_* function from a
+ *   signal handler.  Use libevent signal events on the pool's (or the
+ *   worker's) base instead, or fpool_pool_stop() from one of its events.
+ * - While fpool_pool_run() runs, the master handles SIGTERM, SIGINT,
+ *   SIGQUIT, SIGHUP, SIGCHLD, SIGTTIN, SIGTTOU, SIGUSR1 and SIGUSR2 through
+ *   its loop, and ignores SIGPIPE (a write to a peer that left fails with
+ *   EPIPE instead), SIGTSTP, SIGALRM and the other signals whose default
+ *   would end or stop it (DESIGN.md lists them); the program's own
+ *   dispositions are back when it returns.  Workers start
+ *   with every signal at its default, then SIGPIPE ignored.
+ * - Reaping: the master waits for its own children only (its workers,
+ *   and the check process of a binary upgrade).  A child the program
+ *   started itself (in a master hook, say) is the program's to wait for,
+ *   with waitpid() of its pid, never waitpid(-1), which would take the
+ *   workers' exits from the master.  The master reaps every child, as an
+ *   init must, when it runs as PID 1, when the process is a child
+ *   subreaper (prctl(PR_SET_CHILD_SUBREAPER), checked when
+ *   fpool_pool_run() starts) or when fpool_config.reap_all asks.
+ * - In a worker: one thread runs the worker's loop; fpool_worker_* calls
+ *   belong to it.  A worker may start threads of its own after on_start
+ *   (the library forks nothing in a worker).
  */
 #ifndef FORKPOOL_H
 #define FORKPOOL_H
