@@ -168,9 +168,8 @@ int fpool_duration_parse(const char *s, double *seconds)
 
 	errno = 0;
 	*seconds = strtod(s, &end);
-	return errno != 0 || end == s || *end != '\0' || *seconds <= 0
-		       ? -EINVAL
-		       : 0;
+	return errno != 0 || end == s || *end != '\0' || *seconds <= 0 ? -EINVAL
+								       : 0;
 }
 
 const char *fpool_strerror(int err)

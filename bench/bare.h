@@ -79,8 +79,7 @@ static int bare_main(int argc, char **argv, const char *name,
 		}
 	}
 	if (n < 1 || n > BARE_MAX_WORKERS) {
-		fprintf(stderr, "%s: -w takes 1..%d\n", name,
-			BARE_MAX_WORKERS);
+		fprintf(stderr, "%s: -w takes 1..%d\n", name, BARE_MAX_WORKERS);
 		return 2;
 	}
 	if (sigaction(SIGTERM, &sa, NULL) != 0 ||
