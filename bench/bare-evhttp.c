@@ -7,20 +7,9 @@
  *
  *   bare-evhttp [-w N] [-b HOST:PORT]        (default: 2, 127.0.0.1:8080)
  *
- * SIGTERM or SIGINT to the parent ends the children (SIGKILL) and then the
- * parent.  A child that dies is not replaced.
+ * The parent and its signals: bench/bare.h.
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -28,7 +17,7 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 
-#define MAX_WORKERS 1024
+#include "bare.h"
 
 struct bare {
 	char pid[16], id[16];
@@ -117,90 +106,7 @@ static int child(int fd, unsigned id)
 	return 0;
 }
 
-static volatile sig_atomic_t stop;
-
-static void on_signal(int sig)
-{
-	stop = sig;
-}
-
-static int listen_on(const char *addr)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	char host[64];
-	const char *colon = strrchr(addr, ':');
-	int one = 1, fd;
-
-	if (colon == NULL || (size_t)(colon - addr) >= sizeof(host)) {
-		fprintf(stderr, "bare-evhttp: bad address %s\n", addr);
-		return -1;
-	}
-	memcpy(host, addr, (size_t)(colon - addr));
-	host[colon - addr] = '\0';
-	sa.sin_port = htons((unsigned short)atoi(colon + 1));
-	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-		fprintf(stderr, "bare-evhttp: bad address %s\n", addr);
-		return -1;
-	}
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(fd, SOMAXCONN) < 0) {
-		fprintf(stderr, "bare-evhttp: %s: %s\n", addr, strerror(errno));
-		return -1;
-	}
-	return fd;
-}
-
 int main(int argc, char **argv)
 {
-	const char *addr = "127.0.0.1:8080";
-	unsigned n = 2;
-	pid_t pids[MAX_WORKERS];
-	struct sigaction sa = { .sa_handler = on_signal };
-	int opt, fd;
-
-	while ((opt = getopt(argc, argv, "w:b:")) != -1) {
-		if (opt == 'w') {
-			n = (unsigned)atoi(optarg);
-		} else if (opt == 'b') {
-			addr = optarg;
-		} else {
-			fprintf(stderr, "usage: bare-evhttp [-w N] "
-					"[-b HOST:PORT]\n");
-			return 2;
-		}
-	}
-	if (n < 1 || n > MAX_WORKERS) {
-		fprintf(stderr, "bare-evhttp: -w takes 1..%d\n", MAX_WORKERS);
-		return 2;
-	}
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	fd = listen_on(addr);
-	if (fd < 0)
-		return 1;
-	for (unsigned i = 0; i < n; i++) {
-		pids[i] = fork();
-		if (pids[i] < 0) {
-			perror("bare-evhttp: fork");
-			n = i;
-			stop = SIGTERM;
-			break;
-		}
-		if (pids[i] == 0)
-			_exit(child(fd, i));
-	}
-	while (!stop) {
-		pid_t p = wait(NULL);
-
-		if (p < 0 && errno == ECHILD)
-			break;
-	}
-	for (unsigned i = 0; i < n; i++)
-		kill(pids[i], SIGKILL);
-	while (wait(NULL) > 0 || errno == EINTR)
-		;
-	return 0;
+	return bare_main(argc, argv, "bare-evhttp", child);
 }

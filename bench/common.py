@@ -168,6 +168,8 @@ TOOLS = {
     "ka-client": ("ka-client.c", []),
     "echo-load": ("echo-load.c", ["-pthread"]),
     "bare-evhttp": ("bare-evhttp.c", ["LIBEVENT"]),
+    # The http worker's sources and llhttp: meson's build only.
+    "bare-http": ("bare-http.c", None),
 }
 TOOL = {}
 
@@ -180,11 +182,11 @@ def build_tools():
     for name, (src, extra) in TOOLS.items():
         src = os.path.join(BENCH, src)
         # The sources' newest time, the header they share included.
-        newest = max(os.path.getmtime(src),
-                     os.path.getmtime(os.path.join(BENCH, "load.h")))
+        newest = max(os.path.getmtime(os.path.join(BENCH, f))
+                     for f in (src, "load.h", "bare.h"))
         meson_bin = os.path.join(ROOT, "build", "bench", name)
-        if (os.path.exists(meson_bin) and
-                os.path.getmtime(meson_bin) >= newest):
+        if extra is None or (os.path.exists(meson_bin) and
+                             os.path.getmtime(meson_bin) >= newest):
             TOOL[name] = meson_bin
             continue
         target = os.path.join(out, name)
@@ -210,6 +212,7 @@ PACKAGES = {  # command -> Debian package
     "nginx": "nginx-light",
     "gunicorn": "python3-gunicorn",
     "gnuplot": "gnuplot-nox",
+    "strace": "strace",
 }
 
 

@@ -63,6 +63,7 @@ def wrk(port, conns, seconds, threads=2, during=None):
                     "-d%ds" % max(1, round(seconds)), "--latency",
                     "http://127.0.0.1:%d/" % port], seconds, during)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
     p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     errors = 0
@@ -74,7 +75,7 @@ def wrk(port, conns, seconds, threads=2, during=None):
     if m:
         errors += int(m.group(1))
     return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errors,
-            "tool": "wrk"}
+            "requests": requests, "tool": "wrk"}
 
 
 def ka_cmd(port, conns, seconds, close=False, stop_on_refuse=False,
@@ -101,7 +102,7 @@ def http_load(port, conns, seconds, during=None, threads=2):
     r = json.loads(run_with(ka_cmd(port, conns, seconds), seconds, during))
     return {"rps": r["rps"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
             "errors": r["dropped"] + r["refused"] + r["errors"],
-            "tool": "ka-client"}
+            "requests": r["ok"], "tool": "ka-client"}
 
 
 def echo_load(port, conns, seconds, size=64, threads=2):

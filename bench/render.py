@@ -5,7 +5,8 @@ import statistics
 
 from common import summary
 
-COLUMNS = [("forkpool", "forkpool"), ("bare-evhttp", "bare evhttp"),
+COLUMNS = [("forkpool", "forkpool"), ("bare-http", "bare http"),
+           ("bare-evhttp", "bare evhttp"),
            ("nginx", "nginx"), ("node", "node cluster"),
            ("gunicorn", "gunicorn sync")]
 DETAIL = COLUMNS[:1] + [
@@ -256,11 +257,29 @@ def details_overhead(res):
     text = ("### Framework overhead: one worker each, wrk -t1 -c64, "
             "alternating\n\n" + table(
                 ["server", "req/s median [min–max]", "p50 ms", "runs"], rows))
-    if "forkpool" in ov and "bare-evhttp" in ov:
-        text += ("\n\nforkpool ÷ bare evhttp: %.3f× (medians)." % (
-            ov["forkpool"]["rps"]["median"] /
-            ov["bare-evhttp"]["rps"]["median"]))
+    for bare, label in (("bare-http", "bare http"),
+                        ("bare-evhttp", "bare evhttp")):
+        if "forkpool" in ov and bare in ov:
+            text += ("\n\nforkpool ÷ %s: %.3f× (medians)." % (
+                label, ov["forkpool"]["rps"]["median"] /
+                ov[bare]["rps"]["median"]))
     return text
+
+
+def details_syscalls(res):
+    sc = res.get("syscalls", {})
+    if sc.get("skipped"):
+        return "### System calls per request\n\nSkipped: %s." % sc["skipped"]
+    rows = [[label, fmt(sc[s]["per_request"]), sc[s]["calls"],
+             sc[s]["requests"],
+             ", ".join("%s %s" % (k, fmt(v)) for k, v in sc[s]["top"].items())]
+            for s, label in COLUMNS if s in sc]
+    if not rows:
+        return None
+    return ("### System calls per request (strace -c -f of the one worker, "
+            "wrk -t1 -c64 keep-alive)\n\n" + table(
+                ["server", "per request", "calls", "requests",
+                 "most frequent, per request"], rows))
 
 
 def details_echo(res):
@@ -504,7 +523,8 @@ def details_upgrade(res):
             up["workers"] + table(["situation", "measured"], rows))
 
 
-DETAILS = [details_throughput, details_overhead, details_echo,
+DETAILS = [details_throughput, details_overhead, details_syscalls,
+           details_echo,
            details_respawn, lambda res: details_lifecycle(res, "reload"),
            lambda res: details_lifecycle(res, "shutdown"), details_memory,
            details_scale, details_logs, details_reuseport, details_jsonrpc,
@@ -524,15 +544,25 @@ def render_goals(res):
             rows.append([goal, value, "met" if ok else "**not met**"])
 
     thr = res.get("throughput", {})
-    fp = med(thr, "forkpool", "c64", "rps")
-    ng = med(thr, "nginx", "c64", "rps")
-    if fp and ng:
-        add("http throughput ≥ nginx's (2 workers, 64 conns)",
-            "%.2f×" % (fp / ng), fp >= ng)
+    for c in ("c64", "c8"):
+        fp = med(thr, "forkpool", c, "rps")
+        ng = med(thr, "nginx", c, "rps")
+        if fp and ng:
+            add("http throughput ≥ 1.1× nginx's (2 workers, %s conns)" %
+                c[1:], "%.2f×" % (fp / ng), fp >= 1.1 * ng)
+        fp = med(thr, "forkpool", c, "p99_ms")
+        ng = med(thr, "nginx", c, "p99_ms")
+        if fp and ng:
+            add("http p99 ≤ nginx's (2 workers, %s conns)" % c[1:],
+                "%s vs %s ms" % (fmt(fp), fmt(ng)), fp <= ng)
+    sc = res.get("syscalls", {}).get("forkpool")
+    if sc:
+        add("http ≤ 2.5 syscalls per request (strace -c -f, one worker)",
+            fmt(sc["per_request"]), sc["per_request"] <= 2.5)
     ov = res.get("overhead", {})
-    a, b = med(ov, "forkpool", "rps"), med(ov, "bare-evhttp", "rps")
+    a, b = med(ov, "forkpool", "rps"), med(ov, "bare-http", "rps")
     if a and b:
-        add("http ≥ 0.98× bare evhttp (1 worker, alternating)",
+        add("http ≥ 0.98× bare http (1 worker, alternating)",
             "%.3f×" % (a / b), a / b >= 0.98)
     r = med(res.get("respawn", {}), "forkpool", "ready_ms")
     if r is not None:

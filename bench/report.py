@@ -124,8 +124,10 @@ def _head(res):
         "load tools share the same %s CPUs. Peers: `bench/peers/` "
         "(nginx `return 200` with `add_header X-Pid $pid`; a WSGI app "
         "under gunicorn's sync workers; Node's cluster module); "
-        "`bench/bare-evhttp.c` is forkpool's http handler for `GET /` in "
-        "%d forked processes on a shared socket, without forkpool."
+        "`bench/bare-http.c` is forkpool's http worker (its own code, "
+        "llhttp included) in %d forked processes on a shared socket, "
+        "without forkpool; `bench/bare-evhttp.c` the same answer on "
+        "evhttp, the path the worker had before."
         % (res.get("workers", 2), m["nproc"], res.get("workers", 2)),
         "",
         "![throughput and respawn by server, forkpool by pool size]"

@@ -1,14 +1,20 @@
 """Scenarios of requests per second: throughput (every server), the
-framework overhead (forkpool against bare evhttp), echo, the spread over
-workers (shared socket or --reuse-port) and jsonrpc."""
+framework overhead (forkpool against bare http), system calls per request,
+echo, the spread over workers (shared socket or --reuse-port) and
+jsonrpc."""
 import statistics
 import time
 
-from common import say, summary
+import os
+import re
+import signal
+import subprocess
+
+from common import have, say, summary, tmpdir, wait_for
 from loadgen import (conn_spread, echo_load, http_load, jsonrpc_pings,
                      ka_client, measured)
-from servers import (EXTRA_THROUGHPUT, HTTP_SERVERS, Bare, Forkpool,
-                     ForkpoolEcho, available)
+from servers import (EXTRA_THROUGHPUT, HTTP_SERVERS, Bare, BareHttp,
+                     Forkpool, ForkpoolEcho, Nginx, available)
 
 
 def sc_throughput(cfg, res):
@@ -69,13 +75,14 @@ def _throughput_run(cfg, s, rnd, conns, out):
 
 
 def sc_overhead(cfg, res):
-    """forkpool's http worker against the same handler in a bare evhttp
-    program, one worker each (so that how the connections happen to spread
-    over workers plays no part), wrk -t1 -c64, alternating, the order
-    swapped every round."""
+    """forkpool's http worker against the same code in a bare program
+    (bench/bare-http.c), one worker each (so that how the connections
+    happen to spread over workers plays no part), wrk -t1 -c64,
+    alternating, the order swapped every round."""
     out = res.setdefault("overhead", {})
     for rnd in range(cfg.overhead_rounds):
-        order = [Forkpool, Bare] if rnd % 2 == 0 else [Bare, Forkpool]
+        order = ([Forkpool, BareHttp] if rnd % 2 == 0 else
+                 [BareHttp, Forkpool])
         for cls in order:
             s = cls(workers=1).start()
             try:
@@ -91,6 +98,77 @@ def sc_overhead(cfg, res):
         out[name] = {"rps": summary([r["rps"] for r in runs]),
                      "p50_ms": summary([r["p50_ms"] for r in runs]),
                      "runs": [round(r["rps"]) for r in runs]}
+
+
+def sc_syscalls(cfg, res):
+    """System calls per request: `strace -c -f -p` on the one worker of
+    each server (-w 1, so that it serves every request) while wrk -t1
+    -c64 (keep-alive) runs; the calls strace counted over the requests
+    wrk completed.  strace slows the worker down; the count per request
+    is what is measured, not the speed."""
+    out = res.setdefault("syscalls", {})
+    if not have("strace"):
+        out["skipped"] = "strace is not installed"
+        say("  syscalls: skipped (strace is not installed)")
+        return
+    for cls in (Forkpool, BareHttp, Bare, Nginx):
+        if not available(cls):
+            continue
+        s = cls(workers=1).start()
+        try:
+            out[s.name] = _strace_run(cfg, s)
+        finally:
+            s.stop()
+        d = out[s.name]
+        say("  syscalls %-12s %.2f per request (%d calls, %d requests; "
+            "%s)" % (s.label, d["per_request"], d["calls"], d["requests"],
+                     ", ".join("%s %.2f" % (k, v)
+                               for k, v in d["top"].items())))
+
+
+def _strace_run(cfg, s):
+    (pid,) = s.worker_pids()
+    path = os.path.join(tmpdir(), "strace.txt")
+    tracer = subprocess.Popen(
+        ["strace", "-c", "-f", "-o", path, "-p", str(pid)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: tracer.poll() is not None or _traced(pid), 10.0,
+                 "strace to attach to %d" % pid)
+        if tracer.poll() is not None:
+            raise RuntimeError("strace -p %d exited with %d (ptrace not "
+                               "allowed?)" % (pid, tracer.returncode))
+        r = http_load(s.port, 64, cfg.syscalls_s, threads=1)
+    finally:
+        if tracer.poll() is None:
+            tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=30)
+    calls = _strace_calls(open(path).read())
+    total = sum(calls.values())
+    n = max(1, r["requests"])
+    top = sorted(calls.items(), key=lambda kv: -kv[1])[:5]
+    return {"calls": total, "requests": r["requests"],
+            "per_request": total / n,
+            "top": {k: v / n for k, v in top}, "tool": r["tool"]}
+
+
+def _traced(pid):
+    with open("/proc/%d/status" % pid) as f:
+        m = re.search(r"^TracerPid:\s+(\d+)", f.read(), re.M)
+    return m is not None and int(m.group(1)) != 0
+
+
+def _strace_calls(text):
+    """{syscall: calls} from strace -c's table (% time, seconds,
+    usecs/call, calls, [errors,] syscall)."""
+    calls = {}
+    for line in text.splitlines():
+        f = line.split()
+        if (len(f) in (5, 6) and f[-1] != "total" and
+                re.match(r"[\d.]+$", f[0]) and f[3].isdigit()):
+            calls[f[-1]] = int(f[3])
+    return calls
 
 
 def sc_echo(cfg, res):

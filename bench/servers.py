@@ -1,4 +1,5 @@
-"""The servers under test: forkpool (and variants of it), bare evhttp,
+"""The servers under test: forkpool (and variants of it), bare http and
+bare evhttp,
 nginx, gunicorn and node.  Each runs on a free port of 127.0.0.1 in a
 session of its own, which is emptied when it stops and at exit."""
 import json
@@ -217,12 +218,19 @@ class ForkpoolExec(Forkpool):
 
 
 class Bare(Server):
+    """bench/bare-evhttp.c: GET / as the http worker answered it on evhttp,
+    before it had a path of its own."""
     name, label = "bare-evhttp", "bare evhttp"
     can_reload = False
 
     def command(self):
-        return [TOOL["bare-evhttp"], "-w", str(self.workers), "-b",
+        return [TOOL[self.name], "-w", str(self.workers), "-b",
                 "127.0.0.1:%d" % self.port]
+
+
+class BareHttp(Bare):
+    """bench/bare-http.c: the http worker's own code, without forkpool."""
+    name, label = "bare-http", "bare http"
 
 
 class Nginx(Server):
@@ -264,7 +272,7 @@ class Node(Server):
                 str(self.port), str(self.workers)]
 
 
-HTTP_SERVERS = [Forkpool, Bare, Nginx, Node, Gunicorn]
+HTTP_SERVERS = [Forkpool, BareHttp, Bare, Nginx, Node, Gunicorn]
 # Also measured, in the detail tables only.
 EXTRA_THROUGHPUT = [ForkpoolChangelist, ForkpoolReuse]
 EXTRA_LIFECYCLE = [ForkpoolReuse]

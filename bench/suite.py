@@ -16,7 +16,7 @@ from common import (BIN, PY, QUICK_RESULTS, RESULTS, ROOT, WORKERS, build,
 from hostile import sc_hostile
 from render import render_tables
 from sc_http import sc_echo, sc_jsonrpc, sc_overhead, sc_reuseport
-from sc_http import sc_throughput
+from sc_http import sc_syscalls, sc_throughput
 from sc_deploy import sc_deploy
 from sc_upgrade import sc_upgrade
 from sc_lifecycle import sc_reload, sc_respawn, sc_shutdown
@@ -26,6 +26,7 @@ from servers import HTTP_SERVERS, available
 SCENARIOS = [
     ("throughput", sc_throughput),
     ("overhead", sc_overhead),
+    ("syscalls", sc_syscalls),
     ("echo", sc_echo),
     ("respawn", sc_respawn),
     ("reload", sc_reload),
@@ -47,6 +48,7 @@ class Config:
         if quick:
             self.rounds, self.seconds, self.warmup = 1, 1, 0
             self.overhead_rounds, self.overhead_s, self.echo_s = 2, 1, 1
+            self.syscalls_s = 1
             self.kills, self.peer_kills = 10, 3
             self.ka_conns, self.reload_s = 16, 1.5
             self.scale_sizes, self.scale_rounds, self.idle_s = [256], 1, 2
@@ -59,6 +61,7 @@ class Config:
         else:
             self.rounds, self.seconds, self.warmup = 3, 10, 1
             self.overhead_rounds, self.overhead_s, self.echo_s = 6, 5, 5
+            self.syscalls_s = 5
             self.kills, self.peer_kills = 200, 50
             self.ka_conns, self.reload_s = 32, 5.0
             # 64: the pool the older `scripts/bench idle` measured.
@@ -135,7 +138,7 @@ def run(quick, only):
     numbers, else 1."""
     cfg = Config(quick)
     if not quick:
-        install(["wrk", "nginx", "gunicorn", "gnuplot"])
+        install(["wrk", "nginx", "gunicorn", "gnuplot", "strace"])
     build()
     build_tools()
     skipped = [c.label for c in HTTP_SERVERS if not available(c)]

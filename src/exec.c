@@ -144,7 +144,7 @@ void fpool__exec_run(const struct fpool__spawn *sp)
 	int keep[4 + sp->nlisteners];
 	size_t k = 0;
 	sigset_t none;
-	struct sigaction dfl;
+	int sig, r;
 
 	__fpurge(stdout);
 	__fpurge(stderr);
@@ -167,15 +167,10 @@ void fpool__exec_run(const struct fpool__spawn *sp)
 	/* Every disposition back to its default (a handler would be gone
 	 * with execve() anyway, but SIG_IGN would stay), then no signal
 	 * blocked: the program must not inherit the master's choices. */
-	memset(&dfl, 0, sizeof(dfl));
-	dfl.sa_handler = SIG_DFL;
-	sigemptyset(&dfl.sa_mask);
-	for (int sig = 1; sig < NSIG; sig++) {
-		if (sig == SIGKILL || sig == SIGSTOP)
-			continue;
-		/* EINVAL for the numbers glibc keeps for itself. */
-		(void)sigaction(sig, &dfl, NULL);
-	}
+	r = fpool__signals_default(&sig);
+	if (r < 0)
+		exec_fail(efd, -r, "cannot reset the disposition of %s",
+			  strsignal(sig));
 
 	if (sp->uid != (uid_t)-1 || sp->gid != (gid_t)-1)
 		fpool__child_drop(sp);
