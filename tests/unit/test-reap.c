@@ -44,18 +44,23 @@ struct run {
 	int waited;	  /* 1: our waitpid() got it; -1: ECHILD (stolen) */
 	int status;	  /* what our waitpid() said */
 	unsigned started; /* ticks with the pool running */
+	unsigned zombie_turns; /* ticks since it became a zombie */
 };
 
 /* Every 10 ms: once the workers are up, fork a child of our own that
- * exits at once; then wait for it with WNOHANG until it is ours or gone
- * (reaped by the master). */
+ * exits at once.  Then look at it without reaping it (WNOWAIT) until it
+ * is gone (the master reaped it: waited = -1) or, 20 turns after it
+ * became a zombie -- the master's SIGCHLD came and went meanwhile --
+ * reap it ourselves (waited = 1). */
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct run *r = arg;
-	pid_t got;
+	siginfo_t si;
 
 	(void)fd;
 	(void)what;
+	if (r->waited != 0)
+		return; /* known; the pool is stopping */
 	if (fpool__now() > r->deadline) {
 		fpool_pool_stop(r->pool, 1);
 		return;
@@ -69,13 +74,17 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 		assert_true(r->child > 0);
 		return;
 	}
-	got = waitpid(r->child, &r->status, WNOHANG);
-	if (got == 0)
-		return;
-	r->waited = got == r->child ? 1 : -1;
-	if (got < 0)
+	memset(&si, 0, sizeof(si));
+	if (waitid(P_PID, (id_t)r->child, &si, WEXITED | WNOHANG | WNOWAIT) <
+	    0) {
 		assert_int_equal(errno, ECHILD);
-	fpool_pool_stop(r->pool, 1);
+		r->waited = -1;
+	} else if (si.si_pid == r->child && ++r->zombie_turns > 20) {
+		assert_int_equal(waitpid(r->child, &r->status, 0), r->child);
+		r->waited = 1;
+	}
+	if (r->waited != 0)
+		fpool_pool_stop(r->pool, 1);
 }
 
 static void run_pool(struct run *r, int reap_all)
