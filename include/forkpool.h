@@ -214,12 +214,16 @@ struct fpool_worker_def {
  * another ABI number, naming the file (the CLI exits with status 2):
  * rebuild it against this forkpool.h.
  */
+/* Declared here, exported, so that the definitions the macro makes are
+ * exported (even under -fvisibility=hidden) and, in C++ too, have
+ * external C linkage. */
+FPOOL_EXPORT extern const unsigned fpool_worker_module_abi;
+FPOOL_EXPORT extern const struct fpool_worker_def *fpool_worker_module;
 #define FPOOL_WORKER_SYMBOL	"fpool_worker_module"
 #define FPOOL_WORKER_ABI_SYMBOL "fpool_worker_module_abi"
-#define FPOOL_WORKER_MODULE(def)                              \
-	FPOOL_EXPORT const unsigned fpool_worker_module_abi = \
-		FPOOL_ABI_VERSION;                            \
-	FPOOL_EXPORT const struct fpool_worker_def *fpool_worker_module = &(def)
+#define FPOOL_WORKER_MODULE(def)                                    \
+	const unsigned fpool_worker_module_abi = FPOOL_ABI_VERSION; \
+	const struct fpool_worker_def *fpool_worker_module = &(def)
 
 /* ---- The pool (master side) -------------------------------------------- */
 

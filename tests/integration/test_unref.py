@@ -9,15 +9,16 @@ import pytest
 
 from fp.base import build_module
 
-# A worker with one persistent 1 s timer, unref'd unless --ref; it frees
-# the timer in on_shutdown and says so.
+# A worker with one persistent 1 s timer, unref'd unless --ref (never
+# unref'd) or --reref (unref'd, then ref'd again); it frees the timer in
+# on_shutdown and says so.
 TICKER = r"""
 #include <string.h>
 #include <event2/event.h>
 #include <forkpool.h>
 
 static struct event *tick;
-static int keep_ref;
+static int keep_ref, reref;
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -28,6 +29,7 @@ static int ticker_setup(struct fpool_worker *w, int argc, char **argv)
 {
 	(void)w;
 	keep_ref = argc > 1 && strcmp(argv[1], "--ref") == 0;
+	reref = argc > 1 && strcmp(argv[1], "--reref") == 0;
 	return 0;
 }
 
@@ -42,6 +44,10 @@ static int ticker_start(struct fpool_worker *w, void *arg)
 		return -1;
 	if (!keep_ref && (r = fpool_worker_unref(w, tick)) != 0) {
 		fpool_log(FPOOL_LOG_ERROR, "unref: %s", fpool_strerror(r));
+		return -1;
+	}
+	if (reref && (r = fpool_worker_ref(w, tick)) != 0) {
+		fpool_log(FPOOL_LOG_ERROR, "ref: %s", fpool_strerror(r));
 		return -1;
 	}
 	return 0;
@@ -91,8 +97,9 @@ def test_an_unrefd_timer_does_not_hold_the_drain(forkpool, ticker):
     m.assert_tree_gone()
 
 
-def test_a_refd_timer_still_holds_the_drain(forkpool, ticker):
-    m = forkpool("-w", "1", "-k", ticker, "--graceful-timeout", "0.5", "--", "--ref")
+@pytest.mark.parametrize("how", ["--ref", "--reref"])
+def test_a_refd_timer_still_holds_the_drain(forkpool, ticker, how):
+    m = forkpool("-w", "1", "-k", ticker, "--graceful-timeout", "0.5", "--", how)
     pool = m.wait_pool(1)
     assert m.stop(signal.SIGTERM) == 0
     m.wait_log(rf"worker 0 pid {pool[0]} did not stop within .*sending SIGKILL",
