@@ -31,8 +31,8 @@
  *   its loop, and ignores SIGPIPE (a write to a peer that left fails with
  *   EPIPE instead), SIGTSTP, SIGALRM and the other signals whose default
  *   would end or stop it (DESIGN.md lists them); the program's own
- *   dispositions are back when it returns.  Workers start
- *   with every signal at its default, then SIGPIPE ignored.
+ *   dispositions are back when it returns.  Workers start with every
+ *   signal at its default, then SIGPIPE ignored.
  * - Reaping: the master waits for its own children only (its workers,
  *   and the check process of a binary upgrade).  A child the program
  *   started itself (in a master hook, say) is the program's to wait for,
