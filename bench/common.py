@@ -66,8 +66,9 @@ def session_pids(sid):
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        # fields: state ppid pgrp session ...
-        if int(fields[3]) == sid and int(fields[2]) == sid:
+        # fields: state ppid pgrp session ...  (not the process group:
+        # forkpool gives each worker a group of its own)
+        if int(fields[3]) == sid:
             out.append(int(d))
     return out
 
