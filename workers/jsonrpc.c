@@ -14,7 +14,10 @@
  * invalid request (deep nesting, "\u0000", the escape of a lone surrogate
  * and ill-formed UTF-8 too: fpool_json_check()),
  * -32601 method not found, -32602 invalid params; the connection stays
- * usable.  A notification (no id) gets no reply.  A line over
+ * usable.  A notification (no id) gets no reply.  A batch (a non-empty
+ * array of requests, JSON-RPC 2.0 section 6) gets one line: the array of
+ * its replies (workers/jsonrpc/request.c), none at all if it holds
+ * notifications only; at most RPC_MAX_BATCH requests.  A line over
  * RPC_MAX_LINE gets -32600 "request too large", then the connection is
  * closed (after a lingering read, so the client sees the reply).
  * Replies keep the order of their requests on a connection: each waits

@@ -155,3 +155,13 @@ def sock_path():
     d = tempfile.mkdtemp(prefix="fpctl", dir="/tmp")
     yield os.path.join(d, "control.sock")
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def rpc(forkpool):
+    """A one-worker jsonrpc pool: (master, {slot: pid})."""
+    m = forkpool("-w", "1", "-k", "jsonrpc")
+    pool = m.wait_pool(1)
+    yield m, pool
+    if m.alive():
+        assert m.stop() == 0

@@ -12,73 +12,10 @@ import pytest
 
 from fp.base import TIMEOUT, build_sanitizers, report, wait_for
 from fp.master import accept_runs
-from fp.net import Conn
 from fp.proc import cpu_share, fd_table, owner_of_socket, server_side_inode, vm_kib
+from fp.rpc import RpcConn
 
 MAX_LINE = 1024 * 1024
-
-
-class RpcConn(Conn):
-    """One connection to the jsonrpc worker, reading reply lines."""
-
-    def __init__(self, port, timeout=TIMEOUT):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
-        self.next_id = 1
-
-    def send_line(self, line):
-        if isinstance(line, str):
-            line = line.encode()
-        self.sock.sendall(line + b"\n")
-
-    def send(self, method, params=None, id=None, notify=False):
-        req = {"jsonrpc": "2.0", "method": method}
-        if params is not None:
-            req["params"] = params
-        if not notify:
-            if id is None:
-                id, self.next_id = self.next_id, self.next_id + 1
-            req["id"] = id
-        self.send_line(json.dumps(req))
-        return id
-
-    def read_raw(self):
-        """The next reply line, as bytes without the newline."""
-        while b"\n" not in self.buf:
-            data = self.sock.recv(1 << 20)
-            if not data:
-                raise ConnectionError(f"connection closed (pending {self.buf[:200]!r})")
-            self.buf += data
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line
-
-    def read(self):
-        raw = self.read_raw()
-        reply = json.loads(raw)
-        assert reply["jsonrpc"] == "2.0", raw
-        assert ("result" in reply) != ("error" in reply), raw
-        return reply
-
-    def call(self, method, params=None, id=None):
-        id = self.send(method, params, id)
-        reply = self.read()
-        assert reply["id"] == id, reply
-        return reply
-
-    def result(self, method, params=None):
-        reply = self.call(method, params)
-        assert "result" in reply, reply
-        return reply["result"]
-
-
-@pytest.fixture
-def rpc(forkpool):
-    """A one-worker jsonrpc pool: (master, {slot: pid})."""
-    m = forkpool("-w", "1", "-k", "jsonrpc")
-    pool = m.wait_pool(1)
-    yield m, pool
-    if m.alive():
-        assert m.stop() == 0
 
 
 def test_methods(rpc):
@@ -118,7 +55,7 @@ ERRORS = {
     "unterminated": ('{"jsonrpc":"2.0","method":"ping","id":1', -32700, None),
     "not-json": ("not json at all", -32700, None),
     "trailing-garbage": ('{"jsonrpc":"2.0","method":"ping","id":1} trailing', -32700, None),
-    "array": ("[1, 2]", -32600, None),
+    "empty-batch": ("[]", -32600, None),
     "string": ('"a string"', -32600, None),
     "no-jsonrpc": ('{"method":"ping","id":"9f2c"}', -32600, "9f2c"),
     "jsonrpc-1.0": ('{"jsonrpc":"1.0","method":"ping","id":2}', -32600, 2),
@@ -345,9 +282,10 @@ def echo_line(id, size=MAX_LINE):
     return (head + "x" * (size - len(head) - 2) + '"}\n').encode()
 
 
-def flood(port, sleep_ms, count, stall=2.0, rcvbuf=None):
+def flood(port, sleep_ms, count, stall=2.0, rcvbuf=None, line=echo_line):
     """A client that asks for a sleep (unless sleep_ms is None), then sends
-    `count` echo requests of the largest size and reads nothing.  It stops
+    `count` lines `line(i)` (by default echo requests of the largest size)
+    and reads nothing.  It stops
     once a send makes no progress for `stall` s (the worker no longer
     reads it).  Returns (socket, number of requests sent whole)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -361,7 +299,7 @@ def flood(port, sleep_ms, count, stall=2.0, rcvbuf=None):
         if sleep_ms is not None:
             s.sendall(b'{"jsonrpc":"2.0","method":"sleep","params":[%d],"id":0}\n' % sleep_ms)
         for i in range(1, count + 1):
-            s.sendall(echo_line(i))
+            s.sendall(line(i))
             sent = i
     except socket.timeout:
         pass

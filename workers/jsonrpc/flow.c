@@ -143,9 +143,18 @@ void rpc_conn_reply(struct rpc_conn *c, long ms)
 {
 	const unsigned char *buf;
 	size_t len;
-	struct rpc_reply *rp;
 
 	yajl_gen_get_buf(c->rpc->g, &buf, &len);
+	rpc_conn_reply_data(c, (const char *)buf, len, ms);
+}
+
+/* Queue the reply line `buf` (`len` bytes, no newline), due after `ms`
+ * (-1: at once). */
+void rpc_conn_reply_data(struct rpc_conn *c, const char *buf, size_t len,
+			 long ms)
+{
+	struct rpc_reply *rp;
+
 	if (ms < 0 && c->head == NULL) {
 		/* Nothing waits before it: straight to the socket. */
 		if (evbuffer_add(bufferevent_get_output(c->bev), buf, len) !=

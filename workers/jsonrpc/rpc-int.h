@@ -44,10 +44,19 @@
 /* Input is read up to a little more than one line of the largest size,
  * so a line that is too long is seen as such, and no more. */
 #define RPC_READ_MAX (RPC_MAX_LINE + 4096)
-/* An upper bound on one reply: an echo re-encodes its line's values (an
- * escape never grows, whitespace goes) inside a short envelope; every
- * other reply is small. */
-#define RPC_MAX_REPLY (RPC_MAX_LINE + 8192)
+/* Requests in one batch (a JSON array of requests, JSON-RPC 2.0 section
+ * 6); a larger one is answered with one -32600 error. */
+#define RPC_MAX_BATCH 1000
+/* An upper bound on one reply's envelope, without the values it repeats
+ * from the request (an id, an echo's params): the longest error object
+ * is about 130 bytes. */
+#define RPC_MAX_ENVELOPE 256
+/* An upper bound on one reply line: an echo re-encodes its line's values
+ * (an escape never grows, whitespace goes) inside a short envelope, and a
+ * batch's reply has up to RPC_MAX_BATCH envelopes around values that all
+ * come from its line.  A batch whose replies would pass it anyway is
+ * answered with one error (request.c checks). */
+#define RPC_MAX_REPLY (RPC_MAX_LINE + RPC_MAX_BATCH * RPC_MAX_ENVELOPE + 8192)
 /* Bytes one connection may hold: queued replies, output not yet written
  * and input not yet answered.  No line is answered once the replies
  * waiting reach RPC_CONN_REPLIES_MAX, so one more reply and a full input
@@ -155,6 +164,8 @@ bool rpc_waiting(struct rpc_conn *c);
 bool rpc_throttled(struct rpc_conn *c);
 void rpc_reply_free(struct rpc_reply *rp);
 void rpc_conn_reply(struct rpc_conn *c, long ms);
+void rpc_conn_reply_data(struct rpc_conn *c, const char *buf, size_t len,
+			 long ms);
 
 /* request.c */
 void rpc_handle_line(struct rpc_conn *c, char *line, size_t len);
