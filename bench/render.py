@@ -272,7 +272,8 @@ def details_syscalls(res):
         return "### System calls per request\n\nSkipped: %s." % sc["skipped"]
     rows = [[label, fmt(sc[s]["per_request"]), sc[s]["calls"],
              sc[s]["requests"],
-             ", ".join("%s %s" % (k, fmt(v)) for k, v in sc[s]["top"].items())]
+             ", ".join("%s %s" % (k, fmt(v)) for k, v in sorted(
+                 sc[s]["top"].items(), key=lambda kv: -kv[1]))]
             for s, label in COLUMNS if s in sc]
     if not rows:
         return None
