@@ -67,3 +67,14 @@ int fpool__config_copy(struct fpool_config *dst, const struct fpool_config *src)
 	dst->struct_size = sizeof(*dst);
 	return 0;
 }
+
+bool fpool__config_valid(const struct fpool_config *cfg)
+{
+	return cfg->workers >= 1 && cfg->workers <= FPOOL_MAX_WORKERS &&
+	       (cfg->worker != NULL) + (cfg->worker_module != NULL) +
+			       (cfg->exec_program != NULL) ==
+		       1 &&
+	       (cfg->worker == NULL || cfg->worker->main != NULL) &&
+	       cfg->worker_timeout > 0 && cfg->graceful_timeout > 0 &&
+	       cfg->check_interval > 0 && cfg->min_uptime >= 0;
+}

@@ -920,6 +920,10 @@ void fpool__pool_unlisten(struct fpool_pool *pool, size_t i);
  * know is set.  Every library function taking a config goes through it. */
 int fpool__config_copy(struct fpool_config *dst,
 		       const struct fpool_config *src);
+/* Whether a whole config can run a pool: 1 to FPOOL_MAX_WORKERS workers,
+ * exactly one kind of worker (a definition with a main, a module or a
+ * program), timeouts and intervals above 0 (NaN is not). */
+bool fpool__config_valid(const struct fpool_config *cfg);
 
 /* ---- reconfig.c: a new config for a running pool ---------------------- */
 

@@ -64,13 +64,7 @@ int fpool_pool_new(struct fpool_pool **out, const struct fpool_config *arg)
 	/* The caller's struct may be older or newer than ours (config.c). */
 	if ((err = fpool__config_copy(&whole, arg)) != 0)
 		return err;
-	if (cfg->workers < 1 || cfg->workers > FPOOL_MAX_WORKERS ||
-	    (cfg->worker != NULL) + (cfg->worker_module != NULL) +
-			    (cfg->exec_program != NULL) !=
-		    1 ||
-	    (cfg->worker != NULL && cfg->worker->main == NULL) ||
-	    !(cfg->worker_timeout > 0) || !(cfg->graceful_timeout > 0) ||
-	    !(cfg->check_interval > 0) || !(cfg->min_uptime >= 0))
+	if (!fpool__config_valid(cfg))
 		return -EINVAL;
 	pool = calloc(1, sizeof(*pool));
 	if (pool == NULL)

@@ -113,13 +113,7 @@ int fpool__pool_reconfigure(struct fpool_pool *pool,
 			 err == -EINVAL ? "not set" : "too large");
 		return err;
 	}
-	if (cfg->workers < 1 || cfg->workers > FPOOL_MAX_WORKERS ||
-	    (cfg->worker != NULL) + (cfg->worker_module != NULL) +
-			    (cfg->exec_program != NULL) !=
-		    1 ||
-	    (cfg->worker != NULL && cfg->worker->main == NULL) ||
-	    !(cfg->worker_timeout > 0) || !(cfg->graceful_timeout > 0) ||
-	    !(cfg->check_interval > 0) || !(cfg->min_uptime >= 0)) {
+	if (!fpool__config_valid(cfg)) {
 		snprintf(pool->refused, sizeof(pool->refused),
 			 "the new configuration is not valid");
 		return -EINVAL;
