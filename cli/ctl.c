@@ -48,6 +48,15 @@ static void ctl_usage(FILE *out)
 		"over\n"
 		"  stop [--now]        stop the pool (--now: interrupt)\n"
 		"  output ID [LINES]   the last lines worker ID printed\n"
+		"  send ID|all TEXT    send TEXT to worker ID's (or every "
+		"worker's)\n"
+		"                      fpool_worker_on_message() callback\n"
+		"  events              print the pool's events as JSON lines "
+		"(workers\n"
+		"                      started, ready, exited; reload, "
+		"upgrade, scale,\n"
+		"                      backoff; workers' messages) until the "
+		"master stops\n"
 		"The socket is --control PATH, or $FORKPOOL_CONTROL.\n");
 }
 
@@ -91,8 +100,28 @@ static int build_request(yajl_gen g, const char *id, int argc, char **argv)
 	fpool__json_str(g, "cmd");
 	fpool__json_str(g, cmd);
 	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0 ||
-	    strcmp(cmd, "upgrade") == 0) {
+	    strcmp(cmd, "upgrade") == 0 || strcmp(cmd, "events") == 0) {
 		want = 1;
+	} else if (strcmp(cmd, "send") == 0) {
+		want = 3;
+		if (argc >= 2 && strcmp(argv[1], "all") == 0) {
+			fpool__json_str(g, "worker");
+			fpool__json_str(g, "all");
+		} else if (argc >= 2) {
+			r = add_uint(g, "worker", argv[1], 0,
+				     FPOOL_MAX_WORKERS - 1);
+		}
+		if (r == 0 && argc >= 3) {
+			if (!fpool_utf8_valid(argv[2], strlen(argv[2])))
+				return ctl_error("send: the message is not "
+						 "UTF-8 text");
+			if (strlen(argv[2]) > FPOOL_MESSAGE_MAX)
+				return ctl_error("send: a message is at most "
+						 "%d bytes",
+						 FPOOL_MESSAGE_MAX);
+			fpool__json_str(g, "data");
+			fpool__json_str(g, argv[2]);
+		}
 	} else if (strcmp(cmd, "scale") == 0) {
 		want = 2;
 		if (argc >= 2)
@@ -144,7 +173,7 @@ static int build_request(yajl_gen g, const char *id, int argc, char **argv)
 
 /* Send one request line and read the reply line.  0 or 1 (printed). */
 static int exchange(const char *path, const char *req, size_t len,
-		    double timeout, char **reply)
+		    double timeout, char **reply, int *keep)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	size_t cap = 4096, n = 0;
@@ -225,7 +254,10 @@ static int exchange(const char *path, const char *req, size_t len,
 		n += (size_t)got;
 		buf[n] = '\0';
 		if (memchr(buf, '\n', n) != NULL) {
-			close(fd);
+			if (keep != NULL)
+				*keep = fd; /* `events`: more lines follow */
+			else
+				close(fd);
 			*reply = buf;
 			return 0;
 		}
@@ -233,6 +265,33 @@ static int exchange(const char *path, const char *req, size_t len,
 	free(buf);
 	close(fd);
 	return 1;
+}
+
+/* `events`: copy the master's lines to stdout as they come, `early`
+ * (what came with the reply) first, until the master closes (0). */
+static int stream_events(int fd, const char *early)
+{
+	char buf[65536];
+	ssize_t n;
+
+	if (fputs(early, stdout) == EOF || fflush(stdout) == EOF)
+		return errno == EPIPE ? 0 : 1;
+	for (;;) {
+		n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fprintf(stderr, "forkpool ctl: reading events: %s\n",
+				strerror(errno));
+			return 1;
+		}
+		if (n == 0)
+			return 0; /* the master stopped, or dropped us */
+		if (fwrite(buf, 1, (size_t)n, stdout) != (size_t)n ||
+		    fflush(stdout) == EOF)
+			/* The reader went away (| head): done. */
+			return errno == EPIPE ? 0 : 1;
+	}
 }
 
 /* Write v into g again (to print the result as JSON). */
@@ -392,6 +451,13 @@ static void print_result(const char *cmd, yajl_val r, bool json)
 				put_escaped(lines->u.array.values[i]->u.string,
 					    strlen(lines->u.array.values[i]
 							   ->u.string));
+	} else if (strcmp(cmd, "send") == 0) {
+		char a[32];
+
+		const char *n = cell(r, "sent", a, sizeof(a), "");
+
+		printf("sent to %s worker%s\n", n,
+		       strcmp(n, "1") == 0 ? "" : "s");
 	} else if (strcmp(cmd, "upgrade") == 0) {
 		char a[64], b[64], c[64];
 
@@ -427,7 +493,8 @@ int fpool__ctl_main(int argc, char **argv)
 	size_t len;
 	yajl_gen g;
 	yajl_val tree, idv, ok;
-	int c, status;
+	int c, status, events_fd = -1;
+	bool events;
 
 	/* A master that hangs up on us must make a write fail, not kill
 	 * us (EPIPE is handled in exchange()). */
@@ -473,6 +540,7 @@ int fpool__ctl_main(int argc, char **argv)
 		rnd[0] = (unsigned char)getpid();
 	snprintf(id, sizeof(id), "%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
 		 rnd[3]);
+	events = strcmp(argv[optind], "events") == 0;
 	g = yajl_gen_alloc(NULL);
 	if (g == NULL)
 		return ctl_error("out of memory");
@@ -483,11 +551,14 @@ int fpool__ctl_main(int argc, char **argv)
 
 		memcpy(line, req, len);
 		line[len] = '\n';
-		status = exchange(path, line, len + 1, timeout, &reply);
+		status = exchange(path, line, len + 1, timeout, &reply,
+				  events ? &events_fd : NULL);
 	}
 	yajl_gen_free(g);
 	if (status != 0)
 		return status;
+	char *rest = reply + strcspn(reply, "\n") + 1;
+
 	reply[strcspn(reply, "\n")] = '\0';
 	tree = yajl_tree_parse(reply, err, sizeof(err));
 	idv = fpool__json_get(tree, "id");
@@ -505,10 +576,14 @@ int fpool__ctl_main(int argc, char **argv)
 		fprintf(stderr, "forkpool ctl: the reply is not to our request "
 				"(id)\n");
 		status = 1;
+	} else if (events) {
+		status = stream_events(events_fd, rest);
 	} else {
 		print_result(argv[optind], fpool__json_get(tree, "result"),
 			     json);
 	}
+	if (events_fd >= 0)
+		close(events_fd);
 	yajl_tree_free(tree);
 	free(reply);
 	return status;

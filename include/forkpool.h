@@ -429,6 +429,130 @@ FPOOL_EXPORT void fpool_worker_set_activity(struct fpool_worker *w,
 FPOOL_EXPORT void fpool_worker_count_requests(struct fpool_worker *w,
 					      uint64_t n);
 
+/* ---- Messages between the master and its workers ------------------------ */
+
+/*
+ * A message is up to FPOOL_MESSAGE_MAX bytes of anything (text, JSON,
+ * binary), one packet of the worker's channel to the master (a unix
+ * SOCK_SEQPACKET socket pair, the one that carries "ready", heartbeats and
+ * log records).  Each way, the messages of one worker arrive whole and in
+ * the order they were sent.  Nothing is queued in user space: the
+ * channel's socket buffer (about 200 KiB, a few hundred small messages) is
+ * the queue, and a send that does not fit fails at once with -EAGAIN
+ * rather than wait for a peer that does not read.
+ *
+ * Master to worker: a message to a worker still starting waits in its
+ * channel and is delivered once it runs its loop (after its on_start
+ * hooks, so a callback set there sees every message).  A worker that is
+ * stopping reads no more messages; what waits in its channel when it exits
+ * is dropped.  Exec'd workers (-k exec) take none (-EOPNOTSUPP).
+ * Worker to master: delivered in the master's loop, in order with the
+ * worker's log records.
+ */
+#define FPOOL_MESSAGE_MAX 65536
+/* fpool_pool_send()'s id for every worker of the pool. */
+#define FPOOL_ALL_WORKERS ((unsigned)-1)
+
+/* In a worker: a message from the master, delivered in the worker's loop.
+ * `data` is valid during the call only. */
+typedef void (*fpool_worker_message_cb)(struct fpool_worker *w,
+					const void *data, size_t len,
+					void *arg);
+/* Set (or, cb NULL, clear) the callback for the master's messages.
+ * Without one, messages are read and dropped.  0. */
+FPOOL_EXPORT int fpool_worker_on_message(struct fpool_worker *w,
+					 fpool_worker_message_cb cb, void *arg);
+/* Send `len` bytes to the master.  0, -EMSGSIZE (over FPOOL_MESSAGE_MAX),
+ * -EAGAIN (the channel is full: the master is behind; try again later),
+ * -EPIPE (the master is gone) or another -errno. */
+FPOOL_EXPORT int fpool_worker_send(struct fpool_worker *w, const void *data,
+				   size_t len);
+
+/* In the master: a message from the worker of slot `id`, delivered in the
+ * pool's loop.  `data` is valid during the call only.  The callback may
+ * call fpool_pool_send(), fpool_pool_stop() and the other fpool_pool_*
+ * calls except fpool_pool_free(). */
+typedef void (*fpool_pool_message_cb)(struct fpool_pool *pool, unsigned id,
+				      const void *data, size_t len, void *arg);
+/* Set (or clear) the callback for the workers' messages.  Without one the
+ * master logs each (at info, its first bytes).  0. */
+FPOOL_EXPORT int fpool_pool_on_message(struct fpool_pool *pool,
+				       fpool_pool_message_cb cb, void *arg);
+/* Send `len` bytes to the current worker of slot `id` (the one serving,
+ * not a replacement starting during a reload nor one draining), or to
+ * the current worker of every slot with FPOOL_ALL_WORKERS.  The number of
+ * workers it was sent to (1 for one slot), or -ENOENT (no such slot, or
+ * the slot has no worker that will read it: none, or stopping; for
+ * FPOOL_ALL_WORKERS: no worker at all), -EMSGSIZE, -EAGAIN (that
+ * worker's channel is full: it does not read its messages),
+ * -EOPNOTSUPP (an exec'd worker).  With FPOOL_ALL_WORKERS, a worker whose
+ * channel is full is skipped (and logged); the others get it. */
+FPOOL_EXPORT int fpool_pool_send(struct fpool_pool *pool, unsigned id,
+				 const void *data, size_t len);
+
+/* ---- Worker events and the pool's snapshot (master side) ----------------- */
+
+enum fpool_worker_event_type {
+	FPOOL_WORKER_STARTED, /* forked (the master's side of the fork) */
+	FPOOL_WORKER_READY,   /* it said "ready": it serves */
+	FPOOL_WORKER_EXITED,  /* it exited and was reaped */
+};
+
+/*
+ * ABI: the library owns the event and passes a pointer that is valid
+ * during the callback only; a program never allocates, copies by size or
+ * keeps one.  Later versions only append fields, so a program reads the
+ * fields it knows and stays right.
+ */
+struct fpool_worker_event {
+	enum fpool_worker_event_type type;
+	unsigned id; /* the slot */
+	pid_t pid;
+	int status; /* EXITED: the waitpid() status (WIFEXITED...); else 0 */
+};
+
+/* Called in the pool's loop.  The callback may call the fpool_pool_*
+ * functions except fpool_pool_free(); a worker it asks to stop or kill
+ * gets its own events later, never from inside this call. */
+typedef void (*fpool_pool_worker_cb)(struct fpool_pool *pool,
+				     const struct fpool_worker_event *ev,
+				     void *arg);
+/* Set (or clear) the callback for worker events.  0. */
+FPOOL_EXPORT int fpool_pool_on_worker(struct fpool_pool *pool,
+				      fpool_pool_worker_cb cb, void *arg);
+
+/*
+ * One process of a slot, or a slot waiting in backoff (pid 0), as
+ * fpool_pool_snapshot() shows it.  ABI as struct fpool_worker_event: the
+ * library owns it (valid during the callback), fields are only appended.
+ */
+struct fpool_worker_info {
+	unsigned id;
+	pid_t pid;	   /* 0: the slot waits in backoff, no process */
+	const char *state; /* "starting", "ready", "stopping", "backoff" */
+	/* "worker" (the slot's current one), "replacement" (starting
+	 * during a reload), "draining" (replaced); NULL in backoff. */
+	const char *role;
+	unsigned generation;   /* reloads of the pool before it was forked */
+	double uptime;	       /* seconds since fork */
+	double heartbeat_age;  /* seconds since the worker last said anything */
+	double backoff_left;   /* in backoff: seconds to the next start */
+	unsigned restarts;     /* the slot's respawns */
+	const char *last_exit; /* how its last process ended, or NULL */
+	uint64_t requests;     /* the worker's counter, at its last heartbeat */
+	const char *activity;  /* fpool_worker_set_activity()'s, or "" */
+};
+/* Return non-zero to stop the walk. */
+typedef int (*fpool_pool_snapshot_cb)(struct fpool_pool *pool,
+				      const struct fpool_worker_info *w,
+				      void *arg);
+/* Call cb for every process of every slot, in slot order (a slot's
+ * current worker, then its replacement and the one draining), and for
+ * each slot in backoff.  0, or what a non-zero cb returned.  `forkpool
+ * ctl status` is built on it. */
+FPOOL_EXPORT int fpool_pool_snapshot(struct fpool_pool *pool,
+				     fpool_pool_snapshot_cb cb, void *arg);
+
 /* ---- Accepting connections (in a worker or in the master) -------------- */
 
 /*

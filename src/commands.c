@@ -29,7 +29,9 @@ static bool gnum(yajl_gen g, double v)
 	return yajl_gen_number(g, num, strlen(num)) == yajl_gen_status_ok;
 }
 
-static bool gen_info(const struct fpool__proc_info *i, void *arg)
+/* A fpool_pool_snapshot() callback: 0 to go on. */
+static int gen_info(struct fpool_pool *pool, const struct fpool_worker_info *i,
+		    void *arg)
 {
 	yajl_gen g = arg;
 	long rss = i->pid > 0 ? fpool__rss_kib(i->pid) : -1;
@@ -62,7 +64,8 @@ static bool gen_info(const struct fpool__proc_info *i, void *arg)
 	if (ok && i->activity[0] != '\0')
 		ok = fpool__json_str(g, "activity") &&
 		     fpool__json_str(g, i->activity);
-	return ok && yajl_gen_map_close(g) == yajl_gen_status_ok;
+	(void)pool;
+	return ok && yajl_gen_map_close(g) == yajl_gen_status_ok ? 0 : -ENOMEM;
 }
 
 static bool gen_status(yajl_gen g, struct fpool_pool *pool)
@@ -88,7 +91,7 @@ static bool gen_status(yajl_gen g, struct fpool_pool *pool)
 		      : fpool__json_null(g)) &&
 	     fpool__json_str(g, "workers") &&
 	     yajl_gen_array_open(g) == yajl_gen_status_ok &&
-	     fpool__pool_each(pool, gen_info, g);
+	     fpool_pool_snapshot(pool, gen_info, g) == 0;
 	return ok && yajl_gen_array_close(g) == yajl_gen_status_ok &&
 	       yajl_gen_map_close(g) == yajl_gen_status_ok;
 }
@@ -153,6 +156,57 @@ int fpool__signal_parse(const char *name)
 	return -EINVAL;
 }
 
+/* `send`: {"worker": ID or "all", "data": "text"}; the result is
+ * {"sent": N}, the workers it reached. */
+static const char *send_message(struct fpool_pool *pool, yajl_val req,
+				yajl_gen g)
+{
+	static char why[160];
+	yajl_val wv = fpool__json_get(req, "worker");
+	yajl_val dv = fpool__json_get(req, "data");
+	unsigned id = FPOOL_ALL_WORKERS;
+	long long n;
+	const char *err;
+	int r;
+
+	if (!YAJL_IS_STRING(dv))
+		return "\"data\" must be a string";
+	if (YAJL_IS_STRING(wv) && strcmp(wv->u.string, "all") == 0)
+		id = FPOOL_ALL_WORKERS;
+	else if ((err = get_uint(req, "worker", 0, FPOOL_MAX_WORKERS - 1, &n)))
+		return "\"worker\" must be a worker id or \"all\"";
+	else
+		id = (unsigned)n;
+	r = fpool_pool_send(pool, id, dv->u.string, strlen(dv->u.string));
+	if (r == -ENOENT && id == FPOOL_ALL_WORKERS)
+		return "no worker to send it to";
+	if (r == -ENOENT)
+		snprintf(why, sizeof(why),
+			 "worker %u has no process to take it (no such "
+			 "worker, or it is stopping)",
+			 id);
+	else if (r == -EMSGSIZE)
+		snprintf(why, sizeof(why), "a message is at most %d bytes",
+			 FPOOL_MESSAGE_MAX);
+	else if (r == -EAGAIN)
+		snprintf(why, sizeof(why),
+			 "worker %u's channel is full: it does not read its "
+			 "messages",
+			 id);
+	else if (r == -EOPNOTSUPP)
+		snprintf(why, sizeof(why), "exec'd workers take no messages");
+	else if (r < 0)
+		snprintf(why, sizeof(why), "%s", fpool_strerror(r));
+	if (r < 0)
+		return why;
+	return yajl_gen_map_open(g) == yajl_gen_status_ok &&
+			       fpool__json_str(g, "sent") &&
+			       fpool__json_int(g, r) &&
+			       yajl_gen_map_close(g) == yajl_gen_status_ok
+		       ? NULL
+		       : "out of memory";
+}
+
 /*
  * Carry out one request.  Writes the "result" value into g and returns
  * NULL, or returns the error message (then g is not used).
@@ -161,7 +215,7 @@ static const char *execute(struct fpool_pool *pool, yajl_val req,
 			   const char *cmd, yajl_gen g, bool *stop,
 			   bool *graceful)
 {
-	static char why[128];
+	static char why[192];
 	long long n, id;
 	const char *err;
 	const struct fpool__ring *ring;
@@ -267,9 +321,18 @@ static const char *execute(struct fpool_pool *pool, yajl_val req,
 			       ? NULL
 			       : "out of memory";
 	}
+	if (strcmp(cmd, "send") == 0)
+		return send_message(pool, req, g);
+	if (strcmp(cmd, "events") == 0) {
+		/* control.c turns the client into a watcher once this reply
+		 * is out. */
+		pool->events_asked = true;
+		return yajl_gen_bool(g, 1) == yajl_gen_status_ok ? NULL
+								 : "internal";
+	}
 	snprintf(why, sizeof(why),
 		 "unknown command \"%.40s\" (status, scale, add, remove, kill, "
-		 "reload, upgrade, stop, output)",
+		 "reload, upgrade, stop, output, send, events)",
 		 cmd);
 	return why;
 }

@@ -39,6 +39,9 @@
 /* Seconds a client may leave its replies unread, or send nothing. */
 #define CONTROL_STALL 10
 #define CONTROL_IDLE  300
+/* Event lines an `events` client may leave unread: past this it is
+ * dropped, never waited for. */
+#define EVENTS_OUT_MAX (256 * 1024)
 
 struct fpool__client {
 	struct fpool__control *ctl;
@@ -50,6 +53,7 @@ struct fpool__client {
 		CLIENT_HANG_UP, /* a request too large: answer, shut down */
 		CLIENT_DISCARD, /* shut down: drop what comes until EOF */
 	} state;
+	bool watching; /* `events`: gets every event line, sends nothing */
 };
 
 struct fpool__control {
@@ -58,6 +62,7 @@ struct fpool__control {
 	char *path;
 	struct fpool__client *clients;
 	unsigned nclients;
+	unsigned nwatching; /* clients with `watching` */
 	/* The client whose `upgrade` is under way: answered when it is
 	 * done (fpool__control_answer), and not read until then. */
 	struct fpool__client *waiter;
@@ -69,6 +74,8 @@ static void client_free(struct fpool__client *c)
 {
 	if (c->ctl->waiter == c)
 		c->ctl->waiter = NULL;
+	if (c->watching)
+		c->ctl->nwatching--;
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -95,6 +102,8 @@ static void client_write_now(struct fpool__client *c)
 	evbuffer_freeze(out, 1);
 }
 
+static void start_watching(struct fpool__client *c);
+
 /*
  * Answer the complete request lines received, as long as the replies do
  * not pile up; then decide what the connection waits for.  Returns false
@@ -109,7 +118,10 @@ static bool client_process(struct fpool__client *c)
 	size_t len;
 	char *line;
 
-	if (c->state == CLIENT_DISCARD) {
+	if (c->state == CLIENT_DISCARD || c->watching) {
+		/* A watcher's further bytes are not requests; its EOF ends
+		 * nothing (it may still read).  It goes when a write fails
+		 * or its lines pile up. */
 		evbuffer_drain(in, evbuffer_get_length(in));
 		return true;
 	}
@@ -125,6 +137,11 @@ static bool client_process(struct fpool__client *c)
 		fpool__control_handle(c->ctl->pool, line, len, out, &stop,
 				      &graceful);
 		free(line);
+		if (c->ctl->pool->events_asked) {
+			c->ctl->pool->events_asked = false;
+			start_watching(c);
+			return true;
+		}
 		if (evbuffer_get_length(out) == before) {
 			/* Only an `upgrade` under way leaves its reply for
 			 * later: this client waits for it, and sends
@@ -184,6 +201,57 @@ static bool client_process(struct fpool__client *c)
 	return true;
 }
 
+/* `events` was answered: from now on the client gets the event lines. */
+static void start_watching(struct fpool__client *c)
+{
+	struct timeval stall = { CONTROL_STALL, 0 };
+
+	c->watching = true;
+	c->ctl->nwatching++;
+	/* No idle timeout (it sends nothing); unread lines for
+	 * CONTROL_STALL s still drop it. */
+	bufferevent_set_timeouts(c->bev, NULL, &stall);
+	bufferevent_enable(c->bev, EV_READ);
+	evbuffer_drain(bufferevent_get_input(c->bev),
+		       evbuffer_get_length(bufferevent_get_input(c->bev)));
+}
+
+bool fpool__control_watched(const struct fpool_pool *pool)
+{
+	return pool->control != NULL && pool->control->nwatching > 0;
+}
+
+void fpool__control_broadcast(struct fpool_pool *pool, const char *line,
+			      size_t len)
+{
+	struct fpool__client *c, *next;
+
+	if (pool->control == NULL)
+		return;
+	for (c = pool->control->clients; c != NULL; c = next) {
+		struct evbuffer *out = bufferevent_get_output(c->bev);
+
+		next = c->next;
+		if (!c->watching)
+			continue;
+		if (evbuffer_get_length(out) + len + 1 > EVENTS_OUT_MAX) {
+			fpool_log(FPOOL_LOG_WARNING,
+				  "control: dropping an events client that "
+				  "left %zu bytes of events unread",
+				  evbuffer_get_length(out));
+			client_free(c);
+			continue;
+		}
+		if (evbuffer_add(out, line, len) != 0 ||
+		    evbuffer_add(out, "\n", 1) != 0) {
+			fpool_log(FPOOL_LOG_WARNING,
+				  "control: out of memory; dropping an events "
+				  "client");
+			client_free(c);
+		}
+	}
+}
+
 static void client_read_cb(struct bufferevent *bev, void *arg)
 {
 	(void)bev;
@@ -202,6 +270,8 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct fpool__client *c = arg;
 
 	(void)bev;
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->watching)
+		return; /* it may still read its events */
 	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
 	    c->state != CLIENT_DISCARD) {
 		/* Shut down for writing: answer what came, then close. */

@@ -441,7 +441,8 @@ struct fpool__proc {
 	double recycle_after; /* no new recycle try before this */
 	bool held; /* held_msg: a log record a sink is not ready for */
 	struct fpool__msg held_msg;
-	bool inherited; /* forked by the image before a binary upgrade */
+	bool inherited;	     /* forked by the image before a binary upgrade */
+	unsigned generation; /* the pool's when it was forked */
 	/* -k exec: chan is the master's NOTIFY_SOCKET end (notify) or -1;
 	 * exec_err the read end of the child's close-on-exec error pipe
 	 * until EOF (execve succeeded) or -1. */
@@ -832,6 +833,13 @@ struct fpool_pool {
 	 * file there); non-zero refuses the reload, with pool->refused. */
 	int (*reconfigure)(struct fpool_pool *pool, void *arg);
 	void *reconfigure_arg;
+	/* fpool_pool_on_message(), fpool_pool_on_worker() (events.c). */
+	fpool_pool_message_cb message_cb;
+	void *message_arg;
+	fpool_pool_worker_cb worker_cb;
+	void *worker_arg;
+	unsigned generation; /* reloads begun; a new process gets it */
+	bool events_asked;   /* an `events` request was just answered */
 };
 
 /* Add a bound socket to the listeners (owned_path: a unix socket file
@@ -912,6 +920,41 @@ int fpool__pool_check_timer(struct fpool_pool *pool);
  * longer get it; those that hold it keep it until they exit (pool.c). */
 void fpool__pool_unlisten(struct fpool_pool *pool, size_t i);
 
+/* ---- message.c, events.c: messages, worker events, `ctl events` -------- */
+
+/* The first byte of a channel packet that is a message; the rest of the
+ * packet is the message.  Every other packet is a JSON object ('{'). */
+#define FPOOL_CHAN_MESSAGE 'm'
+/* Send one message packet on a channel, never waiting: 0, -EMSGSIZE,
+ * -EAGAIN (full) or -errno (-EPIPE: the other end is gone). */
+int fpool__message_send(int fd, const void *data, size_t len);
+/* A worker's message reached the master: the pool's callback (or the
+ * log), and `ctl events`. */
+void fpool__message_received(struct fpool_pool *pool, unsigned id,
+			     const void *data, size_t len);
+/* A worker started, became ready or exited: the pool's callback and
+ * `ctl events`. */
+void fpool__event_worker(struct fpool_pool *pool,
+			 enum fpool_worker_event_type type, unsigned id,
+			 pid_t pid, int status);
+/* `ctl events` lines of the pool's own: a reload or an upgrade begins
+ * or ends (what: "reload", "upgrade"; phase: "begin", "end", "failed";
+ * detail or NULL), the pool is scaled, a slot waits before its next
+ * start. */
+void fpool__event_phase(struct fpool_pool *pool, const char *what,
+			const char *phase, const char *detail);
+void fpool__event_scale(struct fpool_pool *pool, unsigned from, unsigned to);
+void fpool__event_backoff(struct fpool_pool *pool, unsigned id, double delay,
+			  const char *why);
+/* A worker's message, for `ctl events` (text, or its bytes in hex). */
+void fpool__events_message(struct fpool_pool *pool, unsigned id,
+			   const void *data, size_t len);
+/* control.c: whether a client watches `ctl events`; hand a line (no
+ * newline) to each, dropping one whose unread lines pass the bound. */
+bool fpool__control_watched(const struct fpool_pool *pool);
+void fpool__control_broadcast(struct fpool_pool *pool, const char *line,
+			      size_t len);
+
 /* ---- config.c: the config's ABI ------------------------------------- */
 
 /* A caller's config into a whole struct of ours: the defaults for what
@@ -959,22 +1002,6 @@ int fpool__pool_kill(struct fpool_pool *pool, unsigned id, int sig, pid_t *pid);
 
 /* One process of the pool (or a slot in backoff, pid 0), as `status`
  * shows it. */
-struct fpool__proc_info {
-	unsigned id;
-	pid_t pid;	   /* 0: a slot waiting in backoff, no process */
-	const char *state; /* "starting", "ready", "stopping", "backoff" */
-	const char *role;  /* "worker", "replacement", "draining"; NULL */
-	double uptime, heartbeat_age, backoff_left;
-	unsigned restarts;
-	const char *last_exit; /* how the slot's last process ended, or NULL */
-	uint64_t requests;
-	char activity[128]; /* what the slot's worker said it does, or "" */
-};
-typedef bool (*fpool__info_cb)(const struct fpool__proc_info *i, void *arg);
-/* Call cb for every process of every slot (and each slot in backoff), in
- * slot order; false as soon as cb returns false. */
-bool fpool__pool_each(const struct fpool_pool *pool, fpool__info_cb cb,
-		      void *arg);
 /* Respawns over all slots. */
 unsigned fpool__pool_restarts(const struct fpool_pool *pool);
 /* The last lines slot id's workers printed, or NULL (no such slot). */

@@ -174,7 +174,7 @@ static void proc_release_held(struct fpool__proc *p)
 static void proc_chan_read(struct fpool__proc *p, bool all)
 {
 	/* The master is single-threaded: one buffer serves every process. */
-	static char buf[FPOOL_CHAN_MAX + 1];
+	static char buf[FPOOL_MESSAGE_MAX + 2];
 	struct fpool__slot *s = p->slot;
 	struct fpool__msg msg;
 
@@ -205,6 +205,23 @@ static void proc_chan_read(struct fpool__proc *p, bool all)
 			close(p->chan);
 			p->chan = -1;
 			return;
+		}
+		if (buf[0] == FPOOL_CHAN_MESSAGE) {
+			/* A longer packet was cut to the buffer. */
+			if ((size_t)n > FPOOL_MESSAGE_MAX + 1) {
+				fpool_log(
+					FPOOL_LOG_WARNING,
+					"worker %u pid %d sent a message over "
+					"%d bytes; ignored",
+					s->id, (int)p->pid, FPOOL_MESSAGE_MAX);
+				continue;
+			}
+			p->last_seen = fpool__now();
+			fpool__message_received(s->pool, s->id, buf + 1,
+						(size_t)n - 1);
+			/* The callback may have stopped the pool and
+			 * closed this channel. */
+			continue;
 		}
 		if (fpool__msg_decode(buf, (size_t)n, &msg) != 0) {
 			fpool_log(FPOOL_LOG_WARNING,

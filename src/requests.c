@@ -93,6 +93,7 @@ int fpool__pool_scale(struct fpool_pool *pool, unsigned n)
 {
 	int err;
 
+	fpool__event_scale(pool, fpool_pool_size(pool), n);
 	for (unsigned id = 0; id < n; id++) {
 		err = fpool_pool_add_worker(pool, id);
 		if (err != 0 && err != -EEXIST)
@@ -123,54 +124,73 @@ int fpool__pool_kill(struct fpool_pool *pool, unsigned id, int sig, pid_t *pid)
 
 int fpool__pool_grow_one(struct fpool_pool *pool, unsigned *id)
 {
+	unsigned from = fpool_pool_size(pool);
+	int err;
+
 	/* The lowest id not wanted: scaling up fills the gaps first. */
 	*id = 0;
 	while (*id < pool->nslots && pool->slots[*id] != NULL &&
 	       pool->slots[*id]->wanted)
 		(*id)++;
-	return fpool_pool_add_worker(pool, *id);
+	err = fpool_pool_add_worker(pool, *id);
+	if (err == 0)
+		fpool__event_scale(pool, from, fpool_pool_size(pool));
+	return err;
 }
 
 int fpool__pool_shrink_one(struct fpool_pool *pool, unsigned *id)
 {
+	unsigned from = fpool_pool_size(pool);
+	int err;
+
 	/* The highest id wanted. */
 	for (*id = pool->nslots; (*id)-- > 0;)
-		if (pool->slots[*id] != NULL && pool->slots[*id]->wanted)
-			return fpool_pool_remove_worker(pool, *id);
+		if (pool->slots[*id] != NULL && pool->slots[*id]->wanted) {
+			err = fpool_pool_remove_worker(pool, *id);
+			if (err == 0)
+				fpool__event_scale(pool, from,
+						   fpool_pool_size(pool));
+			return err;
+		}
 	*id = 0;
 	return -ENOENT;
 }
 
 /* ---- what the control socket shows ----------------------------------------- */
 
-static bool each_proc(const struct fpool__slot *s, const struct fpool__proc *p,
-		      double now, fpool__info_cb cb, void *arg)
+static int each_proc(struct fpool_pool *pool, const struct fpool__slot *s,
+		     const struct fpool__proc *p, double now,
+		     fpool_pool_snapshot_cb cb, void *arg)
 {
 	static const char *const states[] = { "starting", "ready", "stopping" };
-	struct fpool__proc_info i = {
+	char activity[sizeof(((struct fpool__shared *)0)->activity)] = "";
+	struct fpool_worker_info i = {
 		.id = s->id,
 		.pid = p->pid,
 		.state = states[p->state],
 		.role = p == s->cur    ? "worker"
 			: p == s->next ? "replacement"
 				       : "draining",
+		.generation = p->generation,
 		.uptime = now - p->started,
 		.heartbeat_age = now - p->last_seen,
 		.restarts = s->restarts > 0 ? s->restarts - 1 : 0,
 		.last_exit = s->last_exit[0] ? s->last_exit : NULL,
 		.requests = p->requests,
+		.activity = activity,
 	};
 
 	/* The slot's entry is its current worker's. */
 	if (p == s->cur)
-		fpool__slot_activity(s, i.activity, sizeof(i.activity));
-	return cb(&i, arg);
+		fpool__slot_activity(s, activity, sizeof(activity));
+	return cb(pool, &i, arg);
 }
 
-bool fpool__pool_each(const struct fpool_pool *pool, fpool__info_cb cb,
-		      void *arg)
+int fpool_pool_snapshot(struct fpool_pool *pool, fpool_pool_snapshot_cb cb,
+			void *arg)
 {
 	double now = fpool__now();
+	int r;
 
 	for (unsigned n = 0; n < pool->nslots; n++) {
 		const struct fpool__slot *s = pool->slots[n];
@@ -182,10 +202,11 @@ bool fpool__pool_each(const struct fpool_pool *pool, fpool__info_cb cb,
 		v[1] = s->next;
 		v[2] = s->old;
 		for (int k = 0; k < 3; k++)
-			if (v[k] != NULL && !each_proc(s, v[k], now, cb, arg))
-				return false;
+			if (v[k] != NULL &&
+			    (r = each_proc(pool, s, v[k], now, cb, arg)) != 0)
+				return r;
 		if (s->cur == NULL && s->state == SLOT_BACKOFF) {
-			struct fpool__proc_info i = {
+			struct fpool_worker_info i = {
 				.id = s->id,
 				.state = "backoff",
 				.backoff_left = s->due > now ? s->due - now : 0,
@@ -193,13 +214,14 @@ bool fpool__pool_each(const struct fpool_pool *pool, fpool__info_cb cb,
 					s->restarts > 0 ? s->restarts - 1 : 0,
 				.last_exit =
 					s->last_exit[0] ? s->last_exit : NULL,
+				.activity = "",
 			};
 
-			if (!cb(&i, arg))
-				return false;
+			if ((r = cb(pool, &i, arg)) != 0)
+				return r;
 		}
 	}
-	return true;
+	return 0;
 }
 
 unsigned fpool__pool_restarts(const struct fpool_pool *pool)

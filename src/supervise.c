@@ -106,15 +106,21 @@ static void execute(struct fpool__slot *s, const struct fpool__decision *d)
 	if ((d->act & FPOOL_ACT_SPAWN) && pool->state == POOL_RUNNING) {
 		struct fpool__proc *p = fpool__proc_spawn(s);
 
-		slot_event(s, p != NULL ? SEV_SPAWNED : SEV_SPAWN_FAILED, p);
 		if (p != NULL)
+			p->generation = pool->generation;
+		slot_event(s, p != NULL ? SEV_SPAWNED : SEV_SPAWN_FAILED, p);
+		if (p != NULL) {
 			log_started(s, p);
+			fpool__event_worker(pool, FPOOL_WORKER_STARTED, s->id,
+					    p->pid, 0);
+		}
 	}
 	if ((d->act & FPOOL_ACT_BACKOFF) && pool->state == POOL_RUNNING) {
 		fpool_log(FPOOL_LOG_WARNING,
 			  "worker %u: %s; next start in %.3g s", s->id, d->why,
 			  d->delay);
 		fpool__slot_arm_backoff(s, d->delay);
+		fpool__event_backoff(pool, s->id, d->delay, d->why);
 	}
 	if (d->act & FPOOL_ACT_GONE)
 		fpool__pool_slot_idle(pool);
@@ -139,6 +145,7 @@ static void on_exit_status(struct fpool__slot *s, struct fpool__proc *p,
 {
 	struct fpool_pool *pool = s->pool;
 	bool stopping = p->state == PROC_STOPPING;
+	pid_t pid = p->pid;
 
 	fpool__proc_drain(p);
 	fpool__describe_status(status, s->last_exit, sizeof(s->last_exit));
@@ -156,6 +163,7 @@ static void on_exit_status(struct fpool__slot *s, struct fpool__proc *p,
 		fpool__pool_counts(pool, &c);
 		fpool__notify_status(&c);
 	}
+	fpool__event_worker(pool, FPOOL_WORKER_EXITED, s->id, pid, status);
 }
 
 void fpool__pool_reap_mode(struct fpool_pool *pool)
@@ -292,14 +300,21 @@ static void proc_event(struct fpool_pool *pool, struct fpool__slot *s,
 		       struct fpool__proc *p, enum fpool__proc_event ev)
 {
 	switch (ev) {
-	case PEV_READY:
-		if (p->state == PROC_STARTING)
+	case PEV_READY: {
+		bool first = p->state == PROC_STARTING;
+		pid_t pid = p->pid;
+
+		if (first)
 			fpool_log(FPOOL_LOG_INFO,
 				  "worker %u pid %d ready (%.3f ms after fork)",
 				  s->id, (int)p->pid,
 				  (fpool__now() - p->started) * 1e3);
 		slot_event(s, SEV_READY, p);
+		if (first)
+			fpool__event_worker(pool, FPOOL_WORKER_READY, s->id,
+					    pid, 0);
 		break;
+	}
 	case PEV_HEARTBEAT:
 		/* Past its request limit: recycle it now rather than at the
 		 * next check, so each worker retires at its own count. */
@@ -422,6 +437,7 @@ static void reload_step(struct fpool_pool *pool)
 		if (id >= pool->nslots) {
 			pool->reloading = false;
 			fpool_log(FPOOL_LOG_INFO, "reload complete");
+			fpool__event_phase(pool, "reload", "end", NULL);
 			fpool__notify_reloaded();
 			fpool__upgrade_reload_done(pool, true);
 			return;
@@ -530,6 +546,9 @@ int fpool_pool_reload(struct fpool_pool *pool)
 		  fpool_pool_size(pool));
 	if (!pool->reloading)
 		fpool__notify_reloading();
+	pool->generation++;
+	fpool__event_phase(pool, "reload", "begin",
+			   pool->reloading ? "starting over" : "rolling");
 	pool->reloading = true;
 	pool->reload_next = 0;
 	pool->reload_asked = asked;

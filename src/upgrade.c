@@ -751,11 +751,13 @@ const char *fpool__upgrade_start(struct fpool_pool *pool, const char *ctl_id)
 	u->reload_pending = false;
 	fpool_log(FPOOL_LOG_INFO, "upgrade (%s): checking %s --check", who,
 		  u->exe);
+	fpool__event_phase(pool, "upgrade", "begin", u->exe);
 	if ((err = check_spawn(pool, u)) != 0) {
 		snprintf(why, sizeof(why), "cannot run %s --check: %s", u->exe,
 			 strerror(-err));
 		fpool_log(FPOOL_LOG_ERROR,
 			  "upgrade failed: %s; nothing changed", why);
+		fpool__event_phase(pool, "upgrade", "failed", why);
 		return why;
 	}
 	u->phase = UP_CHECKING;
@@ -784,6 +786,8 @@ static void upgrade_done(struct fpool_pool *pool, const char *error,
 
 	u->phase = UP_IDLE;
 	u->reload_pending = false;
+	fpool__event_phase(pool, "upgrade", error != NULL ? "failed" : "end",
+			   error);
 	if (u->ctl)
 		fpool__control_answer(pool, u->ctl_id, error, result);
 	u->ctl = false;

@@ -65,6 +65,11 @@ struct fpool_worker {
 	} * unref;
 	size_t nunref, unref_cap;
 	int unref_live; /* count_unref()'s result */
+	/* fpool_worker_on_message(), and the buffer a packet of the
+	 * channel is read into (FPOOL_MESSAGE_MAX + 2, made at the first). */
+	fpool_worker_message_cb message_cb;
+	void *message_arg;
+	char *rbuf;
 };
 
 unsigned fpool_worker_id(const struct fpool_worker *w)
@@ -255,20 +260,61 @@ static void master_gone(struct fpool_worker *w, const char *why)
 	fpool_worker_stop(w);
 }
 
+/* Packets of the channel read per callback, so that a master sending
+ * without pause cannot starve the worker's own events. */
+#define CHAN_BATCH 64
+
+int fpool_worker_on_message(struct fpool_worker *w, fpool_worker_message_cb cb,
+			    void *arg)
+{
+	w->message_cb = cb;
+	w->message_arg = arg;
+	return 0;
+}
+
+int fpool_worker_send(struct fpool_worker *w, const void *data, size_t len)
+{
+	if (len > 0 && data == NULL)
+		return -EINVAL;
+	return fpool__message_send(w->chan, data, len);
+}
+
+/* What the master sends: messages (FPOOL_CHAN_MESSAGE packets), handed
+ * to the callback in order; and EOF, which means the master died
+ * (PR_SET_PDEATHSIG tells the same, by SIGTERM). */
 static void worker_chan_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct fpool_worker *w = arg;
-	char buf[256];
 	ssize_t n;
 
 	(void)what;
-	/* The master sends nothing yet; what matters is EOF, which means
-	 * the master died (PR_SET_PDEATHSIG tells the same, by SIGTERM). */
-	n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-	if (n == 0)
-		master_gone(w, "channel closed");
-	else if (n < 0 && errno != EAGAIN && errno != EINTR)
-		master_gone(w, strerror(errno));
+	if (w->rbuf == NULL &&
+	    (w->rbuf = malloc(FPOOL_MESSAGE_MAX + 2)) == NULL) {
+		fpool_log(FPOOL_LOG_ERROR, "out of memory for the master's "
+					   "messages; reading them later");
+		return;
+	}
+	for (int i = 0; i < CHAN_BATCH; i++) {
+		n = recv(fd, w->rbuf, FPOOL_MESSAGE_MAX + 2, MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0) {
+			master_gone(w, n == 0 ? "channel closed"
+					      : strerror(errno));
+			return;
+		}
+		if (w->rbuf[0] != FPOOL_CHAN_MESSAGE ||
+		    (size_t)n > FPOOL_MESSAGE_MAX + 1)
+			continue; /* nothing else comes this way */
+		if (w->message_cb != NULL)
+			w->message_cb(w, w->rbuf + 1, (size_t)n - 1,
+				      w->message_arg);
+		/* The callback may have stopped the worker: no more. */
+		if (w->chan_ev == NULL)
+			return;
+	}
 }
 
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
@@ -436,6 +482,7 @@ static void free_worker(struct fpool_worker *w)
 	fpool__hooks_free(&w->on_stop);
 	fpool__hooks_free(&w->on_shutdown);
 	free(w->unref);
+	free(w->rbuf);
 	free(w->listeners);
 	close(w->chan);
 	if (w->shm_page != NULL && munmap(w->shm_page, fpool__page_size()) < 0)

@@ -12,6 +12,9 @@
  *   --exit-after MS     main returns by itself after MS, with status
  *   --exit-code N       N (default 0)
  *   --ignore-term       SIGTERM is ignored from on_start on
+ *   --echo-messages     each message from the master is logged ("chaos
+ *                       worker ID got message: TEXT", info) and answered
+ *                       with fpool_worker_send(): "pong ID: TEXT"
  *   --blocking          blocking-style main (loops on is_running) instead of
  *                       the event-driven fpool_worker_loop()
  *
@@ -86,7 +89,7 @@
 #include "forkpool.h"
 
 struct chaos {
-	int fail_start, ignore_term, blocking, exit_code;
+	int fail_start, ignore_term, blocking, exit_code, echo_messages;
 	long crash_after, hang_after, exit_after; /* ms, -1 = never */
 	/* Output flags: pointers into the worker's argv, which outlives us. */
 	const char **say, **esay;
@@ -173,6 +176,7 @@ static int chaos_setup(struct fpool_worker *w, int argc, char **argv)
 		{ "exit-after", required_argument, NULL, 'e' },
 		{ "exit-code", required_argument, NULL, 'x' },
 		{ "ignore-term", no_argument, NULL, 'i' },
+		{ "echo-messages", no_argument, NULL, 'E' },
 		{ "blocking", no_argument, NULL, 'b' },
 		{ "say", required_argument, NULL, 's' },
 		{ "esay", required_argument, NULL, 'S' },
@@ -215,6 +219,9 @@ static int chaos_setup(struct fpool_worker *w, int argc, char **argv)
 			break;
 		case 'i':
 			chaos.ignore_term = 1;
+			break;
+		case 'E':
+			chaos.echo_messages = 1;
 			break;
 		case 'b':
 			chaos.blocking = 1;
@@ -280,12 +287,31 @@ static int chaos_setup(struct fpool_worker *w, int argc, char **argv)
 	return 0;
 }
 
+static void chaos_message(struct fpool_worker *w, const void *data, size_t len,
+			  void *arg)
+{
+	char reply[256];
+	int n, r;
+
+	(void)arg;
+	fpool_log(FPOOL_LOG_INFO, "chaos worker %u got message: %.*s",
+		  fpool_worker_id(w), (int)(len < 200 ? len : 200),
+		  (const char *)data);
+	n = snprintf(reply, sizeof(reply), "pong %u: %.*s", fpool_worker_id(w),
+		     (int)(len < 200 ? len : 200), (const char *)data);
+	if ((r = fpool_worker_send(w, reply, (size_t)n)) != 0)
+		fpool_log(FPOOL_LOG_WARNING, "chaos worker %u: reply: %s",
+			  fpool_worker_id(w), fpool_strerror(r));
+}
+
 static int chaos_on_start(struct fpool_worker *w, void *arg)
 {
 	(void)arg;
 	say(w, "on_start");
 	if (chaos.fail_start)
 		return -1;
+	if (chaos.echo_messages)
+		fpool_worker_on_message(w, chaos_message, NULL);
 	if (chaos.ignore_term && signal(SIGTERM, SIG_IGN) == SIG_ERR) {
 		perror("chaos: signal");
 		return -1;
