@@ -607,8 +607,9 @@ void fpool__slot_activity(const struct fpool__slot *s, char *buf, size_t len);
 
 /* ---- control.c: the control socket ------------------------------------ */
 
-/* Longest request line. */
-#define FPOOL_CONTROL_MAX 65536
+/* Longest request line: room for a `send` of FPOOL_MESSAGE_MAX bytes of
+ * text with some escapes. */
+#define FPOOL_CONTROL_MAX (160 * 1024)
 /* Control clients connected at once; more are refused. */
 #define FPOOL_CONTROL_CLIENTS 64
 struct fpool__control;

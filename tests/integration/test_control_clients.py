@@ -108,8 +108,8 @@ def test_request_just_under_the_size_limit_is_served(forkpool, sock_path):
         check_status(m, rep["result"], pool)
 
 
-@pytest.mark.parametrize("size,newline", [(64 * 1024 + 1, False), (1 << 20, False), (1 << 20, True)],
-                         ids=["64KiB+1", "1MiB", "1MiB-line"])
+@pytest.mark.parametrize("size,newline", [(160 * 1024 + 1, False), (1 << 20, False), (1 << 20, True)],
+                         ids=["160KiB+1", "1MiB", "1MiB-line"])
 def test_oversized_request_gets_an_error_then_the_connection_closes(forkpool, sock_path, size, newline):
     m, pool = start_pool(forkpool, sock_path, 2)
     data = b'{"id":"abc","cmd":"status","pad":"' + b"x" * size + b'"}' + (b"\n" if newline else b"")

@@ -208,3 +208,34 @@ def test_supervisor_hooks_pidfile_output_files_and_timeout(example, tmp_path):
     for slot, pid in pool.items():
         assert f"[worker {slot} pid {pid}] on_shutdown: worker {slot} is done" in err_lines, (
             f"no on_shutdown line of worker {slot} in {err}\n{m.describe()}")
+
+
+# ---------------------------------------------------------------------------
+# settings: worker events and messages both ways
+
+
+def test_settings_gets_every_event_and_a_reply_from_every_worker(example):
+    m = example("settings", 4)
+    assert m.wait_exit() == 0, m.describe()
+    out = m.out.lines()  # what the program printed (its log is stderr)
+    started = {int(x.group(1)): int(x.group(2)) for x in
+               (re.match(r"event: worker (\d+) pid (\d+) started$", l) for l in out) if x}
+    ready = {int(x.group(1)): int(x.group(2)) for x in
+             (re.match(r"event: worker (\d+) pid (\d+) ready$", l) for l in out) if x}
+    exited = {int(x.group(1)): int(x.group(2)) for x in
+              (re.match(r"event: worker (\d+) pid (\d+) exited \(status 0\)$", l) for l in out)
+              if x}
+    replies = sorted(int(x.group(1)) for x in
+                     (re.match(r"reply from worker (\d+): ok \1 greeting=hola$", l) for l in out)
+                     if x)
+    assert started == ready == exited and sorted(started) == [0, 1, 2, 3], out
+    assert replies == [0, 1, 2, 3], out
+    # Every event of a worker in order: started, ready, its reply, exited.
+    for slot, pid in started.items():
+        mine = [l for l in out if l.startswith((f"event: worker {slot} ",
+                                                 f"reply from worker {slot}:"))]
+        kinds = [("started" if "started" in l else "ready" if "ready" in l
+                  else "exited" if "exited" in l else "reply") for l in mine]
+        assert kinds == ["started", "ready", "reply", "exited"], mine
+    assert "workers 4: started 4, ready 4, replies 4, exited 4" in out
+    m.assert_tree_gone()

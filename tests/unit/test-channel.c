@@ -556,9 +556,58 @@ static void test_full_channel(void **state)
 	close(sv[1]);
 }
 
+/* Messages (fpool__message_send): one packet each, FPOOL_CHAN_MESSAGE
+ * and the bytes, in order, up to FPOOL_MESSAGE_MAX; a full channel is
+ * -EAGAIN at once; a peer gone is -EPIPE. */
+static void test_messages(void **state)
+{
+	static char big[FPOOL_MESSAGE_MAX + 2];
+	char buf[FPOOL_MESSAGE_MAX + 2];
+	int sv[2], sent = 0, r;
+	ssize_t n;
+
+	(void)state;
+	assert_int_equal(
+		socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(fpool__message_send(sv[0], "one", 3), 0);
+	assert_int_equal(fpool__message_send(sv[0], "", 0), 0);
+	assert_int_equal(fpool__message_send(sv[0], "\0two\xff", 5), 0);
+	n = recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT);
+	assert_int_equal(n, 4);
+	assert_memory_equal(buf, "mone", 4);
+	n = recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT);
+	assert_int_equal(n, 1);
+	assert_int_equal(buf[0], FPOOL_CHAN_MESSAGE);
+	n = recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT);
+	assert_int_equal(n, 6);
+	assert_memory_equal(buf + 1, "\0two\xff", 5);
+	/* The bound: exactly FPOOL_MESSAGE_MAX goes, one more does not. */
+	memset(big, 'b', sizeof(big));
+	assert_int_equal(fpool__message_send(sv[0], big, FPOOL_MESSAGE_MAX), 0);
+	n = recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT);
+	assert_int_equal(n, FPOOL_MESSAGE_MAX + 1);
+	assert_int_equal(fpool__message_send(sv[0], big, FPOOL_MESSAGE_MAX + 1),
+			 -EMSGSIZE);
+	/* Nobody reads: -EAGAIN once the socket buffer is full, never a
+	 * wait; what was sent is all there, in order. */
+	while ((r = fpool__message_send(sv[0], big, 1000)) == 0)
+		sent++;
+	assert_int_equal(r, -EAGAIN);
+	assert_true(sent > 10);
+	for (int i = 0; i < sent; i++) {
+		n = recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT);
+		assert_int_equal(n, 1001);
+	}
+	assert_int_equal(recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT), -1);
+	close(sv[1]);
+	assert_int_equal(fpool__message_send(sv[0], "x", 1), -EPIPE);
+	close(sv[0]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_messages),
 		cmocka_unit_test(test_encode_exact),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_decode_good),
