@@ -171,6 +171,7 @@ TOOLS = {
     "bare-evhttp": ("bare-evhttp.c", ["LIBEVENT"]),
     # The http worker's sources and llhttp: meson's build only.
     "bare-http": ("bare-http.c", None),
+    "messages": ("messages.c", None),
 }
 TOOL = {}
 

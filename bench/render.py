@@ -524,12 +524,37 @@ def details_upgrade(res):
             up["workers"] + table(["situation", "measured"], rows))
 
 
+def details_messages(res):
+    ms, ev = res.get("messages"), res.get("events")
+    rows = []
+    if ms:
+        rows.append(["messages master → worker (%d × %d bytes, 128 in "
+                     "flight)" % (ms["n"], ms["size"]),
+                     _range(ms["m2w_per_s"], "msgs/s") + " msgs/s"])
+        rows.append(["messages worker → master",
+                     _range(ms["w2m_per_s"], "msgs/s") + " msgs/s"])
+    if ev:
+        for key, what in (("without", "no events client"),
+                          ("with_events", "`ctl events` attached")):
+            if key in ev:
+                rows.append(["scale 1 → %d, %s: master CPU, time to all "
+                             "ready" % (ev["workers"], what),
+                             "%s ms, %s ms" % (
+                                 fmt(ev[key]["master_cpu_ms"]["median"]),
+                                 fmt(ev[key]["wall_ms"]["median"]))])
+    if not rows:
+        return None
+    return ("### Library: messages and events (medians)\n\n" +
+            table(["measured", "value"], rows))
+
+
 DETAILS = [details_throughput, details_overhead, details_syscalls,
            details_echo,
            details_respawn, lambda res: details_lifecycle(res, "reload"),
            lambda res: details_lifecycle(res, "shutdown"), details_memory,
            details_scale, details_logs, details_reuseport, details_jsonrpc,
-           details_hostile, details_deploy, details_upgrade]
+           details_hostile, details_deploy, details_upgrade,
+           details_messages]
 
 
 def render_details(res):

@@ -19,6 +19,7 @@ from sc_http import sc_echo, sc_jsonrpc, sc_overhead, sc_reuseport
 from sc_http import sc_syscalls, sc_throughput
 from sc_deploy import sc_deploy
 from sc_upgrade import sc_upgrade
+from sc_library import sc_events, sc_messages
 from sc_lifecycle import sc_reload, sc_respawn, sc_shutdown
 from sc_master import sc_logs, sc_scale
 from servers import HTTP_SERVERS, available
@@ -38,6 +39,8 @@ SCENARIOS = [
     ("hostile", sc_hostile),
     ("deploy", sc_deploy),
     ("upgrade", sc_upgrade),
+    ("messages", sc_messages),
+    ("events", sc_events),
 ]
 NAMES = [n for n, _ in SCENARIOS]
 
@@ -49,6 +52,7 @@ class Config:
             self.rounds, self.seconds, self.warmup = 1, 1, 0
             self.overhead_rounds, self.overhead_s, self.echo_s = 2, 1, 1
             self.syscalls_s = 1
+            self.messages_n = 20000
             self.kills, self.peer_kills = 10, 3
             self.ka_conns, self.reload_s = 16, 1.5
             self.scale_sizes, self.scale_rounds, self.idle_s = [256], 1, 2
@@ -62,6 +66,7 @@ class Config:
             self.rounds, self.seconds, self.warmup = 3, 10, 1
             self.overhead_rounds, self.overhead_s, self.echo_s = 6, 5, 5
             self.syscalls_s = 5
+            self.messages_n = 200000
             self.kills, self.peer_kills = 200, 50
             self.ka_conns, self.reload_s = 32, 5.0
             # 64: the pool the older `scripts/bench idle` measured.
