@@ -67,6 +67,8 @@ static void log_started(struct fpool__slot *s, struct fpool__proc *p)
 static void execute(struct fpool__slot *s, const struct fpool__decision *d)
 {
 	struct fpool_pool *pool = s->pool;
+	unsigned id = s->id;
+	pid_t started = 0;
 
 	for (unsigned i = 0; i < d->nsig; i++) {
 		int sig = d->sig[i].sig;
@@ -111,8 +113,7 @@ static void execute(struct fpool__slot *s, const struct fpool__decision *d)
 		slot_event(s, p != NULL ? SEV_SPAWNED : SEV_SPAWN_FAILED, p);
 		if (p != NULL) {
 			log_started(s, p);
-			fpool__event_worker(pool, FPOOL_WORKER_STARTED, s->id,
-					    p->pid, 0);
+			started = p->pid;
 		}
 	}
 	if ((d->act & FPOOL_ACT_BACKOFF) && pool->state == POOL_RUNNING) {
@@ -124,6 +125,10 @@ static void execute(struct fpool__slot *s, const struct fpool__decision *d)
 	}
 	if (d->act & FPOOL_ACT_GONE)
 		fpool__pool_slot_idle(pool);
+	/* Last: the program's callback may act on the pool, and the
+	 * decision is carried out by then. */
+	if (started > 0)
+		fpool__event_worker(pool, FPOOL_WORKER_STARTED, id, started, 0);
 }
 
 /* Dispatch and carry out; what was decided (FPOOL_ACT_*). */
@@ -146,6 +151,7 @@ static void on_exit_status(struct fpool__slot *s, struct fpool__proc *p,
 	struct fpool_pool *pool = s->pool;
 	bool stopping = p->state == PROC_STOPPING;
 	pid_t pid = p->pid;
+	unsigned id = s->id; /* the slot may be gone after SEV_EXIT */
 
 	fpool__proc_drain(p);
 	fpool__describe_status(status, s->last_exit, sizeof(s->last_exit));
@@ -163,7 +169,7 @@ static void on_exit_status(struct fpool__slot *s, struct fpool__proc *p,
 		fpool__pool_counts(pool, &c);
 		fpool__notify_status(&c);
 	}
-	fpool__event_worker(pool, FPOOL_WORKER_EXITED, s->id, pid, status);
+	fpool__event_worker(pool, FPOOL_WORKER_EXITED, id, pid, status);
 }
 
 void fpool__pool_reap_mode(struct fpool_pool *pool)

@@ -20,6 +20,7 @@ import pytest
 
 from fp.base import TIMEOUT, wait_for
 from fp.control import Control, call, check_status, new_id, start_pool, wait_status_pool
+from fp.net import recv_to_eof
 from fp.proc import cpu_share
 
 # ---------------------------------------------------------------------------
@@ -287,12 +288,7 @@ def test_every_request_read_gets_its_whole_reply_after_a_half_close(forkpool, so
         s.sendall(b"".join(json.dumps({"id": i, "cmd": "status"}).encode() + b"\n"
                            for i in ids))
         s.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_to_eof(s)
     finally:
         s.close()
     assert data.endswith(b"\n"), f"the replies end inside a line ({len(data)} bytes)"

@@ -20,6 +20,7 @@ import pytest
 
 from fp.base import TIMEOUT, wait_for
 from fp.control import Control, call, new_id, start_pool
+from fp.net import recv_to_eof
 
 
 def ctl(m, sock, *args):
@@ -189,13 +190,7 @@ def test_a_slow_events_client_is_dropped_and_status_stays_fast(echo_pool, sock_p
         st = call(sock_path, "status")
         assert st["live"] == 1
         # The dropped client gets EOF once it reads what was sent.
-        s.settimeout(TIMEOUT)
-        data = b""
-        while True:
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_to_eof(s)
         assert data.startswith(b'{"id":"e1","ok":true'), data[:100]
     finally:
         s.close()

@@ -70,6 +70,17 @@ def port_is_free(port, host="127.0.0.1"):
     return True
 
 
+def recv_to_eof(sock):
+    """Everything sock receives until the peer closes (its timeout
+    applies to each read)."""
+    data = b""
+    while True:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            return data
+        data += chunk
+
+
 class Conn:
     """A client connection (self.sock, unread bytes in self.buf), closed
     when a with block ends."""
