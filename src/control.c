@@ -95,10 +95,19 @@ static void client_write_now(struct fpool__client *c)
 	int fd = bufferevent_getfd(c->bev);
 
 	/* A socket bufferevent keeps the start of its output frozen so
-	 * that only it drains it; this one write is ours. */
+	 * that only it drains it; this one write is ours.  send() with
+	 * MSG_NOSIGNAL: at the end of a run SIGPIPE may have its default
+	 * again, and a client gone must not kill the master. */
 	evbuffer_unfreeze(out, 1);
-	while (evbuffer_get_length(out) > 0 && evbuffer_write(out, fd) > 0)
-		;
+	while (evbuffer_get_length(out) > 0) {
+		size_t n = evbuffer_get_contiguous_space(out);
+		ssize_t w = send(fd, evbuffer_pullup(out, (ssize_t)n), n,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (w <= 0)
+			break;
+		evbuffer_drain(out, (size_t)w);
+	}
 	evbuffer_freeze(out, 1);
 }
 
@@ -270,8 +279,15 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct fpool__client *c = arg;
 
 	(void)bev;
-	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->watching)
-		return; /* it may still read its events */
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+	    c->watching) {
+		/* Gone, or only shut its side (it may still read)?  An empty
+		 * line tells: to a closed peer the write fails, and the
+		 * error frees the client; a reader skips it. */
+		if (evbuffer_add(bufferevent_get_output(c->bev), "\n", 1) != 0)
+			client_free(c);
+		return;
+	}
 	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
 	    c->state != CLIENT_DISCARD) {
 		/* Shut down for writing: answer what came, then close. */

@@ -195,3 +195,39 @@ def test_a_slow_events_client_is_dropped_and_status_stays_fast(echo_pool, sock_p
     finally:
         s.close()
     assert m.stop() == 0
+
+
+def test_an_events_client_that_goes_away_is_freed(echo_pool, sock_path):
+    m, pool = echo_pool(1)
+
+    def fds():
+        return len(os.listdir(f"/proc/{m.pid}/fd"))
+
+    before = fds()  # no control client yet (start_pool made none)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(TIMEOUT)
+    s.connect(sock_path)
+    s.sendall(b'{"id":"e2","cmd":"events"}\n')
+    line = b""
+    while not line.endswith(b"\n"):
+        line += s.recv(1)
+    assert line.startswith(b'{"id":"e2","ok":true'), line
+    assert fds() == before + 1
+    # Gone without a word, while nothing happens: the master notices.
+    s.close()
+    wait_for(lambda: fds() == before, what=lambda: f"the master's fds back to {before} ({fds()})")
+    # One that only shut its side still gets its events.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as h:
+        h.settimeout(TIMEOUT)
+        h.connect(sock_path)
+        h.sendall(b'{"id":"e3","cmd":"events"}\n')
+        h.shutdown(socket.SHUT_WR)
+        assert ctl(m, sock_path, "send", "0", "after-shutdown").returncode == 0
+        data = b""
+        while b"pong 0: after-shutdown" not in data:
+            chunk = h.recv(1 << 16)
+            assert chunk, data
+            data += chunk
+        lines = data.split(b"\n")
+        assert lines[0].startswith(b'{"id":"e3","ok":true') and lines[1] == b"", lines
+    assert m.stop() == 0
